@@ -1,0 +1,77 @@
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "shm/ring.hpp"
+#include "shm/segment.hpp"
+
+using namespace bus;
+using namespace bus::shm;
+
+TEST_CASE("memfd segments are sealed and shared through their fd", "[segment]") {
+  auto s = Segment::create_memfd("test-ring", ring_bytes(4096));
+  REQUIRE(s);
+  REQUIRE(format_ring(s->bytes(), 4096));
+  // The other side cannot shrink it under us.
+  CHECK(::ftruncate(s->fd(), 100) != 0);
+  auto other = Segment::attach_fd(::dup(s->fd()), ring_bytes(4096));
+  REQUIRE(other);
+  auto p = RingProducer::attach(s->bytes());
+  auto c = RingConsumer::attach(other->bytes());
+  REQUIRE(p);
+  REQUIRE(c);
+  const char msg[] = "across mappings";
+  REQUIRE(p->try_write(std::as_bytes(std::span(msg))));
+  auto r = c->try_peek();
+  REQUIRE(r);
+  CHECK(std::memcmp(r->data.data(), msg, sizeof msg) == 0);
+}
+
+TEST_CASE("attach_fd refuses small or unsealed segments", "[segment]") {
+  auto s = Segment::create_memfd("small", 4096);
+  REQUIRE(s);
+  auto too_small = Segment::attach_fd(::dup(s->fd()), 8192);
+  REQUIRE_FALSE(too_small);
+  CHECK(too_small.error().code() == Errc::Corrupt);
+
+  const int raw = ::memfd_create("unsealed", MFD_CLOEXEC);
+  REQUIRE(raw >= 0);
+  REQUIRE(::ftruncate(raw, 4096) == 0);
+  auto unsealed = Segment::attach_fd(raw, 4096);
+  REQUIRE_FALSE(unsealed);
+  CHECK(unsealed.error().code() == Errc::PermissionDenied);
+}
+
+TEST_CASE("file segments live under a configurable directory with the given mode",
+          "[segment]") {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("busd-seg-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::string path;
+  {
+    auto s = Segment::create_file(dir.string(), "ring0", ring_bytes(4096), 0640);
+    REQUIRE(s);
+    path = s->path();
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0640);
+    CHECK(static_cast<size_t>(st.st_size) == ring_bytes(4096));
+    // O_EXCL: a second creator fails instead of sharing by accident.
+    auto dup = Segment::create_file(dir.string(), "ring0", 4096);
+    REQUIRE_FALSE(dup);
+    CHECK(dup.error().code() == Errc::AlreadyExists);
+    auto opened = Segment::attach_path(path, ring_bytes(4096));
+    REQUIRE(opened);
+    CHECK(opened->size() == ring_bytes(4096));
+  }
+  CHECK_FALSE(std::filesystem::exists(path));  // the creator unlinks on destruction
+  CHECK(Segment::create_file(dir.string(), "../escape", 4096).error().code() ==
+        Errc::InvalidArgument);
+  std::filesystem::remove_all(dir);
+}

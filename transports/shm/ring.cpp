@@ -1,0 +1,298 @@
+// Slow paths of the ring: attach checks, index validation, sleeping and waking.
+#include "shm/ring.hpp"
+
+#include <new>
+
+#include "bus/clock.hpp"
+
+namespace bus::shm {
+namespace {
+
+bool is_pow2(uint64_t v) noexcept { return v != 0 && (v & (v - 1)) == 0; }
+
+std::string num(uint64_t v) { return std::to_string(v); }
+
+// The loop shared by both endpoints' waits. ready() polls the ring; sleep_once(deadline)
+// announces the sleep, re-checks and sleeps on the eventfd. False from the loop: timed out.
+template <class Ready, class Sleep>
+bool wait_loop(const WaitStrategy& ws, uint64_t deadline_ns, bool can_sleep, Ready&& ready,
+               Sleep&& sleep_once) noexcept {
+  if (ready()) return true;
+  WaitKind kind = ws.kind;
+  if (!can_sleep && (kind == WaitKind::Adaptive || kind == WaitKind::Block)) {
+    kind = WaitKind::Yield;  // no eventfd: never sleep blind
+  }
+  const uint64_t start = (kind == WaitKind::Adaptive || deadline_ns != kForever) ? clock::mono_ns() : 0;
+  for (uint32_t i = 1;; ++i) {
+    switch (kind) {
+      case WaitKind::Spin: cpu_relax(); break;
+      case WaitKind::Yield: sched_yield(); break;
+      case WaitKind::Adaptive:
+        cpu_relax();
+        if ((i & 63) == 0 && clock::mono_ns() - start >= ws.spin_ns) {
+          if (!sleep_once(deadline_ns)) return ready();
+        }
+        break;
+      case WaitKind::Block:
+        if (!sleep_once(deadline_ns)) return ready();
+        break;
+    }
+    if (ready()) return true;
+    if (deadline_ns != kForever && (i & 255) == 0 && clock::mono_ns() >= deadline_ns) {
+      return false;
+    }
+  }
+}
+
+}  // namespace
+
+Expected<void> format_ring(std::span<std::byte> region, uint64_t capacity, uint32_t max_record) {
+  if (!is_pow2(capacity) || capacity < kMinCapacity || capacity > kMaxCapacity) {
+    return fail(Errc::InvalidArgument, "ring capacity " + num(capacity) +
+                                           " must be a power of two in [" + num(kMinCapacity) +
+                                           ", " + num(kMaxCapacity) + "]");
+  }
+  if (max_record == 0) max_record = max_record_for(capacity);
+  if (max_record > max_record_for(capacity)) {
+    return fail(Errc::InvalidArgument, "max record " + num(max_record) + " exceeds " +
+                                           num(max_record_for(capacity)) + " for capacity " +
+                                           num(capacity));
+  }
+  if (region.size() < ring_bytes(capacity)) {
+    return fail(Errc::InvalidArgument, "ring region of " + num(region.size()) +
+                                           " bytes is smaller than " + num(ring_bytes(capacity)));
+  }
+  if (reinterpret_cast<uintptr_t>(region.data()) % kFalseSharingRange != 0) {
+    return fail(Errc::InvalidArgument, "ring region is not 128-byte aligned");
+  }
+  auto* s = new (region.data()) RingShared{};
+  s->desc.layout_version = kRingLayoutVersion;
+  s->desc.data_offset = static_cast<uint32_t>(kDataOffset);
+  s->desc.capacity = capacity;
+  s->desc.max_record = max_record;
+  s->prod.tail.store(0, std::memory_order_relaxed);
+  s->cons.head.store(0, std::memory_order_relaxed);
+  s->sleep.consumer_sleeping.store(0, std::memory_order_relaxed);
+  s->sleep.producer_sleeping.store(0, std::memory_order_relaxed);
+  // The magic goes last: a ring is only valid once everything else is in place. Attachers get
+  // the region after it is formatted (fd passing synchronizes), so a plain store suffices.
+  s->desc.magic = kRingMagic;
+  return {};
+}
+
+Expected<RingGeometry> check_ring(std::span<const std::byte> region) {
+  if (region.size() < kDataOffset) {
+    return fail(Errc::Corrupt, "ring region of " + num(region.size()) + " bytes has no header");
+  }
+  if (reinterpret_cast<uintptr_t>(region.data()) % kFalseSharingRange != 0) {
+    return fail(Errc::InvalidArgument, "ring region is not 128-byte aligned");
+  }
+  RingDescriptor d;
+  std::memcpy(&d, region.data(), sizeof d);  // one snapshot; checked and used from here on
+  if (d.magic != kRingMagic) return fail(Errc::Corrupt, "not a busd ring (bad magic)");
+  if (d.layout_version != kRingLayoutVersion) {
+    return fail(Errc::VersionMismatch, "ring layout version " + num(d.layout_version) +
+                                           ", this build speaks " + num(kRingLayoutVersion));
+  }
+  if (d.data_offset != kDataOffset) {
+    return fail(Errc::Corrupt, "ring data offset " + num(d.data_offset) + ", expected " +
+                                   num(kDataOffset));
+  }
+  if (!is_pow2(d.capacity) || d.capacity < kMinCapacity || d.capacity > kMaxCapacity) {
+    return fail(Errc::Corrupt, "ring capacity " + num(d.capacity) + " is invalid");
+  }
+  if (d.max_record == 0 || d.max_record > max_record_for(d.capacity)) {
+    return fail(Errc::Corrupt, "ring max record " + num(d.max_record) + " is invalid for capacity " +
+                                   num(d.capacity));
+  }
+  if (region.size() < ring_bytes(d.capacity)) {
+    return fail(Errc::Corrupt, "ring of capacity " + num(d.capacity) + " needs " +
+                                   num(ring_bytes(d.capacity)) + " bytes, region has " +
+                                   num(region.size()));
+  }
+  return RingGeometry{d.capacity, d.max_record};
+}
+
+// ---------------------------------------------------------------- producer
+
+Expected<RingProducer> RingProducer::attach(std::span<std::byte> region, RingFds fds) {
+  auto g = check_ring(region);
+  if (!g) return tl::unexpected(g.error().context("attaching ring producer"));
+  RingProducer p;
+  p.shared_ = reinterpret_cast<RingShared*>(region.data());
+  p.data_ = region.data() + kDataOffset;
+  p.capacity_ = g->capacity;
+  p.mask_ = g->capacity - 1;
+  p.max_record_ = g->max_record;
+  p.fds_ = fds;
+  // Resume where the ring stands (a producer may re-attach). The consumer may have rewritten
+  // either index; check them like any other read.
+  const uint64_t tail = p.shared_->prod.tail.load(std::memory_order_acquire);
+  const uint64_t head = p.shared_->cons.head.load(std::memory_order_acquire);
+  if (tail % kRecordAlign != 0 || head % kRecordAlign != 0 || tail - head > g->capacity) {
+    return fail(Errc::Corrupt, "attaching ring producer: indices head " + num(head) + " tail " +
+                                   num(tail) + " are inconsistent");
+  }
+  p.tail_ = p.published_ = tail;
+  p.head_cache_ = head;
+  return p;
+}
+
+bool RingProducer::refresh_head() noexcept {
+  if (corrupt_) return false;
+  // acquire: pairs with the consumer's seq_cst (release) store in release(): its reads of the
+  // records before head are done, their bytes may be overwritten now.
+  const uint64_t h = shared_->cons.head.load(std::memory_order_acquire);
+  // A valid head moved forward from the last one seen, by whole records, and not past what was
+  // published.
+  if (h - head_cache_ > published_ - head_cache_ || h % kRecordAlign != 0) [[unlikely]] {
+    corrupt_ = true;
+    corruption_ = "consumer head " + num(h) + " outside [" + num(head_cache_) + ", " +
+                  num(published_) + "]";
+    return false;
+  }
+  head_cache_ = h;
+  return true;
+}
+
+bool RingProducer::enough_room(uint64_t need) noexcept {
+  if (!refresh_head()) return true;  // let try_claim report Corrupt
+  return need <= capacity_ - (tail_ - head_cache_);
+}
+
+void RingProducer::wake_consumer() noexcept {
+  // exchange: one wake per announced sleep, even if the flag stays set by a hostile consumer.
+  if (shared_->sleep.consumer_sleeping.exchange(0, std::memory_order_acq_rel) != 0 &&
+      fds_.data >= 0) {
+    wake::signal(fds_.data);
+    ++stats_.wakes_sent;
+  }
+}
+
+Result<std::span<std::byte>> RingProducer::claim(uint32_t len, const WaitStrategy& ws,
+                                                 uint64_t deadline_ns, uint32_t tag) noexcept {
+  auto c = try_claim(len, tag);
+  if (c || c.error() != Errc::WouldBlock) return c;
+  publish();  // the consumer must see what is pending, or it will never make room
+  const uint64_t span = record_span(len);
+  const uint64_t contig = capacity_ - (tail_ & mask_);
+  const uint64_t need = span <= contig ? span : contig + span;
+  auto ready = [&] { return enough_room(need); };
+  auto sleep_once = [&](uint64_t deadline) {
+    // seq_cst store then seq_cst load of head: pairs with the consumer's release() (its seq_cst
+    // store of head, then seq_cst load of this flag).
+    shared_->sleep.producer_sleeping.store(1, std::memory_order_seq_cst);
+    const uint64_t h = shared_->cons.head.load(std::memory_order_seq_cst);
+    bool slept = true;
+    if (need > capacity_ - (tail_ - h) && !corrupt_) {
+      ++stats_.sleeps;
+      slept = wake::sleep_until(fds_.space, deadline);
+      wake::drain(fds_.space);
+    }
+    shared_->sleep.producer_sleeping.store(0, std::memory_order_relaxed);
+    return slept;
+  };
+  if (!wait_loop(ws, deadline_ns, fds_.space >= 0, ready, sleep_once)) {
+    return tl::unexpected(Errc::Timeout);
+  }
+  return try_claim(len, tag);
+}
+
+Result<void> RingProducer::write(std::span<const std::byte> rec, const WaitStrategy& ws,
+                                 uint64_t deadline_ns, uint32_t tag) noexcept {
+  if (rec.size() > max_record_) return tl::unexpected(Errc::TooLarge);
+  auto c = claim(static_cast<uint32_t>(rec.size()), ws, deadline_ns, tag);
+  if (!c) return tl::unexpected(c.error());
+  if (!rec.empty()) std::memcpy(c->data(), rec.data(), rec.size());
+  commit(static_cast<uint32_t>(rec.size()));
+  publish();
+  return {};
+}
+
+// ---------------------------------------------------------------- consumer
+
+Expected<RingConsumer> RingConsumer::attach(std::span<std::byte> region, RingFds fds) {
+  auto g = check_ring(region);
+  if (!g) return tl::unexpected(g.error().context("attaching ring consumer"));
+  RingConsumer c;
+  c.shared_ = reinterpret_cast<RingShared*>(region.data());
+  c.data_ = region.data() + kDataOffset;
+  c.capacity_ = g->capacity;
+  c.mask_ = g->capacity - 1;
+  c.max_record_ = g->max_record;
+  c.fds_ = fds;
+  const uint64_t head = c.shared_->cons.head.load(std::memory_order_acquire);
+  if (head % kRecordAlign != 0) {
+    return fail(Errc::Corrupt, "attaching ring consumer: head " + num(head) + " is misaligned");
+  }
+  c.head_ = c.released_ = c.tail_cache_ = head;
+  return c;
+}
+
+bool RingConsumer::refresh_tail() noexcept {
+  if (corrupt_) return false;
+  // acquire: pairs with the producer's seq_cst (release) store in publish(): every record
+  // before tail is fully written.
+  const uint64_t t = shared_->prod.tail.load(std::memory_order_acquire);
+  // A valid tail never moves back, never gets more than a capacity ahead of head, and ends a
+  // record.
+  if (t - tail_cache_ > capacity_ || t - head_ > capacity_ || t % kRecordAlign != 0) [[unlikely]] {
+    corrupt_ = true;
+    corruption_ = "producer tail " + num(t) + " outside [" + num(tail_cache_) + ", " +
+                  num(head_ + capacity_) + "] or misaligned";
+    return false;
+  }
+  tail_cache_ = t;
+  return true;
+}
+
+tl::unexpected<Errc> RingConsumer::corrupt_record(uint64_t idx, RecordHeader h) noexcept {
+  corrupt_ = true;
+  corruption_ = "record at offset " + num(idx) + " (head " + num(head_) + ", tail " +
+                num(tail_cache_) + ") has length " + num(h.length) + " tag " + num(h.tag) +
+                ": beyond max record " + num(max_record_) +
+                ", the published data or the end of the buffer";
+  return tl::unexpected(Errc::Corrupt);
+}
+
+void RingConsumer::wake_producer() noexcept {
+  if (shared_->sleep.producer_sleeping.exchange(0, std::memory_order_acq_rel) != 0 &&
+      fds_.space >= 0) {
+    wake::signal(fds_.space);
+    ++stats_.wakes_sent;
+  }
+}
+
+bool RingConsumer::arm_sleep() noexcept {
+  // seq_cst store then seq_cst load of tail: pairs with publish() (seq_cst store of tail, then
+  // seq_cst load of this flag). Either publish() sees the flag and wakes us, or we see its tail.
+  shared_->sleep.consumer_sleeping.store(1, std::memory_order_seq_cst);
+  const uint64_t t = shared_->prod.tail.load(std::memory_order_seq_cst);
+  if (t != head_ || corrupt_) {
+    shared_->sleep.consumer_sleeping.store(0, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+void RingConsumer::disarm() noexcept {
+  shared_->sleep.consumer_sleeping.store(0, std::memory_order_relaxed);
+  if (fds_.data >= 0) wake::drain(fds_.data);
+}
+
+Result<void> RingConsumer::wait_readable(const WaitStrategy& ws, uint64_t deadline_ns) noexcept {
+  auto ready = [&] { return readable(); };
+  auto sleep_once = [&](uint64_t deadline) {
+    if (!arm_sleep()) return true;
+    ++stats_.sleeps;
+    const bool woke = wake::sleep_until(fds_.data, deadline);
+    disarm();
+    return woke;
+  };
+  if (!wait_loop(ws, deadline_ns, fds_.data >= 0, ready, sleep_once)) {
+    return tl::unexpected(Errc::Timeout);
+  }
+  return {};
+}
+
+}  // namespace bus::shm
