@@ -68,7 +68,7 @@ struct Outcome {
 void produce(RingProducer& p, uint64_t count, uint32_t max_len, uint64_t seed,
              const WaitStrategy& ws, bool batch) {
   Rng rng{seed};
-  const uint64_t deadline = clock::mono_ns() + 120 * kSec;
+  const Deadline deadline = Deadline::at(clock::mono_ns() + 120 * kSec);
   for (uint64_t seq = 0; seq < count; ++seq) {
     const auto len = static_cast<uint32_t>(kMinRecord + rng.next() % (max_len - kMinRecord + 1));
     auto c = p.claim(len, ws, deadline);
@@ -85,7 +85,7 @@ Outcome consume(RingConsumer& c, uint64_t count, uint32_t max_len, uint64_t seed
                 const WaitStrategy& ws) {
   Rng rng{seed};
   Outcome o;
-  const uint64_t deadline = clock::mono_ns() + 120 * kSec;
+  const Deadline deadline = Deadline::at(clock::mono_ns() + 120 * kSec);
   while (o.received < count) {
     if (!c.wait_readable(ws, deadline)) {
       ++o.errors;
@@ -212,12 +212,12 @@ TEST_CASE("block ping-pong never loses a wake-up", "[ring][stress]") {
   std::thread echo([&] {
     std::array<std::byte, 8> buf{};
     for (uint64_t i = 0; i < rounds; ++i) {
-      if (!c1.wait_readable(ws, clock::mono_ns() + 10 * kSec) || !c1.try_read_copy(buf)) {
+      if (!c1.wait_readable(ws, Deadline::after(10 * kSec)) || !c1.try_read_copy(buf)) {
         ++echo_errors;
         return;
       }
       c1.release();
-      if (!p2.write(buf, ws, clock::mono_ns() + 10 * kSec)) {
+      if (!p2.write(buf, ws, Deadline::after(10 * kSec))) {
         ++echo_errors;
         return;
       }
@@ -228,11 +228,11 @@ TEST_CASE("block ping-pong never loses a wake-up", "[ring][stress]") {
   std::array<std::byte, 8> buf{};
   for (uint64_t i = 0; i < rounds && timeouts == 0; ++i) {
     std::memcpy(buf.data(), &i, 8);
-    if (!p1.write(buf, ws, clock::mono_ns() + 10 * kSec)) {
+    if (!p1.write(buf, ws, Deadline::after(10 * kSec))) {
       ++timeouts;
       break;
     }
-    if (!c2.wait_readable(ws, clock::mono_ns() + 10 * kSec)) {
+    if (!c2.wait_readable(ws, Deadline::after(10 * kSec))) {
       ++timeouts;
       break;
     }

@@ -2,7 +2,7 @@
 //
 //   offset   size  owner      contents
 //   0        128   creator    RingDescriptor: magic, layout version, capacity, max record
-//   128      128   producer   tail: bytes ever published (monotonic u64)
+//   128      128   producer   tail: bytes ever published (monotonic u64), once per batch
 //   256      128   consumer   head: bytes ever consumed  (monotonic u64)
 //   384      128   both       sleep flags: consumer_sleeping, producer_sleeping
 //   512      cap   producer   records (cap is a power of two)
@@ -10,10 +10,19 @@
 // Each index sits alone in 128 bytes: 64-byte lines, and Intel's adjacent-line prefetcher pulls
 // lines in pairs, so 64 would still let the two sides disturb each other.
 //
-// A record is an 8-byte RecordHeader {length, tag} followed by `length` bytes, padded to 8.
+// A record is a 16-byte RecordHeader {length, tag, commit} followed by `length` bytes, padded to
+// 16. The producer writes length, tag and payload, then release-stores commit = position + 1
+// (position: the record's absolute byte offset in the ring's history). The consumer polls the
+// commit word of the record at its head: the record is there when commit == head + 1. A stale
+// header from an earlier lap carries an older position and zeroed memory a commit of 0, so
+// neither reads as a new record; and the consumer learns of a record from the record's own cache
+// line, not from a separate index (one cache-line transfer per hop instead of two).
+// The tail index is still published, once per batch: it drives the sleep/wake protocol and lets a
+// producer re-attach.
+//
 // Records never wrap: when one does not fit before the end, the producer writes a pad record
 // (tag kPadTag) that covers the rest of the buffer and starts the record at offset 0.
-// A record of at most capacity/2 - 8 bytes always fits in an empty ring, whatever its offset,
+// A record of at most capacity/2 - 16 bytes always fits in an empty ring, whatever its offset,
 // which is why max_record is bounded by that.
 //
 // Neither side trusts what it reads here: the descriptor is checked once at attach and copied
@@ -29,8 +38,8 @@ namespace bus::shm {
 inline constexpr size_t kFalseSharingRange = 128;
 inline constexpr uint64_t kRingMagic = 0x474E4952'53554221ull;  // "!BUSRING" little-endian
 inline constexpr uint32_t kRingLayoutVersion = 1;
-inline constexpr uint32_t kRecordAlign = 8;
-inline constexpr uint32_t kRecordHeaderSize = 8;
+inline constexpr uint32_t kRecordAlign = 16;
+inline constexpr uint32_t kRecordHeaderSize = 16;
 inline constexpr uint32_t kPadTag = 0xFFFF'FFFFu;  // reserved: user tags are any other value
 inline constexpr uint64_t kMinCapacity = 4096;
 inline constexpr uint64_t kMaxCapacity = 1ull << 32;
@@ -38,8 +47,10 @@ inline constexpr uint64_t kMaxCapacity = 1ull << 32;
 struct RecordHeader {
   uint32_t length;  // payload bytes, header and padding excluded
   uint32_t tag;     // user tag, or kPadTag
+  uint64_t commit;  // position + 1, stored last (release): the record is complete
 };
 static_assert(sizeof(RecordHeader) == kRecordHeaderSize);
+static_assert(offsetof(RecordHeader, commit) % 8 == 0, "commit is accessed atomically");
 
 struct alignas(kFalseSharingRange) RingDescriptor {
   uint64_t magic;

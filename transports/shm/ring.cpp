@@ -12,34 +12,41 @@ bool is_pow2(uint64_t v) noexcept { return v != 0 && (v & (v - 1)) == 0; }
 
 std::string num(uint64_t v) { return std::to_string(v); }
 
-// The loop shared by both endpoints' waits. ready() polls the ring; sleep_once(deadline)
-// announces the sleep, re-checks and sleeps on the eventfd. False from the loop: timed out.
+// The loop shared by both endpoints' waits, entered after a first poll found nothing.
+// ready() polls the ring; sleep_once(deadline_ns) announces the sleep, re-checks and sleeps on
+// the eventfd (false: timed out). Returns false when the deadline passed.
+// The clock is read only every 64 polls, and first after 64: a wait that ends within its first
+// polls (a reply already on its way) costs no clock reading. Spin time and relative deadlines
+// count from that first reading.
 template <class Ready, class Sleep>
-bool wait_loop(const WaitStrategy& ws, uint64_t deadline_ns, bool can_sleep, Ready&& ready,
+bool wait_loop(const WaitStrategy& ws, Deadline& deadline, bool can_sleep, Ready&& ready,
                Sleep&& sleep_once) noexcept {
-  if (ready()) return true;
   WaitKind kind = ws.kind;
   if (!can_sleep && (kind == WaitKind::Adaptive || kind == WaitKind::Block)) {
     kind = WaitKind::Yield;  // no eventfd: never sleep blind
   }
-  const uint64_t start = (kind == WaitKind::Adaptive || deadline_ns != kForever) ? clock::mono_ns() : 0;
+  if (kind == WaitKind::Block) {
+    for (;;) {
+      if (!sleep_once(deadline.resolve())) return ready();
+      if (ready()) return true;
+    }
+  }
+  uint64_t start = 0;
   for (uint32_t i = 1;; ++i) {
-    switch (kind) {
-      case WaitKind::Spin: cpu_relax(); break;
-      case WaitKind::Yield: sched_yield(); break;
-      case WaitKind::Adaptive:
-        cpu_relax();
-        if ((i & 63) == 0 && clock::mono_ns() - start >= ws.spin_ns) {
-          if (!sleep_once(deadline_ns)) return ready();
-        }
-        break;
-      case WaitKind::Block:
-        if (!sleep_once(deadline_ns)) return ready();
-        break;
+    if (kind == WaitKind::Yield) {
+      sched_yield();
+    } else {
+      cpu_relax();
     }
     if (ready()) return true;
-    if (deadline_ns != kForever && (i & 255) == 0 && clock::mono_ns() >= deadline_ns) {
-      return false;
+    if ((i & 63) != 0) continue;
+    const uint64_t now = clock::mono_ns();
+    if (start == 0) start = now;
+    const uint64_t deadline_ns = deadline.resolve();
+    if (now >= deadline_ns) return false;
+    if (kind == WaitKind::Adaptive && now - start >= ws.spin_ns) {
+      if (!sleep_once(deadline_ns)) return ready();
+      if (ready()) return true;
     }
   }
 }
@@ -65,6 +72,9 @@ Expected<void> format_ring(std::span<std::byte> region, uint64_t capacity, uint3
   if (reinterpret_cast<uintptr_t>(region.data()) % kFalseSharingRange != 0) {
     return fail(Errc::InvalidArgument, "ring region is not 128-byte aligned");
   }
+  // Zero the records: a commit word left over in reused memory (an earlier ring, an earlier
+  // format) could otherwise equal a position of this ring and read as a record.
+  std::memset(region.data() + kDataOffset, 0, capacity);
   auto* s = new (region.data()) RingShared{};
   s->desc.layout_version = kRingLayoutVersion;
   s->desc.data_offset = static_cast<uint32_t>(kDataOffset);
@@ -129,11 +139,13 @@ Expected<RingProducer> RingProducer::attach(std::span<std::byte> region, RingFds
   // either index; check them like any other read.
   const uint64_t tail = p.shared_->prod.tail.load(std::memory_order_acquire);
   const uint64_t head = p.shared_->cons.head.load(std::memory_order_acquire);
-  if (tail % kRecordAlign != 0 || head % kRecordAlign != 0 || tail - head > g->capacity) {
+  if (tail % kRecordAlign != 0 || head % kRecordAlign != 0 ||
+      (tail - head > g->capacity && head - tail > g->capacity)) {
     return fail(Errc::Corrupt, "attaching ring producer: indices head " + num(head) + " tail " +
                                    num(tail) + " are inconsistent");
   }
-  p.tail_ = p.published_ = tail;
+  // A consumer may have read records committed after the last publish: resume after them.
+  p.tail_ = p.published_ = head - tail <= g->capacity ? head : tail;
   p.head_cache_ = head;
   return p;
 }
@@ -144,11 +156,11 @@ bool RingProducer::refresh_head() noexcept {
   // records before head are done, their bytes may be overwritten now.
   const uint64_t h = shared_->cons.head.load(std::memory_order_acquire);
   // A valid head moved forward from the last one seen, by whole records, and not past what was
-  // published.
-  if (h - head_cache_ > published_ - head_cache_ || h % kRecordAlign != 0) [[unlikely]] {
+  // committed.
+  if (h - head_cache_ > tail_ - head_cache_ || h % kRecordAlign != 0) [[unlikely]] {
     corrupt_ = true;
     corruption_ = "consumer head " + num(h) + " outside [" + num(head_cache_) + ", " +
-                  num(published_) + "]";
+                  num(tail_) + "]";
     return false;
   }
   head_cache_ = h;
@@ -169,16 +181,14 @@ void RingProducer::wake_consumer() noexcept {
   }
 }
 
-Result<std::span<std::byte>> RingProducer::claim(uint32_t len, const WaitStrategy& ws,
-                                                 uint64_t deadline_ns, uint32_t tag) noexcept {
-  auto c = try_claim(len, tag);
-  if (c || c.error() != Errc::WouldBlock) return c;
+Result<std::span<std::byte>> RingProducer::claim_slow(uint32_t len, const WaitStrategy& ws,
+                                                      Deadline deadline, uint32_t tag) noexcept {
   publish();  // the consumer must see what is pending, or it will never make room
   const uint64_t span = record_span(len);
   const uint64_t contig = capacity_ - (tail_ & mask_);
   const uint64_t need = span <= contig ? span : contig + span;
   auto ready = [&] { return enough_room(need); };
-  auto sleep_once = [&](uint64_t deadline) {
+  auto sleep_once = [&](uint64_t until) {
     // seq_cst store then seq_cst load of head: pairs with the consumer's release() (its seq_cst
     // store of head, then seq_cst load of this flag).
     shared_->sleep.producer_sleeping.store(1, std::memory_order_seq_cst);
@@ -186,27 +196,16 @@ Result<std::span<std::byte>> RingProducer::claim(uint32_t len, const WaitStrateg
     bool slept = true;
     if (need > capacity_ - (tail_ - h) && !corrupt_) {
       ++stats_.sleeps;
-      slept = wake::sleep_until(fds_.space, deadline);
+      slept = wake::sleep_until(fds_.space, until);
       wake::drain(fds_.space);
     }
     shared_->sleep.producer_sleeping.store(0, std::memory_order_relaxed);
     return slept;
   };
-  if (!wait_loop(ws, deadline_ns, fds_.space >= 0, ready, sleep_once)) {
+  if (!wait_loop(ws, deadline, fds_.space >= 0, ready, sleep_once)) {
     return tl::unexpected(Errc::Timeout);
   }
   return try_claim(len, tag);
-}
-
-Result<void> RingProducer::write(std::span<const std::byte> rec, const WaitStrategy& ws,
-                                 uint64_t deadline_ns, uint32_t tag) noexcept {
-  if (rec.size() > max_record_) return tl::unexpected(Errc::TooLarge);
-  auto c = claim(static_cast<uint32_t>(rec.size()), ws, deadline_ns, tag);
-  if (!c) return tl::unexpected(c.error());
-  if (!rec.empty()) std::memcpy(c->data(), rec.data(), rec.size());
-  commit(static_cast<uint32_t>(rec.size()));
-  publish();
-  return {};
 }
 
 // ---------------------------------------------------------------- consumer
@@ -225,33 +224,17 @@ Expected<RingConsumer> RingConsumer::attach(std::span<std::byte> region, RingFds
   if (head % kRecordAlign != 0) {
     return fail(Errc::Corrupt, "attaching ring consumer: head " + num(head) + " is misaligned");
   }
-  c.head_ = c.released_ = c.tail_cache_ = head;
+  c.head_ = c.released_ = head;
   return c;
-}
-
-bool RingConsumer::refresh_tail() noexcept {
-  if (corrupt_) return false;
-  // acquire: pairs with the producer's seq_cst (release) store in publish(): every record
-  // before tail is fully written.
-  const uint64_t t = shared_->prod.tail.load(std::memory_order_acquire);
-  // A valid tail never moves back, never gets more than a capacity ahead of head, and ends a
-  // record.
-  if (t - tail_cache_ > capacity_ || t - head_ > capacity_ || t % kRecordAlign != 0) [[unlikely]] {
-    corrupt_ = true;
-    corruption_ = "producer tail " + num(t) + " outside [" + num(tail_cache_) + ", " +
-                  num(head_ + capacity_) + "] or misaligned";
-    return false;
-  }
-  tail_cache_ = t;
-  return true;
 }
 
 tl::unexpected<Errc> RingConsumer::corrupt_record(uint64_t idx, RecordHeader h) noexcept {
   corrupt_ = true;
-  corruption_ = "record at offset " + num(idx) + " (head " + num(head_) + ", tail " +
-                num(tail_cache_) + ") has length " + num(h.length) + " tag " + num(h.tag) +
-                ": beyond max record " + num(max_record_) +
-                ", the published data or the end of the buffer";
+  corruption_ = "record at offset " + num(idx) + " (head " + num(head_) + ") has length " +
+                num(h.length) + " tag " + num(h.tag) + ": " +
+                (h.tag == kPadTag ? "a pad must run from a non-zero offset to the end of the buffer"
+                                  : "beyond max record " + num(max_record_) +
+                                        " or the end of the buffer");
   return tl::unexpected(Errc::Corrupt);
 }
 
@@ -266,9 +249,10 @@ void RingConsumer::wake_producer() noexcept {
 bool RingConsumer::arm_sleep() noexcept {
   // seq_cst store then seq_cst load of tail: pairs with publish() (seq_cst store of tail, then
   // seq_cst load of this flag). Either publish() sees the flag and wakes us, or we see its tail.
+  // A record committed but not yet published is found by readable(); its publish() wakes us.
   shared_->sleep.consumer_sleeping.store(1, std::memory_order_seq_cst);
   const uint64_t t = shared_->prod.tail.load(std::memory_order_seq_cst);
-  if (t != head_ || corrupt_) {
+  if (t != head_ || corrupt_ || committed(head_ & mask_)) {
     shared_->sleep.consumer_sleeping.store(0, std::memory_order_relaxed);
     return false;
   }
@@ -280,19 +264,24 @@ void RingConsumer::disarm() noexcept {
   if (fds_.data >= 0) wake::drain(fds_.data);
 }
 
-Result<void> RingConsumer::wait_readable(const WaitStrategy& ws, uint64_t deadline_ns) noexcept {
-  auto ready = [&] { return readable(); };
-  auto sleep_once = [&](uint64_t deadline) {
+Result<Record> RingConsumer::wait_peek_slow(const WaitStrategy& ws, Deadline deadline) noexcept {
+  // The poll is one load of the commit word at head: nothing is built per spin.
+  auto ready = [&] { return corrupt_ || committed(head_ & mask_); };
+  auto sleep_once = [&](uint64_t until) {
     if (!arm_sleep()) return true;
     ++stats_.sleeps;
-    const bool woke = wake::sleep_until(fds_.data, deadline);
+    const bool woke = wake::sleep_until(fds_.data, until);
     disarm();
     return woke;
   };
-  if (!wait_loop(ws, deadline_ns, fds_.data >= 0, ready, sleep_once)) {
-    return tl::unexpected(Errc::Timeout);
+  for (;;) {
+    if (!wait_loop(ws, deadline, fds_.data >= 0, ready, sleep_once)) {
+      return tl::unexpected(Errc::Timeout);
+    }
+    auto r = try_peek();
+    if (r || r.error() != Errc::WouldBlock) return r;
+    // A pad whose record is still being written: try_peek stepped over the pad; wait on.
   }
-  return {};
 }
 
 }  // namespace bus::shm

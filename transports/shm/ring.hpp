@@ -1,11 +1,12 @@
 // Wait-free single-producer single-consumer ring of variable-length records in shared memory.
 // Byte layout and record framing: layout.hpp. Waiting and wake-ups: wait.hpp.
 //
-// Producer: try_claim(len) -> write the bytes -> commit(len), any number of times, then
-// publish() once per batch. Consumer: try_peek() -> use the record -> advance(), any number of
-// times, then release() once per batch (or poll(), which does that). Each call finishes in a
-// bounded number of steps whatever the other side does: no locks, no allocation, no system call
-// unless the other side announced it sleeps.
+// Producer: try_claim(len) -> write the bytes -> commit(len) (the record is visible now), any
+// number of times, then publish() once per batch (wakes a sleeping consumer). Consumer:
+// try_peek() -> use the record -> advance(), any number of times, then release() once per batch
+// (or poll(), which does that). Each call finishes in a bounded number of steps whatever the
+// other side does: no locks, no allocation, no system call unless the other side announced it
+// sleeps.
 //
 // Trust: either side may be another process that rewrites the shared memory at any moment.
 // The geometry is checked once at attach and kept in the endpoint; every index and record
@@ -15,6 +16,7 @@
 // record out (try_read_copy) and verifies the copy.
 #pragma once
 
+#include <atomic>
 #include <cstring>
 #include <span>
 #include <string>
@@ -24,6 +26,9 @@
 #include "shm/wait.hpp"
 
 namespace bus::shm {
+
+/// Polls a wait makes inline, before its out-of-line loop (spin and adaptive strategies).
+inline constexpr int kInlinePolls = 64;
 
 /// The two eventfds of a ring: `data` is written by the producer to wake the consumer, `space`
 /// by the consumer to wake a producer waiting for room. -1: that side never sleeps.
@@ -40,7 +45,8 @@ struct EndpointStats {
 };
 
 /// Writes a fresh ring into `region` (ring_bytes(capacity) bytes, 128-byte aligned), for the
-/// creator only. max_record = 0 picks max_record_for(capacity).
+/// creator only, before any other side attaches: zeroes the records, sets the descriptor.
+/// max_record = 0 picks max_record_for(capacity).
 [[nodiscard]] Expected<void> format_ring(std::span<std::byte> region, uint64_t capacity,
                                          uint32_t max_record = 0);
 
@@ -53,7 +59,9 @@ struct RingGeometry {
 /// Checks the descriptor of a ring in `region` (magic, layout version, sizes).
 [[nodiscard]] Expected<RingGeometry> check_ring(std::span<const std::byte> region);
 
-class RingProducer {
+// Endpoints are aligned to kFalseSharingRange: a producer and a consumer often sit side by side
+// in one struct while two threads use them, and the wait loops re-read their fields on every poll.
+class alignas(kFalseSharingRange) RingProducer {
  public:
   RingProducer() = default;
   [[nodiscard]] static Expected<RingProducer> attach(std::span<std::byte> region,
@@ -77,7 +85,7 @@ class RingProducer {
       }
     }
     if (span > contig) {  // does not fit before the end: pad to the end, start at 0
-      write_header(idx, static_cast<uint32_t>(contig - kRecordHeaderSize), kPadTag);
+      write_header(idx, static_cast<uint32_t>(contig - kRecordHeaderSize), kPadTag, tail_);
       tail_ += contig;
       idx = 0;
     }
@@ -86,21 +94,20 @@ class RingProducer {
     return std::span<std::byte>(data_ + idx + kRecordHeaderSize, len);
   }
 
-  /// Completes the claimed record with `len` bytes (at most what was claimed). Not yet visible
-  /// to the consumer: publish() makes every committed record visible at once.
+  /// Completes the claimed record with `len` bytes (at most what was claimed): a polling
+  /// consumer sees it from now on. A sleeping consumer is woken only by publish().
   void commit(uint32_t len) noexcept {
-    write_header(claim_idx_, len, claim_tag_);
+    write_header(claim_idx_, len, claim_tag_, tail_);
     tail_ += record_span(len);
   }
 
-  /// Makes the committed records visible and wakes the consumer if it said it sleeps.
+  /// Ends a batch: stores the tail and wakes the consumer if it said it sleeps.
   void publish() noexcept {
     if (tail_ == published_) return;
     published_ = tail_;
-    // seq_cst store. Release part: the record bytes and headers written above happen-before a
-    // consumer's acquire load of tail (refresh_tail). Sequential part: pairs with the consumer's
-    // seq_cst store of consumer_sleeping / load of tail in sleep_once(): one of the two sees the
-    // other, so a consumer never sleeps on a record it was not woken for.
+    // seq_cst store. Pairs with the consumer's seq_cst store of consumer_sleeping and seq_cst
+    // load of tail in arm_sleep(): one of the two sees the other, so a consumer never sleeps on
+    // a record it was not woken for. (Records themselves are released by their commit word.)
     shared_->prod.tail.store(tail_, std::memory_order_seq_cst);
     // seq_cst load: the other half of that pairing (a relaxed load could pass the store above).
     if (shared_->sleep.consumer_sleeping.load(std::memory_order_seq_cst) != 0) [[unlikely]] {
@@ -141,16 +148,27 @@ class RingProducer {
     return n;
   }
 
-  /// try_claim that waits while the ring is full, per `ws`, until `deadline_ns`
-  /// (CLOCK_MONOTONIC; kForever). Publishes pending records before it waits.
-  /// Errors: as try_claim, and Timeout.
+  /// try_claim that waits while the ring is full, per `ws`, until `deadline`.
+  /// Publishes pending records before it waits. Errors: as try_claim, and Timeout.
   [[nodiscard]] Result<std::span<std::byte>> claim(uint32_t len, const WaitStrategy& ws,
-                                                   uint64_t deadline_ns = kForever,
-                                                   uint32_t tag = 0) noexcept;
+                                                   Deadline deadline = Deadline::never(),
+                                                   uint32_t tag = 0) noexcept {
+    auto c = try_claim(len, tag);
+    if (c || c.error() != Errc::WouldBlock) [[likely]] return c;
+    return claim_slow(len, ws, deadline, tag);
+  }
 
   /// claim + copy + commit + publish, waiting while full.
   [[nodiscard]] Result<void> write(std::span<const std::byte> rec, const WaitStrategy& ws,
-                                   uint64_t deadline_ns = kForever, uint32_t tag = 0) noexcept;
+                                   Deadline deadline = Deadline::never(), uint32_t tag = 0) noexcept {
+    if (rec.size() > max_record_) [[unlikely]] return tl::unexpected(Errc::TooLarge);
+    auto c = claim(static_cast<uint32_t>(rec.size()), ws, deadline, tag);
+    if (!c) [[unlikely]] return tl::unexpected(c.error());
+    if (!rec.empty()) std::memcpy(c->data(), rec.data(), rec.size());
+    commit(static_cast<uint32_t>(rec.size()));
+    publish();
+    return {};
+  }
 
   [[nodiscard]] uint32_t max_record() const noexcept { return max_record_; }
   [[nodiscard]] uint64_t capacity() const noexcept { return capacity_; }
@@ -160,12 +178,18 @@ class RingProducer {
   [[nodiscard]] bool attached() const noexcept { return shared_ != nullptr; }
 
  private:
-  void write_header(uint64_t idx, uint32_t len, uint32_t tag) noexcept {
-    const RecordHeader h{len, tag};
-    std::memcpy(data_ + idx, &h, sizeof h);
+  void write_header(uint64_t idx, uint32_t len, uint32_t tag, uint64_t position) noexcept {
+    auto* h = reinterpret_cast<RecordHeader*>(data_ + idx);
+    h->length = len;
+    h->tag = tag;
+    // release: the payload, length and tag written before happen-before the consumer's acquire
+    // load of this word in try_peek().
+    std::atomic_ref<uint64_t>(h->commit).store(position + 1, std::memory_order_release);
   }
   bool refresh_head() noexcept;
   bool enough_room(uint64_t need) noexcept;
+  Result<std::span<std::byte>> claim_slow(uint32_t len, const WaitStrategy& ws, Deadline deadline,
+                                          uint32_t tag) noexcept;
   void wake_consumer() noexcept;
 
   RingShared* shared_ = nullptr;
@@ -176,7 +200,7 @@ class RingProducer {
   RingFds fds_{};
   // Private to this endpoint: never read back from shared memory.
   uint64_t tail_ = 0;        // end of committed records
-  uint64_t published_ = 0;   // tail as last stored
+  uint64_t published_ = 0;   // tail as last stored (for the sleep protocol)
   uint64_t head_cache_ = 0;  // last checked value of the consumer's head
   uint64_t claim_idx_ = 0;
   uint32_t claim_tag_ = 0;
@@ -191,7 +215,7 @@ struct Record {
   std::span<const std::byte> data{};
 };
 
-class RingConsumer {
+class alignas(kFalseSharingRange) RingConsumer {
  public:
   RingConsumer() = default;
   [[nodiscard]] static Expected<RingConsumer> attach(std::span<std::byte> region,
@@ -200,28 +224,21 @@ class RingConsumer {
   /// The next record, zero-copy, without consuming it. Errors: WouldBlock (empty), Corrupt.
   [[nodiscard]] Result<Record> try_peek() noexcept {
     if (corrupt_) [[unlikely]] return tl::unexpected(Errc::Corrupt);
-    if (head_ == tail_cache_) {
-      if (!refresh_tail()) return tl::unexpected(Errc::Corrupt);
-      if (head_ == tail_cache_) return tl::unexpected(Errc::WouldBlock);
-    }
     uint64_t idx = head_ & mask_;
-    RecordHeader h;
-    std::memcpy(&h, data_ + idx, sizeof h);  // read once: the writer may rewrite it later
+    if (!committed(idx)) return tl::unexpected(Errc::WouldBlock);
+    RecordHeader h = header_at(idx);  // read once: the writer may rewrite it later
     if (h.tag == kPadTag) [[unlikely]] {
       // A pad covers the rest of the buffer; an honest producer never pads from offset 0.
       const uint64_t contig = capacity_ - idx;
-      if (idx == 0 || h.length != contig - kRecordHeaderSize || contig > tail_cache_ - head_) {
-        return corrupt_record(idx, h);
-      }
+      if (idx == 0 || h.length != contig - kRecordHeaderSize) return corrupt_record(idx, h);
       head_ += contig;
-      if (head_ == tail_cache_) return tl::unexpected(Errc::WouldBlock);
       idx = 0;
-      std::memcpy(&h, data_, sizeof h);
+      if (!committed(idx)) return tl::unexpected(Errc::WouldBlock);
+      h = header_at(idx);
       if (h.tag == kPadTag) return corrupt_record(idx, h);
     }
     const uint64_t span = record_span(h.length);
-    if (h.length > max_record_ || span > capacity_ - idx || span > tail_cache_ - head_)
-        [[unlikely]] {
+    if (h.length > max_record_ || span > capacity_ - idx) [[unlikely]] {
       return corrupt_record(idx, h);
     }
     pending_ = span;
@@ -284,17 +301,37 @@ class RingConsumer {
     return static_cast<uint32_t>(r->data.size());
   }
 
-  /// True when a record (or corruption) is waiting; refreshes the cached tail.
+  /// True when try_peek() will return a record (or Corrupt); looks past a pad.
   [[nodiscard]] bool readable() noexcept {
-    if (corrupt_ || head_ != tail_cache_) return true;
-    if (!refresh_tail()) return true;
-    return head_ != tail_cache_;
+    auto r = try_peek();
+    return r || r.error() != Errc::WouldBlock;
   }
 
-  /// Waits until readable(), per `ws`, until deadline_ns (CLOCK_MONOTONIC; kForever).
-  /// Errors: Timeout.
+  /// try_peek that waits while the ring is empty, per `ws`, until `deadline`.
+  /// Errors: Timeout, Corrupt.
+  [[nodiscard]] Result<Record> wait_peek(const WaitStrategy& ws,
+                                         Deadline deadline = Deadline::never()) noexcept {
+    auto r = try_peek();
+    if (r || r.error() != Errc::WouldBlock) [[likely]] return r;
+    // A reply already on its way arrives within these polls: keep them in the caller's code
+    // (measured: going out of line for them costs ~25 ns per wait on these machines).
+    if (ws.kind == WaitKind::Spin || ws.kind == WaitKind::Adaptive) {
+      for (int i = 0; i < kInlinePolls; ++i) {
+        cpu_relax();
+        r = try_peek();
+        if (r || r.error() != Errc::WouldBlock) return r;
+      }
+    }
+    return wait_peek_slow(ws, deadline);
+  }
+
+  /// Waits until readable(), per `ws`, until `deadline`. Errors: Timeout.
   [[nodiscard]] Result<void> wait_readable(const WaitStrategy& ws,
-                                           uint64_t deadline_ns = kForever) noexcept;
+                                           Deadline deadline = Deadline::never()) noexcept {
+    auto r = wait_peek(ws, deadline);
+    if (!r && r.error() == Errc::Timeout) return tl::unexpected(Errc::Timeout);
+    return {};
+  }
 
   /// For one thread waiting on many rings with epoll: announce the sleep; false means a record
   /// arrived meanwhile (do not sleep). After epoll reports the data eventfd readable, or when
@@ -309,9 +346,21 @@ class RingConsumer {
   [[nodiscard]] bool attached() const noexcept { return shared_ != nullptr; }
 
  private:
-  bool refresh_tail() noexcept;
+  // acquire: pairs with the release store of the commit word in RingProducer::write_header():
+  // the record's length, tag and payload are complete once we see its commit.
+  [[nodiscard]] bool committed(uint64_t idx) const noexcept {
+    auto& word = const_cast<RecordHeader*>(reinterpret_cast<const RecordHeader*>(data_ + idx))->commit;
+    return std::atomic_ref<uint64_t>(word).load(std::memory_order_acquire) == head_ + 1;
+  }
+  [[nodiscard]] RecordHeader header_at(uint64_t idx) const noexcept {
+    RecordHeader h;
+    std::memcpy(&h, data_ + idx, offsetof(RecordHeader, commit));
+    h.commit = head_ + 1;
+    return h;
+  }
   tl::unexpected<Errc> corrupt_record(uint64_t idx, RecordHeader h) noexcept;
   void wake_producer() noexcept;
+  Result<Record> wait_peek_slow(const WaitStrategy& ws, Deadline deadline) noexcept;
 
   RingShared* shared_ = nullptr;
   const std::byte* data_ = nullptr;
@@ -322,7 +371,6 @@ class RingConsumer {
   // Private to this endpoint: never read back from shared memory.
   uint64_t head_ = 0;        // start of the next unconsumed record
   uint64_t released_ = 0;    // head as last stored
-  uint64_t tail_cache_ = 0;  // last checked value of the producer's tail
   uint64_t pending_ = 0;     // span of the peeked record
   bool corrupt_ = false;
   EndpointStats stats_{};

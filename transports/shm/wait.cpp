@@ -65,6 +65,15 @@ Expected<EventFd> EventFd::create() {
   return EventFd(fd);
 }
 
+uint64_t Deadline::resolve() noexcept {
+  if (relative_) {
+    const uint64_t now = clock::mono_ns();
+    value_ = value_ > kForever - now ? kForever : now + value_;
+    relative_ = false;
+  }
+  return value_;
+}
+
 namespace wake {
 
 void signal(int fd) noexcept {

@@ -52,6 +52,26 @@ inline void cpu_relax() noexcept {
 /// Deadline for "wait forever".
 inline constexpr uint64_t kForever = UINT64_MAX;
 
+/// When a wait gives up. A relative deadline reads the clock only once the call really has to
+/// wait, so a timeout passed to a call that returns at once costs nothing.
+class Deadline {
+ public:
+  [[nodiscard]] static constexpr Deadline never() noexcept { return Deadline(kForever, false); }
+  /// At this CLOCK_MONOTONIC time.
+  [[nodiscard]] static constexpr Deadline at(uint64_t mono_ns) noexcept { return Deadline(mono_ns, false); }
+  /// This long after the call starts waiting.
+  [[nodiscard]] static constexpr Deadline after(uint64_t ns) noexcept { return Deadline(ns, true); }
+
+  /// The absolute CLOCK_MONOTONIC time (kForever for never); fixes a relative deadline.
+  uint64_t resolve() noexcept;
+  [[nodiscard]] bool is_never() const noexcept { return !relative_ && value_ == kForever; }
+
+ private:
+  constexpr Deadline(uint64_t v, bool relative) noexcept : value_(v), relative_(relative) {}
+  uint64_t value_;
+  bool relative_;
+};
+
 /// Owning eventfd (non-blocking, close-on-exec), the wake-up channel of one ring direction.
 class EventFd {
  public:

@@ -37,7 +37,23 @@ TEST_CASE("format_ring and check_ring agree on the geometry", "[ring]") {
   CHECK(g->capacity == 8192);
   CHECK(g->max_record == max_record_for(8192));
   CHECK(max_record_for(8192) == 4096 - kRecordHeaderSize);
+  CHECK(record_span(0) == 16);
+  CHECK(record_span(1) == 32);
+  CHECK(record_span(64) == 80);
   CHECK(capacity_for(defaults::kMaxMessageSize) == defaults::kRingCapacity);
+}
+
+TEST_CASE("a ring formatted over used memory has no records", "[ring]") {
+  HeapRing r(4096);
+  {
+    auto p = r.producer();
+    REQUIRE(p.try_write(bytes_of("from the old ring")));
+    p.publish();
+  }
+  REQUIRE(format_ring(r.region(), 4096));
+  auto c = r.consumer();
+  CHECK(c.try_peek().error() == Errc::WouldBlock);
+  CHECK_FALSE(c.readable());
 }
 
 TEST_CASE("format_ring rejects bad geometry", "[ring]") {
@@ -92,7 +108,7 @@ TEST_CASE("check_ring names what is wrong with a descriptor", "[ring]") {
   }
 }
 
-TEST_CASE("records become visible on publish and space returns on release", "[ring]") {
+TEST_CASE("records become visible on commit and space returns on release", "[ring]") {
   HeapRing r(4096);
   auto p = r.producer();
   auto c = r.consumer();
@@ -101,9 +117,9 @@ TEST_CASE("records become visible on publish and space returns on release", "[ri
   auto claim = p.try_claim(5, 42);
   REQUIRE(claim);
   std::memcpy(claim->data(), "hello", 5);
+  CHECK(c.try_peek().error() == Errc::WouldBlock);  // claimed, not committed
   p.commit(5);
-  CHECK(c.try_peek().error() == Errc::WouldBlock);  // committed, not published
-  p.publish();
+  CHECK(r.shared().prod.tail.load() == 0);  // the tail moves once per batch, at publish()
 
   auto rec = c.try_peek();
   REQUIRE(rec);
@@ -118,6 +134,7 @@ TEST_CASE("records become visible on publish and space returns on release", "[ri
   CHECK(r.shared().cons.head.load() == 0);
   c.release();
   CHECK(r.shared().cons.head.load() == record_span(5));
+  p.publish();
   CHECK(r.shared().prod.tail.load() == record_span(5));
 }
 
@@ -165,7 +182,7 @@ TEST_CASE("full and empty edges", "[ring]") {
   HeapRing r(4096);
   auto p = r.producer();
   auto c = r.consumer();
-  const auto rec = pattern(0, 56);  // span 64: exactly 64 fit
+  const auto rec = pattern(0, 48);  // span 64: exactly 64 fit
   int written = 0;
   while (p.try_write(rec)) ++written;
   CHECK(written == 4096 / 64);
@@ -196,7 +213,7 @@ TEST_CASE("full and empty edges", "[ring]") {
 TEST_CASE("wrap-around at every offset never splits a record", "[ring]") {
   constexpr uint64_t kCap = 4096;
   // Sizes around the interesting spans: tiny, odd, one line, half the ring.
-  const uint32_t sizes[] = {0, 1, 7, 8, 9, 63, 64, 100, 1000, 2040, max_record_for(kCap)};
+  const uint32_t sizes[] = {0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 100, 1000, 2030, max_record_for(kCap)};
   for (uint64_t offset = 0; offset < kCap; offset += kRecordAlign) {
     HeapRing r(kCap);
     auto p = r.producer();
@@ -225,12 +242,28 @@ TEST_CASE("wrap-around at every offset never splits a record", "[ring]") {
   }
 }
 
+TEST_CASE("readable() means a record, not a pad whose record is still being written",
+          "[ring]") {
+  HeapRing r(4096);
+  auto p = r.producer();
+  auto c = r.consumer();
+  REQUIRE(bus::test::move_to(p, c, 4096 - 64));
+  auto claim = p.try_claim(100);  // pads the last 64 bytes (committed), claims at offset 0
+  REQUIRE(claim);
+  CHECK_FALSE(c.readable());
+  CHECK(c.try_peek().error() == Errc::WouldBlock);
+  p.commit(100);
+  CHECK(c.readable());
+  REQUIRE(c.try_peek());
+  CHECK(c.try_peek()->data.size() == 100);
+}
+
 TEST_CASE("batch write stops at the first record that does not fit", "[ring]") {
   HeapRing r(4096);
   auto p = r.producer();
   auto c = r.consumer();
   std::vector<std::vector<std::byte>> recs;
-  for (int i = 0; i < 100; ++i) recs.push_back(pattern(static_cast<uint64_t>(i), 120));  // span 128
+  for (int i = 0; i < 100; ++i) recs.push_back(pattern(static_cast<uint64_t>(i), 112));  // span 128
   Errc err = Errc::Ok;
   const size_t n = p.try_write_batch(recs, 3, &err);
   CHECK(n == 4096 / 128);

@@ -59,7 +59,7 @@ TEST_CASE("waiting on an empty ring times out under every strategy", "[wait]") {
                   WaitStrategy::block()}) {
     INFO(to_string(ws));
     const uint64_t t0 = clock::mono_ns();
-    auto w = c.wait_readable(ws, t0 + 5 * kMs);
+    auto w = c.wait_readable(ws, Deadline::at(t0 + 5 * kMs));
     const uint64_t took = clock::mono_ns() - t0;
     REQUIRE_FALSE(w);
     CHECK(w.error() == Errc::Timeout);
@@ -77,7 +77,7 @@ TEST_CASE("a blocked consumer is woken by publish, once", "[wait]") {
   auto c = r.consumer(fds.ring());
   std::atomic<bool> woke{false};
   std::thread t([&] {
-    auto w = c.wait_readable(WaitStrategy::block(), clock::mono_ns() + 5'000 * kMs);
+    auto w = c.wait_readable(WaitStrategy::block(), Deadline::after(5'000 * kMs));
     woke = w.has_value();
   });
   // Wait until the consumer announced its sleep, then publish.
@@ -110,12 +110,12 @@ TEST_CASE("a producer waiting on a full ring is woken by release", "[wait]") {
   Fds fds;
   auto p = r.producer(fds.ring());
   auto c = r.consumer(fds.ring());
-  const std::vector<std::byte> rec(56);
+  const std::vector<std::byte> rec(48);
   while (p.try_write(rec)) {
   }
   std::atomic<int> result{-1};
   std::thread t([&] {
-    auto w = p.write(rec, WaitStrategy::block(), clock::mono_ns() + 5'000 * kMs);
+    auto w = p.write(rec, WaitStrategy::block(), Deadline::after(5'000 * kMs));
     result = w ? 0 : static_cast<int>(w.error());
   });
   while (r.shared().sleep.producer_sleeping.load() == 0) std::this_thread::yield();
@@ -132,10 +132,10 @@ TEST_CASE("a producer on a full ring times out when nobody reads", "[wait]") {
   HeapRing r(4096);
   Fds fds;
   auto p = r.producer(fds.ring());
-  const std::vector<std::byte> rec(56);
+  const std::vector<std::byte> rec(48);
   while (p.try_write(rec)) {
   }
-  auto w = p.write(rec, WaitStrategy::adaptive(10'000), clock::mono_ns() + 5 * kMs);
+  auto w = p.write(rec, WaitStrategy::adaptive(10'000), Deadline::after(5 * kMs));
   REQUIRE_FALSE(w);
   CHECK(w.error() == Errc::Timeout);
 }

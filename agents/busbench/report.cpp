@@ -1,0 +1,222 @@
+#include "report.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+
+namespace bus::bench {
+namespace {
+
+const LatencyRow* baseline_of(const std::vector<LatencyRow>& rows) {
+  for (const auto& r : rows) {
+    if (r.baseline) return &r;
+  }
+  return nullptr;
+}
+
+double med_field(const std::vector<LatencySummary>& runs, double LatencySummary::*f) {
+  std::vector<double> v;
+  for (const auto& r : runs) v.push_back(r.*f);
+  return median(v);
+}
+
+// Median over runs of row/baseline for one field, run by run (same-run ratios).
+double med_ratio(const LatencyRow& row, const LatencyRow& base, double LatencySummary::*f) {
+  std::vector<double> v;
+  const size_t n = std::min(row.runs.size(), base.runs.size());
+  for (size_t i = 0; i < n; ++i) {
+    if (base.runs[i].*f > 0) v.push_back(row.runs[i].*f / (base.runs[i].*f));
+  }
+  return v.empty() ? 0 : median(v);
+}
+
+std::string file_safe(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) != 0) ? c : '_';
+  return out;
+}
+
+std::string json_str(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\u%04x", c);
+      out += b;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+LatencySummary summarize(const Histogram& h, double seconds) {
+  LatencySummary s;
+  s.p50 = static_cast<double>(h.percentile(50));
+  s.p90 = static_cast<double>(h.percentile(90));
+  s.p99 = static_cast<double>(h.percentile(99));
+  s.p999 = static_cast<double>(h.percentile(99.9));
+  s.p9999 = static_cast<double>(h.percentile(99.99));
+  s.max = static_cast<double>(h.max());
+  s.mean = h.mean();
+  s.stddev = h.stddev();
+  s.count = h.count();
+  s.ops_per_s = seconds > 0 ? static_cast<double>(h.count()) / seconds : 0;
+  return s;
+}
+
+Report::Report(std::string scenario, std::string header)
+    : scenario_(std::move(scenario)), header_(std::move(header)) {}
+
+LatencyRow& Report::latency(const std::string& name, const std::string& note, bool baseline) {
+  for (auto& r : lat_) {
+    if (r.name == name) return r;
+  }
+  lat_.push_back(LatencyRow{name, note, baseline, {}, Histogram()});
+  return lat_.back();
+}
+
+ThroughputRow& Report::throughput(const std::string& name, const std::string& note, bool baseline,
+                                  uint32_t record_bytes) {
+  for (auto& r : thr_) {
+    if (r.name == name) return r;
+  }
+  thr_.push_back(ThroughputRow{name, note, baseline, record_bytes, {}});
+  return thr_.back();
+}
+
+CostRow& Report::cost(const std::string& name) {
+  for (auto& r : cost_) {
+    if (r.name == name) return r;
+  }
+  cost_.push_back(CostRow{name, {}});
+  return cost_.back();
+}
+
+void Report::print(std::FILE* out) const {
+  std::fprintf(out, "%s\n", header_.c_str());
+  if (!lat_.empty()) {
+    std::fprintf(out, "\nround trip, us (median of %zu runs)  %8s %8s %8s %8s %8s %8s %8s %8s %11s\n",
+                 lat_.front().runs.size(), "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean",
+                 "stddev", "trips/s");
+    for (const auto& r : lat_) {
+      auto m = [&](double LatencySummary::*f) { return med_field(r.runs, f) / 1000.0; };
+      std::fprintf(out, "  %-34s %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f %11.0f\n",
+                   (r.name + (r.baseline ? " (baseline)" : "")).c_str(), m(&LatencySummary::p50),
+                   m(&LatencySummary::p90), m(&LatencySummary::p99), m(&LatencySummary::p999),
+                   m(&LatencySummary::p9999), m(&LatencySummary::max), m(&LatencySummary::mean),
+                   m(&LatencySummary::stddev), m(&LatencySummary::ops_per_s) * 1000.0);
+    }
+    if (const LatencyRow* base = baseline_of(lat_)) {
+      for (const auto& r : lat_) {
+        if (&r == base) continue;
+        std::fprintf(out, "  %-34s %7.2fx %7.2fx %7.2fx %7.2fx %7.2fx   (median of same-run ratios)\n",
+                     ("  " + r.name + " / baseline").c_str(), med_ratio(r, *base, &LatencySummary::p50),
+                     med_ratio(r, *base, &LatencySummary::p90), med_ratio(r, *base, &LatencySummary::p99),
+                     med_ratio(r, *base, &LatencySummary::p999), med_ratio(r, *base, &LatencySummary::p9999));
+      }
+    }
+    for (const auto& r : lat_) {
+      if (!r.note.empty()) std::fprintf(out, "  %s: %s\n", r.name.c_str(), r.note.c_str());
+    }
+  }
+  if (!thr_.empty()) {
+    double base_rate = 0;
+    std::vector<double> base_runs;
+    for (const auto& r : thr_) {
+      if (r.baseline) base_runs = r.msgs_per_s;
+    }
+    if (!base_runs.empty()) base_rate = median(base_runs);
+    std::fprintf(out, "\nthroughput, one way (median of runs)  %12s %10s %10s %10s %9s\n", "msgs/s",
+                 "MB/s", "min", "max", "vs base");
+    for (const auto& r : thr_) {
+      const double m = median(r.msgs_per_s);
+      const auto [lo, hi] = std::minmax_element(r.msgs_per_s.begin(), r.msgs_per_s.end());
+      std::vector<double> ratios;
+      for (size_t i = 0; i < std::min(r.msgs_per_s.size(), base_runs.size()); ++i) {
+        ratios.push_back(r.msgs_per_s[i] / base_runs[i]);
+      }
+      std::fprintf(out, "  %-36s %12.0f %10.1f %10.0f %10.0f %8.2fx\n",
+                   (r.name + (r.baseline ? " (baseline)" : "")).c_str(), m,
+                   m * r.record_bytes / 1e6, *lo, *hi, ratios.empty() ? 0.0 : median(ratios));
+    }
+    (void)base_rate;
+    for (const auto& r : thr_) {
+      if (!r.note.empty()) std::fprintf(out, "  %s: %s\n", r.name.c_str(), r.note.c_str());
+    }
+  }
+  if (!cost_.empty()) {
+    std::fprintf(out, "\ncost per message, one thread (median of runs)   ns/op\n");
+    for (const auto& r : cost_) {
+      std::fprintf(out, "  %-46s %7.1f\n", r.name.c_str(), median(r.ns_per_op));
+    }
+  }
+  std::fflush(out);
+}
+
+bool Report::write_json(const std::string& path) const {
+  std::ofstream f(path);
+  if (!f) return false;
+  f << "{\n  \"scenario\": " << json_str(scenario_) << ",\n  \"header\": " << json_str(header_);
+  f << ",\n  \"latency_ns\": [";
+  const LatencyRow* base = baseline_of(lat_);
+  for (size_t i = 0; i < lat_.size(); ++i) {
+    const auto& r = lat_[i];
+    auto m = [&](double LatencySummary::*fld) { return med_field(r.runs, fld); };
+    f << (i ? "," : "") << "\n    {\"name\": " << json_str(r.name) << ", \"note\": " << json_str(r.note)
+      << ", \"baseline\": " << (r.baseline ? "true" : "false") << ", \"runs\": " << r.runs.size()
+      << ", \"p50\": " << m(&LatencySummary::p50) << ", \"p90\": " << m(&LatencySummary::p90)
+      << ", \"p99\": " << m(&LatencySummary::p99) << ", \"p99_9\": " << m(&LatencySummary::p999)
+      << ", \"p99_99\": " << m(&LatencySummary::p9999) << ", \"max\": " << m(&LatencySummary::max)
+      << ", \"mean\": " << m(&LatencySummary::mean) << ", \"stddev\": " << m(&LatencySummary::stddev)
+      << ", \"ops_per_s\": " << m(&LatencySummary::ops_per_s);
+    if (base != nullptr && base != &r) {
+      f << ", \"p50_vs_baseline\": " << med_ratio(r, *base, &LatencySummary::p50)
+        << ", \"p99_vs_baseline\": " << med_ratio(r, *base, &LatencySummary::p99);
+    }
+    f << ", \"p50_per_run\": [";
+    for (size_t k = 0; k < r.runs.size(); ++k) f << (k ? ", " : "") << r.runs[k].p50;
+    f << "]}";
+  }
+  f << "\n  ],\n  \"throughput\": [";
+  for (size_t i = 0; i < thr_.size(); ++i) {
+    const auto& r = thr_[i];
+    f << (i ? "," : "") << "\n    {\"name\": " << json_str(r.name) << ", \"note\": " << json_str(r.note)
+      << ", \"baseline\": " << (r.baseline ? "true" : "false") << ", \"record_bytes\": " << r.record_bytes
+      << ", \"msgs_per_s\": " << median(r.msgs_per_s) << ", \"per_run\": [";
+    for (size_t k = 0; k < r.msgs_per_s.size(); ++k) f << (k ? ", " : "") << r.msgs_per_s[k];
+    f << "]}";
+  }
+  f << "\n  ],\n  \"cost_ns_per_op\": [";
+  for (size_t i = 0; i < cost_.size(); ++i) {
+    f << (i ? "," : "") << "\n    {\"name\": " << json_str(cost_[i].name)
+      << ", \"ns\": " << median(cost_[i].ns_per_op) << "}";
+  }
+  f << "\n  ]\n}\n";
+  return static_cast<bool>(f);
+}
+
+bool Report::write_hgrm(const std::string& dir) const {
+  for (const auto& r : lat_) {
+    std::ofstream f(dir + "/" + scenario_ + "-" + file_safe(r.name) + ".hgrm");
+    if (!f) return false;
+    r.merged.write_hgrm(f, 1000.0);
+  }
+  return true;
+}
+
+}  // namespace bus::bench
