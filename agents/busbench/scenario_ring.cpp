@@ -183,8 +183,10 @@ double stream_ring(const RingOptions& o, uint32_t batch) {
 // ---- one-way streaming through moodycamel::ConcurrentQueue (baseline) ----
 // GCC 12 reports a false -Wstringop-overflow inside moodycamel's inlined bulk enqueue (an atomic
 // load it cannot size); silenced for this baseline only.
+#if !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wstringop-overflow"
+#endif
 template <size_t N>
 double stream_moodycamel(const RingOptions& o) {
   struct Msg {
@@ -221,7 +223,9 @@ double stream_moodycamel(const RingOptions& o) {
   prod.join();
   return static_cast<double>(n) / secs;
 }
+#if !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 double stream_baseline(const RingOptions& o) {
   switch (o.payload) {

@@ -301,9 +301,12 @@ class alignas(kFalseSharingRange) RingConsumer {
     return static_cast<uint32_t>(r->data.size());
   }
 
-  /// True when try_peek() will return a record (or Corrupt); looks past a pad.
+  /// True when try_peek() will return a record (or Corrupt); looks past a pad. Does not
+  /// change which record advance() consumes.
   [[nodiscard]] bool readable() noexcept {
+    const uint64_t pending = pending_;
     auto r = try_peek();
+    pending_ = pending;
     return r || r.error() != Errc::WouldBlock;
   }
 

@@ -258,6 +258,16 @@ TEST_CASE("readable() means a record, not a pad whose record is still being writ
   CHECK(c.try_peek()->data.size() == 100);
 }
 
+TEST_CASE("readable() does not arm advance()", "[ring]") {
+  HeapRing r(4096);
+  auto p = r.producer();
+  auto c = r.consumer();
+  REQUIRE(p.try_write(bytes_of("unseen")));
+  CHECK(c.readable());
+  c.advance();  // nothing was peeked: consumes nothing
+  CHECK(text_of(c.try_peek()->data) == "unseen");
+}
+
 TEST_CASE("batch write stops at the first record that does not fit", "[ring]") {
   HeapRing r(4096);
   auto p = r.producer();

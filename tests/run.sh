@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The README's test command: every stage CI runs, each with a time budget (the whole run stays
+# under 20 minutes on a 2-core machine; measured figures in the comments).
+#
+#   tests/run.sh                  all stages
+#   STAGES="build unit" tests/run.sh   some of them
+#
+# Stages:
+#   build   release build of everything, -Wall -Wextra -Werror          budget 6 min (seen ~1.5)
+#   unit    unit + schema + fuzz-corpus replay + stress + integration   budget 5 min (seen ~1)
+#   asan    ring (and later router/link) tests under ASan+UBSan         budget 5 min (seen ~2)
+#   tsan    the same under ThreadSanitizer                              budget 5 min (seen ~2)
+#   fuzz    libFuzzer (clang) on every decoder, FUZZ_SECONDS each        budget 5 min (seen ~3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STAGES=${STAGES:-"build unit asan tsan fuzz"}
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+JOBS=${JOBS:-$(nproc)}
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
+
+# Suites that run under the sanitizers: the ring now; the router, lane and link suites join as
+# their issues land.
+SANITIZER_SUITES=(ring)
+
+log() { printf '\n=== %s\n' "$*"; }
+
+# run_stage NAME BUDGET_SECONDS FUNCTION: runs it under a time limit and reports its duration.
+run_stage() {
+  local name=$1 budget=$2 fn=$3 t0 rc=0
+  t0=$(date +%s)
+  log "stage $name (budget ${budget}s)"
+  # A stage function runs in a subshell under `timeout` so that a hang cannot eat the CI run.
+  export -f "$fn" log setup
+  export SANITIZER_SUITES_STR="${SANITIZER_SUITES[*]}" FUZZ_SECONDS JOBS
+  timeout --foreground --kill-after=10 "$budget" bash -euo pipefail -c "$fn" || rc=$?
+  local took=$(( $(date +%s) - t0 ))
+  if [ "$rc" -eq 124 ]; then
+    echo "stage $name: over its budget of ${budget}s" >&2
+    exit 1
+  elif [ "$rc" -ne 0 ]; then
+    echo "stage $name: FAILED (exit $rc) after ${took}s" >&2
+    exit "$rc"
+  fi
+  echo "stage $name: ok in ${took}s"
+}
+
+# setup DIR ARGS...: meson setup once, reconfigure when it exists.
+setup() {
+  local dir=$1
+  shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson setup --reconfigure "$dir" "$@" >/dev/null
+  else
+    meson setup "$dir" "$@" >/dev/null
+  fi
+}
+
+stage_build() {
+  setup build --buildtype=release
+  ninja -C build -j "$JOBS"
+}
+
+stage_unit() {
+  # Non-parallel tests (is_parallel: false) run alone; the rest two at a time.
+  meson test -C build --num-processes 2 --print-errorlogs \
+    --suite unit --suite schema --suite fuzz --suite stress --suite integration
+}
+
+sanitizer_stage() {
+  local dir=$1 sanitize=$2 suites=() targets
+  for s in $SANITIZER_SUITES_STR; do suites+=(--suite "$s"); done
+  # -O1: half the compile time of -O2 under sanitizers, still fast enough for the stress tests.
+  setup "$dir" --buildtype=debugoptimized -Doptimization=1 -Db_sanitize="$sanitize" -Db_lundef=false
+  # Build only what those suites run.
+  targets=$(meson test -C "$dir" --list "${suites[@]}" 2>/dev/null | sed 's/.* \/ //' | sed 's/^/tests\/test_/')
+  # shellcheck disable=SC2086
+  ninja -C "$dir" -j "$JOBS" $targets
+  meson test -C "$dir" --no-rebuild --num-processes 2 --print-errorlogs "${suites[@]}"
+}
+
+stage_asan() { sanitizer_stage build-asan address,undefined; }
+stage_tsan() { sanitizer_stage build-tsan thread; }
+
+stage_fuzz() {
+  if ! command -v clang++ >/dev/null; then
+    echo "fuzz: clang++ not found (deploy/install-deps.sh installs it)" >&2
+    exit 1
+  fi
+  CC=clang CXX=clang++ setup build-fuzz --buildtype=debugoptimized -Doptimization=1 \
+    -Dfuzzing=true -Db_sanitize=address,undefined -Db_lundef=false
+  tests/fuzz/run-libfuzzer.sh build-fuzz "$FUZZ_SECONDS"
+}
+
+export -f stage_build stage_unit stage_asan stage_tsan stage_fuzz sanitizer_stage
+
+started=$(date +%s)
+for stage in $STAGES; do
+  case $stage in
+    build) run_stage build 360 stage_build ;;
+    unit) run_stage unit 300 stage_unit ;;
+    asan) run_stage asan 300 stage_asan ;;
+    tsan) run_stage tsan 300 stage_tsan ;;
+    fuzz) run_stage fuzz 300 stage_fuzz ;;
+    *) echo "unknown stage '$stage' (build unit asan tsan fuzz)" >&2; exit 2 ;;
+  esac
+done
+log "all stages passed in $(( $(date +%s) - started ))s: $STAGES"
