@@ -28,7 +28,6 @@ double ns_per_op(uint64_t n, F&& body) {
 }  // namespace
 
 int run_envelope(const EnvelopeOptions& o) {
-  const Clock clk = Clock::calibrate();
   char header[256];
   std::snprintf(header, sizeof header,
                 "busbench envelope: subject \"svc.plan.request\", %u B payload, %llu messages x %d runs",
@@ -45,7 +44,6 @@ int run_envelope(const EnvelopeOptions& o) {
   auto* out = reinterpret_cast<std::byte*>(out_words.data());
   const auto encoded = build_envelope(strings, payload, MessageMeta{});
   flatbuffers::FlatBufferBuilder fbb(512);
-  (void)clk;
 
   for (int run = 0; run < o.runs; ++run) {
     if (!o.quiet) std::fprintf(stderr, "\r  run %d/%d", run + 1, o.runs);
@@ -89,7 +87,6 @@ int run_envelope(const EnvelopeOptions& o) {
     }));
   }
   if (!o.quiet) std::fprintf(stderr, "\r%30s\r", "");
-  std::printf("%s\n", header);
   rep.print(stdout);
   std::printf("  encoded size: %zu B (%zu B prefix + %u B payload)\n", tmpl->size_for(o.payload),
               tmpl->prefix_size(), o.payload);

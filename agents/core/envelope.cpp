@@ -4,19 +4,10 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include "verify_options.hpp"
+
 namespace bus {
 namespace {
-
-// An Envelope's tables are shallow: the verifier needs no more depth or tables than this, and a
-// hostile buffer cannot make it walk further.
-constexpr flatbuffers::Verifier::Options kVerifyOptions = [] {
-  flatbuffers::Verifier::Options o;
-  o.max_depth = 8;
-  o.max_tables = 8;
-  o.check_alignment = true;
-  o.check_nested_flatbuffers = false;  // payload is opaque here; its owner verifies it
-  return o;
-}();
 
 std::string_view view(const flatbuffers::String* s) noexcept {
   return s == nullptr ? std::string_view{} : std::string_view(s->c_str(), s->size());
@@ -115,7 +106,7 @@ Result<EnvelopeView> EnvelopeView::verify(std::span<const std::byte> bytes,
                                           uint32_t max_size) noexcept {
   if (bytes.size() > max_size) return tl::unexpected(Errc::TooLarge);
   const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
-  flatbuffers::Verifier v(p, bytes.size(), kVerifyOptions);
+  flatbuffers::Verifier v(p, bytes.size(), detail::kWireVerifyOptions);
   if (!wire::VerifyEnvelopeBuffer(v)) return tl::unexpected(Errc::BadMessage);
   return EnvelopeView(wire::GetEnvelope(p), bytes);
 }

@@ -10,6 +10,7 @@
 #include "bus/control.hpp"
 #include "bus/error.hpp"
 #include "control_generated.h"
+#include "../../agents/core/verify_options.hpp"
 #include "fuzz_check.hpp"
 
 using namespace bus;
@@ -19,15 +20,8 @@ using bus::fuzz::touch_value;
 
 namespace {
 
-// A control message is ControlMessage -> one body table -> strings / vectors of strings.
-constexpr flatbuffers::Verifier::Options kVerifyOptions = [] {
-  flatbuffers::Verifier::Options o;
-  o.max_depth = 8;
-  o.max_tables = 8;
-  o.check_alignment = true;
-  o.check_nested_flatbuffers = true;
-  return o;
-}();
+// The limits busd verifies with (agents/core/verify_options.hpp).
+constexpr auto kVerifyOptions = bus::detail::kWireVerifyOptions;
 
 struct Walker {
   std::span<const std::byte> whole;
