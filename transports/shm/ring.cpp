@@ -26,9 +26,12 @@ bool wait_loop(const WaitStrategy& ws, Deadline& deadline, bool can_sleep, Ready
     kind = WaitKind::Yield;  // no eventfd: never sleep blind
   }
   if (kind == WaitKind::Block) {
+    const uint64_t deadline_ns = deadline.resolve();
     for (;;) {
-      if (!sleep_once(deadline.resolve())) return ready();
+      if (!sleep_once(deadline_ns)) return ready();
       if (ready()) return true;
+      // Woken or not allowed to sleep without a record: the deadline still holds.
+      if (deadline_ns != kForever && clock::mono_ns() >= deadline_ns) return false;
     }
   }
   uint64_t start = 0;
@@ -249,10 +252,13 @@ void RingConsumer::wake_producer() noexcept {
 bool RingConsumer::arm_sleep() noexcept {
   // seq_cst store then seq_cst load of tail: pairs with publish() (seq_cst store of tail, then
   // seq_cst load of this flag). Either publish() sees the flag and wakes us, or we see its tail.
-  // A record committed but not yet published is found by readable(); its publish() wakes us.
+  // Stay awake if the tail was published beyond head or a record is already committed at head.
+  // head may be ahead of the tail (records are visible on commit, before their publish): that
+  // is no reason to stay awake, the next publish() will see the flag.
   shared_->sleep.consumer_sleeping.store(1, std::memory_order_seq_cst);
   const uint64_t t = shared_->prod.tail.load(std::memory_order_seq_cst);
-  if (t != head_ || corrupt_ || committed(head_ & mask_)) {
+  const bool published_beyond_head = t - head_ - 1 < capacity_;  // 0 < t - head_ <= capacity
+  if (published_beyond_head || corrupt_ || committed(head_ & mask_)) {
     shared_->sleep.consumer_sleeping.store(0, std::memory_order_relaxed);
     return false;
   }

@@ -90,6 +90,41 @@ TEST_CASE("a blocked consumer is woken by publish, once", "[wait]") {
   REQUIRE(c.try_peek());
 }
 
+TEST_CASE("a consumer ahead of the published tail sleeps, wakes on publish, honours deadlines",
+          "[wait]") {
+  // Records are visible on commit, before the batch's publish(): the consumer can be ahead of
+  // the tail. It must still be able to sleep (and time out), and publish() must wake it.
+  HeapRing r(4096);
+  Fds fds;
+  auto p = r.producer(fds.ring());
+  auto c = r.consumer(fds.ring());
+  auto claim = p.try_claim(4);
+  REQUIRE(claim);
+  p.commit(4);  // committed, not published
+  REQUIRE(c.try_peek());
+  c.advance();
+  c.release();
+  CHECK(r.shared().prod.tail.load() == 0);  // head is ahead of the published tail
+  for (auto ws : {WaitStrategy::block(), WaitStrategy::adaptive(1'000)}) {
+    INFO(to_string(ws));
+    const uint64_t t0 = clock::mono_ns();
+    auto w = c.wait_readable(ws, Deadline::after(20 * kMs));
+    REQUIRE_FALSE(w);
+    CHECK(w.error() == Errc::Timeout);
+    CHECK(clock::mono_ns() - t0 < 2'000 * kMs);
+  }
+  CHECK(c.stats().sleeps >= 2);  // it slept instead of spinning
+  std::atomic<bool> woke{false};
+  std::thread t([&] { woke = c.wait_readable(WaitStrategy::block(), Deadline::after(5'000 * kMs)).has_value(); });
+  while (r.shared().sleep.consumer_sleeping.load() == 0) std::this_thread::yield();
+  auto next = p.try_claim(4);
+  REQUIRE(next);
+  p.commit(4);
+  p.publish();
+  t.join();
+  CHECK(woke);
+}
+
 TEST_CASE("no wake-up system call while the consumer is awake", "[wait]") {
   HeapRing r(1 << 16);
   Fds fds;
