@@ -1,5 +1,7 @@
 // busbench: the coordination-latency harness. Every scenario prints its baselines measured in
 // the same run, medians over several runs, and how each side waited.
+#include <unistd.h>
+
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -13,7 +15,7 @@ namespace {
 void add_common(CLI::App* app, bus::bench::CommonOptions& o) {
   app->add_option("--runs", o.runs, "repetitions; the table shows medians")->check(CLI::Range(1, 1000));
   app->add_option("--json", o.json, "also write the results as JSON to FILE");
-  app->add_flag("--quiet", o.quiet, "no progress line on stderr");
+  app->add_flag("--quiet", o.quiet, "no progress line on stderr (none unless stderr is a terminal)");
 }
 
 }  // namespace
@@ -50,6 +52,8 @@ int main(int argc, char** argv) {
   e->add_option("--iterations", env.iterations, "messages per run");
 
   CLI11_PARSE(app, argc, argv);
+  // The progress line rewrites itself with \r: only on a terminal.
+  if (::isatty(STDERR_FILENO) == 0) ring.quiet = env.quiet = true;
   try {
     if (r->parsed()) {
       auto ws = bus::shm::parse_wait_strategy(ring_wait);
