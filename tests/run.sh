@@ -10,20 +10,20 @@
 #   unit    unit + schema + fuzz-corpus replay + stress + integration   budget 5 min (seen ~1)
 #   asan    ring (and later router/link) tests under ASan+UBSan         budget 5 min (seen ~2)
 #   tsan    the same under ThreadSanitizer                              budget 5 min (seen ~2)
-#   fuzz    libFuzzer (clang) on every decoder, FUZZ_SECONDS each        budget 5 min (seen ~3)
+#   fuzz    libFuzzer (clang) on every decoder, FUZZ_SECONDS in all      budget 5 min (seen ~3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STAGES=${STAGES:-"build unit asan tsan fuzz"}
-FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+FUZZ_SECONDS=${FUZZ_SECONDS:-150}  # shared by all fuzz targets, at least 10 s each
 JOBS=${JOBS:-$(nproc)}
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 
-# Suites that run under the sanitizers: the ring now; the router, lane and link suites join as
-# their issues land.
-SANITIZER_SUITES=(ring)
+# Suites that run under the sanitizers: the ring and the router now; the lane and link suites
+# join as their issues land.
+SANITIZER_SUITES=(ring router)
 
 log() { printf '\n=== %s\n' "$*"; }
 
@@ -98,7 +98,13 @@ stage_fuzz() {
   fi
   CC=clang CXX=clang++ setup build-fuzz --buildtype=debugoptimized -Doptimization=1 \
     -Dfuzzing=true -Db_sanitize=address,undefined -Db_lundef=false
-  tests/fuzz/run-libfuzzer.sh build-fuzz "$FUZZ_SECONDS"
+  local n each
+  n=$(meson introspect build-fuzz --targets | python3 -c '
+import json, sys
+print(sum(1 for t in json.load(sys.stdin) if t["name"].startswith("fuzz_") and t["type"] == "executable"))')
+  each=$(( FUZZ_SECONDS / (n > 0 ? n : 1) ))
+  [ "$each" -ge 10 ] || each=10
+  tests/fuzz/run-libfuzzer.sh build-fuzz "$each"
 }
 
 export -f stage_build stage_unit stage_asan stage_tsan stage_fuzz sanitizer_stage

@@ -111,6 +111,13 @@ Result<EnvelopeView> EnvelopeView::verify(std::span<const std::byte> bytes,
   return EnvelopeView(wire::GetEnvelope(p), bytes);
 }
 
+EnvelopeView::EnvelopeView() noexcept {
+  // Built once; an Envelope whose subject is "" (required fields present, so accessors work).
+  static const std::vector<std::byte> empty = build({"-"}, {}, MessageMeta{});
+  env_ = wire::GetEnvelope(empty.data());
+  bytes_ = empty;
+}
+
 EnvelopeView EnvelopeView::trusted(std::span<const std::byte> bytes) noexcept {
   return EnvelopeView(wire::GetEnvelope(bytes.data()), bytes);
 }

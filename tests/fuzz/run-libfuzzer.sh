@@ -17,7 +17,15 @@ usage() { echo "usage: $0 BUILD_DIR [SECONDS] [TARGET...]" >&2; exit 2; }
 build=$1
 secs=${2:-30}
 [ $# -ge 2 ] && shift 2 || shift 1
-targets=${*:-fuzz_envelope fuzz_control fuzz_ring fuzz_wait_strategy}
+# Default: every fuzz target the build defines (each decoder has one), asked of meson itself.
+if [ $# -gt 0 ]; then
+  targets=$*
+else
+  targets=$(meson introspect "$build" --targets | python3 -c '
+import json, sys
+print(" ".join(sorted(t["name"] for t in json.load(sys.stdin)
+                      if t["name"].startswith("fuzz_") and t["type"] == "executable")))')
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 work=${WORKDIR:-$(mktemp -d /tmp/busd-fuzz.XXXXXX)}
 

@@ -187,9 +187,7 @@ void RingProducer::wake_consumer() noexcept {
 Result<std::span<std::byte>> RingProducer::claim_slow(uint32_t len, const WaitStrategy& ws,
                                                       Deadline deadline, uint32_t tag) noexcept {
   publish();  // the consumer must see what is pending, or it will never make room
-  const uint64_t span = record_span(len);
-  const uint64_t contig = capacity_ - (tail_ & mask_);
-  const uint64_t need = span <= contig ? span : contig + span;
+  const uint64_t need = room_needed(len);
   auto ready = [&] { return enough_room(need); };
   auto sleep_once = [&](uint64_t until) {
     // seq_cst store then seq_cst load of head: pairs with the consumer's release() (its seq_cst
@@ -209,6 +207,25 @@ Result<std::span<std::byte>> RingProducer::claim_slow(uint32_t len, const WaitSt
     return tl::unexpected(Errc::Timeout);
   }
   return try_claim(len, tag);
+}
+
+bool RingProducer::arm_space(uint32_t len) noexcept {
+  publish();
+  const uint64_t need = room_needed(len);
+  // seq_cst store then seq_cst load of head: pairs with the consumer's release(), as in
+  // claim_slow(). Either it sees the flag and signals the space eventfd, or we see its head.
+  shared_->sleep.producer_sleeping.store(1, std::memory_order_seq_cst);
+  const uint64_t h = shared_->cons.head.load(std::memory_order_seq_cst);
+  if (corrupt_ || need <= capacity_ - (tail_ - h)) {
+    shared_->sleep.producer_sleeping.store(0, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+void RingProducer::disarm_space() noexcept {
+  shared_->sleep.producer_sleeping.store(0, std::memory_order_relaxed);
+  if (fds_.space >= 0) wake::drain(fds_.space);
 }
 
 // ---------------------------------------------------------------- consumer

@@ -170,6 +170,18 @@ class alignas(kFalseSharingRange) RingProducer {
     return {};
   }
 
+  /// For a thread that waits on many rings with epoll (busd): announce that this producer waits
+  /// for room for a record of `len` bytes; false means the room is there now (do not sleep).
+  /// After epoll reports the space eventfd readable, or when giving up, call disarm_space().
+  [[nodiscard]] bool arm_space(uint32_t len) noexcept;
+  void disarm_space() noexcept;
+
+  /// Bytes committed and not yet released by the consumer (reads its head now).
+  [[nodiscard]] uint64_t unconsumed() noexcept {
+    (void)refresh_head();
+    return tail_ - head_cache_;
+  }
+
   [[nodiscard]] uint32_t max_record() const noexcept { return max_record_; }
   [[nodiscard]] uint64_t capacity() const noexcept { return capacity_; }
   [[nodiscard]] const EndpointStats& stats() const noexcept { return stats_; }
@@ -188,6 +200,11 @@ class alignas(kFalseSharingRange) RingProducer {
   }
   bool refresh_head() noexcept;
   bool enough_room(uint64_t need) noexcept;
+  [[nodiscard]] uint64_t room_needed(uint32_t len) const noexcept {
+    const uint64_t span = record_span(len);
+    const uint64_t contig = capacity_ - (tail_ & mask_);
+    return span <= contig ? span : contig + span;
+  }
   Result<std::span<std::byte>> claim_slow(uint32_t len, const WaitStrategy& ws, Deadline deadline,
                                           uint32_t tag) noexcept;
   void wake_consumer() noexcept;

@@ -82,6 +82,9 @@ std::vector<std::byte> build_envelope(const EnvelopeTemplate::Strings& s,
 /// Read access to an encoded Envelope.
 class EnvelopeView {
  public:
+  /// An empty envelope (subject "", no payload): a safe placeholder, never a message.
+  EnvelopeView() noexcept;
+
   /// Verifies bytes from outside the process: size limit, FlatBuffers verifier (bounds,
   /// required fields, file_identifier "BUSE"). Errors: TooLarge, BadMessage.
   /// The bytes must stay unchanged while the view is used: copy a record out of memory that

@@ -1,0 +1,241 @@
+#include "commands.hpp"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <optional>
+#include <string_view>
+
+#include "bus/address.hpp"
+#include "bus/clock.hpp"
+#include "bus/counters.hpp"
+#include "format.hpp"
+
+namespace bus::ctl {
+namespace {
+
+using counters::CountersView;
+using counters::Global;
+
+// The page to read: --counters, else beside the first socket candidate whose page exists.
+struct Located {
+  std::string path;                // empty: none found
+  std::vector<std::string> tried;  // for the message
+};
+
+Located locate(const Options& o) {
+  if (!o.counters.empty()) return {o.counters, {o.counters}};
+  Located l;
+  for (const auto& sock : default_socket_candidates()) {
+    std::string p = counters_path_for_socket(sock);
+    struct stat st {};
+    const bool there = ::stat(p.c_str(), &st) == 0 || errno != ENOENT;  // EACCES: say so on open
+    l.tried.push_back(p);
+    if (there) {
+      l.path = std::move(p);
+      break;
+    }
+  }
+  return l;
+}
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) {
+    if (!out.empty()) out += ", ";
+    out += s;
+  }
+  return out;
+}
+
+// Opens the page or says why not on stderr.
+std::optional<CountersView> open_page(const Options& o, std::string& path) {
+  Located l = locate(o);
+  if (l.path.empty()) {
+    std::fprintf(stderr,
+                 "busctl: busd is not running: no counters page at %s "
+                 "(set --counters PATH or %s)\n",
+                 joined(l.tried).c_str(), std::string(kSocketEnv).c_str());
+    return std::nullopt;
+  }
+  auto v = counters::open_counters(l.path);
+  if (!v) {
+    if (v.error().code() == Errc::NotFound) {
+      std::fprintf(stderr, "busctl: busd is not running: no counters page at %s\n", l.path.c_str());
+    } else {
+      std::fprintf(stderr, "busctl: %s\n", v.error().message().c_str());
+    }
+    return std::nullopt;
+  }
+  path = std::move(l.path);
+  return std::move(*v);
+}
+
+struct Liveness {
+  bool live = false;
+  bool pid_alive = false;
+  uint64_t now = 0;
+  uint64_t heartbeat = 0;
+  uint64_t heartbeat_age = 0;  // 0 when the heartbeat is ahead of our clock
+  uint64_t uptime = 0;         // to now when live, else to the last heartbeat
+};
+
+Liveness liveness(const CountersView& v) {
+  Liveness l;
+  l.now = clock::real_ns();
+  l.heartbeat = v.heartbeat_ns();
+  l.pid_alive = counters::process_alive(v.info().pid);
+  // A fresh heartbeat from a pid that is gone: busd died in the last few seconds.
+  l.live = v.live(l.now) && l.pid_alive;
+  l.heartbeat_age = l.heartbeat != 0 && l.now > l.heartbeat ? l.now - l.heartbeat : 0;
+  const uint64_t end = l.live ? l.now : l.heartbeat;
+  l.uptime = end > v.info().start_time_ns ? end - v.info().start_time_ns : 0;
+  return l;
+}
+
+std::string status_line(const CountersView& v, const Liveness& l) {
+  std::string s;
+  if (l.live) {
+    s = "live (heartbeat " + human_duration(l.heartbeat_age) + " ago)";
+  } else if (l.heartbeat == 0) {
+    s = "NOT RUNNING (stopped)";
+  } else {
+    s = "NOT RUNNING (last heartbeat " + human_duration(l.heartbeat_age) + " ago, pid " +
+        std::to_string(v.info().pid) + (l.pid_alive ? " exists" : " gone") + ")";
+  }
+  return s;
+}
+
+// When busd is not live: the numbers are shown anyway (they are its last), exit code 1.
+int finish(const CountersView& v, const Liveness& l, const std::string& path) {
+  if (l.live) return kExitOk;
+  std::fprintf(stderr, "busctl: busd (pid %d) is not running; %s holds its last counters\n",
+               v.info().pid, path.c_str());
+  return kExitNotRunning;
+}
+
+size_t active_patterns(const CountersView& v) {
+  size_t n = 0;
+  for (const auto& p : v.patterns()) n += p.overflow ? 0 : 1;
+  return n;
+}
+
+}  // namespace
+
+int run_stat(const Options& o) {
+  std::string path;
+  auto v = open_page(o, path);
+  if (!v) return kExitNotRunning;
+  const auto g = v->globals();
+  const Liveness l = liveness(*v);
+  const auto& info = v->info();
+  const size_t agents = v->agents().size();
+  const size_t patterns = active_patterns(*v);
+
+  if (o.json) {
+    JsonObject c;
+    for (size_t i = 0; i < counters::kGlobalCount; ++i) c.num(counters::kGlobals[i].name, g.values[i]);
+    JsonObject j;
+    j.str("page", path)
+        .boolean("live", l.live)
+        .num("pid", int64_t{info.pid})
+        .boolean("pid_alive", l.pid_alive)
+        .str("busd_version", info.busd_version)
+        .num("layout_version", uint64_t{info.layout_version})
+        .num("start_time_ns", info.start_time_ns)
+        .num("uptime_ns", l.uptime)
+        .num("heartbeat_ns", l.heartbeat)
+        .num("heartbeat_age_ns", l.heartbeat_age)
+        .num("generation", v->generation())
+        .num("max_agents", uint64_t{info.max_agents})
+        .num("max_patterns", uint64_t{info.max_patterns})
+        .num("agents_listed", uint64_t{agents})
+        .num("patterns_listed", uint64_t{patterns})
+        .raw("counters", c.done());
+    std::printf("%s\n", j.done().c_str());
+    return finish(*v, l, path);
+  }
+
+  std::printf("busd %s  pid %d  up %s  %s\n", printable(info.busd_version).c_str(), info.pid,
+              human_duration(l.uptime).c_str(), status_line(*v, l).c_str());
+  std::printf("page %s  layout %u  agent slots %zu/%u  pattern slots %zu/%u\n\n",
+              printable(path).c_str(), info.layout_version, agents, info.max_agents, patterns,
+              info.max_patterns);
+  Table t({{"COUNTER", Table::Align::Left}, {"VALUE", Table::Align::Right}, {"", Table::Align::Left}});
+  for (size_t i = 0; i < counters::kGlobalCount; ++i) {
+    const auto& gi = counters::kGlobals[i];
+    t.row({std::string(gi.name), gi.bytes ? human_bytes(g.values[i]) : human_count(g.values[i]),
+           std::string(gi.help)});
+  }
+  std::fputs(t.render().c_str(), stdout);
+  return finish(*v, l, path);
+}
+
+int run_agents(const Options& o) {
+  std::string path;
+  auto v = open_page(o, path);
+  if (!v) return kExitNotRunning;
+  const auto agents = v->agents();
+  const Liveness l = liveness(*v);
+
+  if (o.json) {
+    std::string list = "[";
+    for (const auto& a : agents) {
+      JsonObject drops;
+      drops.num("slow_consumer", a.drops_slow_consumer)
+          .num("acl", a.drops_acl)
+          .num("too_large", a.drops_too_large)
+          .num("verify", a.drops_verify)
+          .num("total", a.drops());
+      JsonObject j;
+      j.num("id", uint64_t{a.agent_id})
+          .str("name", a.name)
+          .str("state", a.state == counters::SlotState::Dead ? "dead" : "active")
+          .num("pid", int64_t{a.pid})
+          .num("uid", uint64_t{a.uid})
+          .num("gid", uint64_t{a.gid})
+          .num("slot", uint64_t{a.slot})
+          .num("generation", a.generation)
+          .num("connected_ns", a.opened_ns)
+          .num("subscriptions", a.subscriptions)
+          .num("messages_in", a.messages_in)
+          .num("messages_out", a.messages_out)
+          .num("bytes_in", a.bytes_in)
+          .num("bytes_out", a.bytes_out)
+          .raw("drops", drops.done())
+          .num("pending_requests", a.pending_requests)
+          .num("inbound_high_water", a.inbound_high_water)
+          .num("outbound_high_water", a.outbound_high_water);
+      if (list.size() > 1) list += ",\n  ";
+      list += j.done();
+    }
+    list += "]";
+    JsonObject j;
+    j.str("page", path).boolean("live", l.live).num("pid", int64_t{v->info().pid}).raw("agents", list);
+    std::printf("%s\n", j.done().c_str());
+    return finish(*v, l, path);
+  }
+
+  std::printf("busd pid %d  %s  %zu agent%s\n", v->info().pid, status_line(*v, l).c_str(),
+              agents.size(), agents.size() == 1 ? "" : "s");
+  if (agents.empty()) return finish(*v, l, path);
+  std::printf("\n");
+  using A = Table::Align;
+  Table t({{"ID", A::Right}, {"NAME", A::Left}, {"STATE", A::Left}, {"PID", A::Right},
+           {"UID", A::Right}, {"SUBS", A::Right}, {"MSGS_IN", A::Right}, {"MSGS_OUT", A::Right},
+           {"BYTES_IN", A::Right}, {"BYTES_OUT", A::Right}, {"DROPS", A::Right},
+           {"PENDING", A::Right}, {"IN_HWM", A::Right}, {"OUT_HWM", A::Right}});
+  for (const auto& a : agents) {
+    t.row({std::to_string(a.agent_id), printable(a.name),
+           a.state == counters::SlotState::Dead ? "dead" : "active", std::to_string(a.pid),
+           std::to_string(a.uid), human_count(a.subscriptions), human_count(a.messages_in),
+           human_count(a.messages_out), human_bytes(a.bytes_in), human_bytes(a.bytes_out),
+           human_count(a.drops()), human_count(a.pending_requests), human_bytes(a.inbound_high_water),
+           human_bytes(a.outbound_high_water)});
+  }
+  std::fputs(t.render().c_str(), stdout);
+  return finish(*v, l, path);
+}
+
+}  // namespace bus::ctl

@@ -1,0 +1,339 @@
+// Reader side of the counters page (layout: bus/counters.hpp). A decoder of bytes another
+// process writes: every size and offset is checked once against the mapping, then copied.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "bus/counters.hpp"
+
+namespace bus::counters {
+namespace {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+// Loads inside a seqlock read are acquire loads (plain moves on x86); see seqlock_read.
+constexpr auto kInSeqlock = std::memory_order_acquire;
+constexpr int kSeqlockTries = 64;  // then the slot is left out of this snapshot
+
+std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// Bytes of a NUL-padded string stored as atomic words, up to the first NUL.
+template <size_t N>
+std::string load_string(const std::atomic<uint64_t> (&words)[N]) {
+  char buf[N * 8];
+  for (size_t i = 0; i < N; ++i) {
+    const uint64_t w = words[i].load(kInSeqlock);
+    std::memcpy(buf + i * 8, &w, 8);
+  }
+  return std::string(buf, ::strnlen(buf, sizeof buf));
+}
+
+// Copies a slot's descriptor and counters between two loads of its seq. The writer (page.cpp
+// seqlock_write) stores seq odd, then every field with a release store, then seq even with a
+// release store. `read` loads every field with an acquire load (kInSeqlock). No fences: GCC's
+// TSan does not model atomic_thread_fence. False when busd kept rewriting the slot.
+template <class Slot, class Read>
+bool seqlock_read(const Slot& s, uint64_t& seq_out, Read&& read) {
+  for (int i = 0; i < kSeqlockTries; ++i) {
+    // Acquire: pairs with the writer's release store of the even seq that ended its last write,
+    // so the fields read below are at least that new.
+    const uint64_t s1 = s.seq.load(std::memory_order_acquire);
+    if ((s1 & 1) != 0) continue;
+    read();
+    // The field loads were acquire loads: this load cannot move before them, and if any of them
+    // read a store of a newer write (a release store after that write's odd seq), this load sees
+    // that odd seq or later, so s1 differs.
+    if (s.seq.load(kRelaxed) == s1) {
+      seq_out = s1;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool table_fits(uint64_t offset, uint64_t count, uint64_t stride, uint64_t header_size,
+                uint64_t page_size) {
+  // count <= kMaxTableSlots + 1 and stride < 2^16 were checked first: no overflow here.
+  return offset >= header_size && offset % kCacheLine == 0 && offset <= page_size &&
+         count * stride <= page_size - offset;
+}
+
+}  // namespace
+
+bool process_alive(int32_t pid) noexcept {
+  if (pid <= 0) return false;  // kill(0 or -n, 0) would ask about process groups
+  return ::kill(pid, 0) == 0 || errno != ESRCH;
+}
+
+CountersView::CountersView(CountersView&& o) noexcept { *this = std::move(o); }
+
+CountersView& CountersView::operator=(CountersView&& o) noexcept {
+  if (this != &o) {
+    if (owned_ && base_ != nullptr) ::munmap(const_cast<std::byte*>(base_), size_);
+    base_ = std::exchange(o.base_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+    owned_ = std::exchange(o.owned_, false);
+    info_ = std::move(o.info_);
+    global_count_ = o.global_count_;
+    global_stride_ = o.global_stride_;
+    agent_stride_ = o.agent_stride_;
+    pattern_stride_ = o.pattern_stride_;
+    globals_offset_ = o.globals_offset_;
+    agents_offset_ = o.agents_offset_;
+    patterns_offset_ = o.patterns_offset_;
+  }
+  return *this;
+}
+
+CountersView::~CountersView() {
+  if (owned_ && base_ != nullptr) ::munmap(const_cast<std::byte*>(base_), size_);
+}
+
+Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes) {
+  const size_t size = bytes.size();
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(PageHeader) != 0) {
+    return fail(Errc::InvalidArgument, "counters page image is not 128-byte aligned");
+  }
+  if (size < sizeof(PageHeader)) {
+    return fail(Errc::Corrupt, "counters page has " + std::to_string(size) +
+                                   " bytes, less than its " + std::to_string(sizeof(PageHeader)) +
+                                   "-byte header");
+  }
+  const auto* h = reinterpret_cast<const PageHeader*>(bytes.data());
+  // Acquire: pairs with the creator's release store of magic, made after the static header.
+  const uint64_t magic = h->magic.load(std::memory_order_acquire);
+  if (magic == 0) {
+    return fail(Errc::Corrupt, "counters page is not initialised (busd starting, or it died starting)");
+  }
+  if (magic != kMagic) {
+    return fail(Errc::Corrupt, "not a busd counters page: magic " + hex(magic) + ", expected " + hex(kMagic));
+  }
+  if (h->layout_version != kLayoutVersion) {
+    return fail(Errc::VersionMismatch, "counters page layout version " +
+                                           std::to_string(h->layout_version) + ", this reader knows " +
+                                           std::to_string(kLayoutVersion));
+  }
+  // Copy once; only the copies are used from here on (busd, or anyone, may rewrite the header).
+  const uint64_t header_size = h->header_size;
+  const uint64_t page_size = h->page_size;
+  const uint32_t global_count = h->global_count, global_stride = h->global_stride;
+  const uint32_t max_agents = h->max_agents, agent_stride = h->agent_stride;
+  const uint32_t max_patterns = h->max_patterns, pattern_stride = h->pattern_stride;
+  const uint64_t globals_offset = h->globals_offset, agents_offset = h->agents_offset,
+                 patterns_offset = h->patterns_offset;
+
+  if (header_size < sizeof(PageHeader) || header_size % kCacheLine != 0 || header_size > page_size) {
+    return fail(Errc::Corrupt, "counters page header_size " + std::to_string(header_size) +
+                                   " (page_size " + std::to_string(page_size) + ")");
+  }
+  if (page_size > size) {
+    return fail(Errc::Corrupt, "counters page file has " + std::to_string(size) +
+                                   " bytes, its header says " + std::to_string(page_size));
+  }
+  auto stride_ok = [](uint32_t stride, size_t min) {
+    return stride >= min && stride % kCacheLine == 0 && stride <= (1u << 16);
+  };
+  if (!stride_ok(global_stride, sizeof(GlobalCell)) || !stride_ok(agent_stride, sizeof(AgentSlot)) ||
+      !stride_ok(pattern_stride, sizeof(PatternSlot))) {
+    return fail(Errc::Corrupt, "counters page strides " + std::to_string(global_stride) + "/" +
+                                   std::to_string(agent_stride) + "/" + std::to_string(pattern_stride) +
+                                   " (globals/agents/patterns)");
+  }
+  if (global_count > kMaxTableSlots || max_agents > kMaxTableSlots || max_patterns > kMaxTableSlots) {
+    return fail(Errc::Corrupt, "counters page table sizes " + std::to_string(global_count) + "/" +
+                                   std::to_string(max_agents) + "/" + std::to_string(max_patterns) +
+                                   " exceed " + std::to_string(kMaxTableSlots));
+  }
+  auto where = [&](const char* table, uint64_t off, uint64_t count, uint64_t stride) {
+    return std::string(table) + " table at " + std::to_string(off) + " (" + std::to_string(count) +
+           " x " + std::to_string(stride) + " bytes) is outside the " + std::to_string(page_size) +
+           "-byte page or misaligned";
+  };
+  if (!table_fits(globals_offset, global_count, global_stride, header_size, page_size)) {
+    return fail(Errc::Corrupt, where("globals", globals_offset, global_count, global_stride));
+  }
+  if (!table_fits(agents_offset, max_agents, agent_stride, header_size, page_size)) {
+    return fail(Errc::Corrupt, where("agents", agents_offset, max_agents, agent_stride));
+  }
+  if (!table_fits(patterns_offset, uint64_t{max_patterns} + 1, pattern_stride, header_size, page_size)) {
+    return fail(Errc::Corrupt, where("patterns", patterns_offset, uint64_t{max_patterns} + 1, pattern_stride));
+  }
+
+  {
+    // Tables never overlap (overlap would not make a read unsafe, but it is not a page busd wrote).
+    struct Range {
+      uint64_t begin, end;
+    };
+    const Range r[3] = {{globals_offset, globals_offset + uint64_t{global_count} * global_stride},
+                        {agents_offset, agents_offset + uint64_t{max_agents} * agent_stride},
+                        {patterns_offset, patterns_offset + (uint64_t{max_patterns} + 1) * pattern_stride}};
+    for (int i = 0; i < 3; ++i) {
+      for (int j = i + 1; j < 3; ++j) {
+        if (r[i].begin < r[j].end && r[j].begin < r[i].end) {
+          return fail(Errc::Corrupt, "counters page tables overlap (globals at " +
+                                         std::to_string(globals_offset) + ", agents at " +
+                                         std::to_string(agents_offset) + ", patterns at " +
+                                         std::to_string(patterns_offset) + ")");
+        }
+      }
+    }
+  }
+
+  CountersView v;
+  v.base_ = bytes.data();
+  v.size_ = size;
+  v.info_.layout_version = kLayoutVersion;
+  v.info_.pid = h->pid;
+  v.info_.start_time_ns = h->start_time_ns;
+  v.info_.page_size = page_size;
+  char version[kVersionSize];
+  std::memcpy(version, h->busd_version, sizeof version);
+  v.info_.busd_version.assign(version, ::strnlen(version, sizeof version));
+  v.info_.max_agents = max_agents;
+  v.info_.max_patterns = max_patterns;
+  v.global_count_ = global_count;
+  v.global_stride_ = global_stride;
+  v.agent_stride_ = agent_stride;
+  v.pattern_stride_ = pattern_stride;
+  v.globals_offset_ = globals_offset;
+  v.agents_offset_ = agents_offset;
+  v.patterns_offset_ = patterns_offset;
+  return v;
+}
+
+uint64_t CountersView::heartbeat_ns() const noexcept {
+  return reinterpret_cast<const PageHeader*>(base_)->heartbeat_ns.load(kRelaxed);
+}
+
+uint64_t CountersView::generation() const noexcept {
+  return reinterpret_cast<const PageHeader*>(base_)->generation.load(kRelaxed);
+}
+
+bool CountersView::live(uint64_t now_realtime_ns) const noexcept {
+  const uint64_t hb = heartbeat_ns();
+  if (hb == 0) return false;  // busd stopped cleanly
+  const uint64_t age = now_realtime_ns >= hb ? now_realtime_ns - hb : hb - now_realtime_ns;
+  return age <= kStaleAfterNs;
+}
+
+GlobalSnapshot CountersView::globals() const noexcept {
+  GlobalSnapshot g;
+  const size_t n = global_count_ < kGlobalCount ? global_count_ : kGlobalCount;
+  for (size_t i = 0; i < n; ++i) {
+    // GlobalCell::value is its first member; offset and stride were checked 64-byte aligned.
+    const auto* value =
+        reinterpret_cast<const std::atomic<uint64_t>*>(base_ + globals_offset_ + i * global_stride_);
+    g.values[i] = value->load(kRelaxed);
+  }
+  return g;
+}
+
+std::vector<AgentSnapshot> CountersView::agents() const {
+  std::vector<AgentSnapshot> out;
+  for (uint32_t i = 0; i < info_.max_agents; ++i) {
+    const auto* s = reinterpret_cast<const AgentSlot*>(base_ + agents_offset_ + uint64_t{i} * agent_stride_);
+    const auto state = static_cast<SlotState>(s->state.load(kRelaxed));
+    if (state != SlotState::Active && state != SlotState::Dead) continue;
+    AgentSnapshot a;
+    a.slot = i;
+    const auto& c = s->counters;
+    const bool ok = seqlock_read(*s, a.generation, [&] {
+      a.state = static_cast<SlotState>(s->state.load(kInSeqlock));
+      a.agent_id = s->agent_id.load(kInSeqlock);
+      a.pid = s->pid.load(kInSeqlock);
+      a.uid = s->uid.load(kInSeqlock);
+      a.gid = s->gid.load(kInSeqlock);
+      a.name = load_string(s->name);
+      a.opened_ns = s->opened_ns.load(kInSeqlock);
+      a.messages_in = c.messages_in.load(kInSeqlock);
+      a.messages_out = c.messages_out.load(kInSeqlock);
+      a.bytes_in = c.bytes_in.load(kInSeqlock);
+      a.bytes_out = c.bytes_out.load(kInSeqlock);
+      a.drops_slow_consumer = c.drops_slow_consumer.load(kInSeqlock);
+      a.drops_acl = c.drops_acl.load(kInSeqlock);
+      a.drops_too_large = c.drops_too_large.load(kInSeqlock);
+      a.drops_verify = c.drops_verify.load(kInSeqlock);
+      a.subscriptions = c.subscriptions.load(kInSeqlock);
+      a.pending_requests = c.pending_requests.load(kInSeqlock);
+      a.inbound_high_water = c.inbound_high_water.load(kInSeqlock);
+      a.outbound_high_water = c.outbound_high_water.load(kInSeqlock);
+    });
+    if (ok && (a.state == SlotState::Active || a.state == SlotState::Dead)) out.push_back(std::move(a));
+  }
+  return out;
+}
+
+std::vector<PatternSnapshot> CountersView::patterns() const {
+  std::vector<PatternSnapshot> out;
+  for (uint32_t i = 0; i <= info_.max_patterns; ++i) {
+    const auto* s = reinterpret_cast<const PatternSlot*>(base_ + patterns_offset_ + uint64_t{i} * pattern_stride_);
+    const bool overflow_slot = i == info_.max_patterns;
+    const auto state = static_cast<SlotState>(s->state.load(kRelaxed));
+    if (state != (overflow_slot ? SlotState::Overflow : SlotState::Active)) continue;
+    PatternSnapshot p;
+    p.slot = i;
+    p.overflow = overflow_slot;
+    SlotState seen = SlotState::Free;
+    const auto& c = s->counters;
+    const bool ok = seqlock_read(*s, p.generation, [&] {
+      seen = static_cast<SlotState>(s->state.load(kInSeqlock));
+      if (!overflow_slot) p.pattern = load_string(s->pattern);
+      p.subscribers = c.subscribers.load(kInSeqlock);
+      p.messages = c.messages.load(kInSeqlock);
+      p.bytes = c.bytes.load(kInSeqlock);
+      p.drops = c.drops.load(kInSeqlock);
+    });
+    if (!ok || seen != state) continue;
+    // The overflow slot is listed only once something went there.
+    if (overflow_slot && p.subscribers == 0 && p.messages == 0 && p.drops == 0) continue;
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+Expected<CountersView> open_counters(const std::string& path) {
+  // O_NONBLOCK: a FIFO planted at the path must not hang the tool (refused below).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return tl::unexpected(system_error("opening counters page " + path, errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int e = errno;
+    ::close(fd);
+    return tl::unexpected(system_error("fstat of counters page " + path, e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return fail(Errc::Corrupt, "counters page " + path + " is not a regular file");
+  }
+  const auto size = static_cast<size_t>(st.st_size);
+  if (size < sizeof(PageHeader)) {
+    ::close(fd);
+    return fail(Errc::Corrupt, "counters page " + path + " has " + std::to_string(size) +
+                                   " bytes, less than its " + std::to_string(sizeof(PageHeader)) +
+                                   "-byte header");
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  const int e = errno;
+  ::close(fd);  // the mapping keeps the file
+  if (p == MAP_FAILED) return tl::unexpected(system_error("mapping counters page " + path, e));
+  auto v = CountersView::from_bytes({static_cast<const std::byte*>(p), size});
+  if (!v) {
+    ::munmap(p, size);
+    v.error().context("counters page " + path);
+    return v;
+  }
+  v->owned_ = true;
+  return v;
+}
+
+}  // namespace bus::counters

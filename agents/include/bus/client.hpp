@@ -1,0 +1,209 @@
+// libbus: the client SDK agents embed.
+//
+//   bus::Client c{"planner"};                                   // connects to the local busd
+//   c.subscribe("jobs.>", [](const bus::Message& m) { ... });
+//   c.publish("jobs.new", bytes);
+//   auto reply = c.request("svc.plan", bytes, std::chrono::milliseconds(5));
+//   c.run();                                                    // dispatch until stop()
+//
+// Where busd is: ClientOptions::address, else $BUS_SOCKET, else $XDG_RUNTIME_DIR/busd.sock,
+// else /run/busd/busd.sock (bus/address.hpp), the same order busd uses.
+//
+// Threads. A Client is used by one thread at a time: none of its calls are thread-safe, and
+// handlers run on the thread that calls poll(), run() or request(). Its outbound ring has one
+// producer, so an agent that publishes from several threads gives each thread its own Client
+// (each is an agent with its own name and rings; that is also what keeps their publishes from
+// contending), or serializes the calls with its own mutex. stop() is the one call another
+// thread (or a signal handler) may make.
+//
+// Cost. publish(), the receive path and request() allocate nothing after warm-up (the first
+// message on a subject builds its envelope template); messages are written straight into the
+// shared-memory ring and handed to handlers as views into it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bus/envelope.hpp"
+#include "bus/error.hpp"
+
+namespace bus {
+
+namespace shm {
+struct WaitStrategy;
+}
+
+/// A received message. Its views point into the ring (or, for request(), into the Client's
+/// reply buffer): valid until the handler returns, or until the next call on the Client.
+class Message {
+ public:
+  Message() = default;
+  Message(EnvelopeView v, uint32_t sid) noexcept : view_(v), sid_(sid), valid_(true) {}
+
+  [[nodiscard]] std::string_view subject() const noexcept { return view_.subject(); }
+  [[nodiscard]] std::string_view reply_to() const noexcept { return view_.reply_to(); }
+  [[nodiscard]] std::span<const std::byte> payload() const noexcept { return view_.payload(); }
+  /// The payload as text (no copy, not 0-terminated).
+  [[nodiscard]] std::string_view text() const noexcept {
+    return {reinterpret_cast<const char*>(payload().data()), payload().size()};
+  }
+  [[nodiscard]] wire::Kind kind() const noexcept { return view_.header().kind(); }
+  [[nodiscard]] bool is_request() const noexcept { return kind() == wire::Kind::Request; }
+  [[nodiscard]] uint64_t id() const noexcept { return view_.header().msg_id(); }
+  [[nodiscard]] uint32_t source_id() const noexcept { return view_.header().source_id(); }
+  /// The subscription it was delivered for (0: a reply or a system message).
+  [[nodiscard]] uint32_t sid() const noexcept { return sid_; }
+  [[nodiscard]] const EnvelopeView& envelope() const noexcept { return view_; }
+  [[nodiscard]] bool valid() const noexcept { return valid_; }
+
+ private:
+  EnvelopeView view_{};
+  uint32_t sid_ = 0;
+  bool valid_ = false;
+};
+
+using Handler = std::function<void(const Message&)>;
+
+enum class ConnectionState : uint8_t {
+  Connecting,    // first connect in progress
+  Connected,     // registered, rings mapped
+  Disconnected,  // busd went away (or asked us to go): reconnecting by itself if enabled
+  Closed,        // close() or drain() finished, or reconnect disabled
+};
+[[nodiscard]] std::string_view to_string(ConnectionState s) noexcept;
+
+struct AgentInfo {
+  std::string name;
+  uint32_t agent_id = 0;
+  std::vector<std::string> capabilities;
+  uint32_t pid = 0;
+  uint32_t uid = 0;
+};
+
+struct ClientOptions {
+  std::string name;                        // unique on this host
+  std::vector<std::string> capabilities;   // found by find_agents()
+  std::string address;                     // busd's socket path; "" = the default lookup
+  std::string wait = "adaptive";           // spin | yield | adaptive[:<n>us] | block
+  bool reconnect = true;                   // reconnect and resubscribe after busd restarts
+  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds control_timeout{2000};  // subscribe/unsubscribe/find acknowledgements
+  /// How long publish() waits while the ring to busd is full (0: return WouldBlock at once).
+  std::chrono::milliseconds publish_timeout{1000};
+};
+
+class Client {
+ public:
+  /// Connects or throws bus::ClientError (a convenience for tools and examples).
+  explicit Client(std::string name);
+  explicit Client(ClientOptions options);
+  /// Connects without throwing.
+  [[nodiscard]] static Expected<std::unique_ptr<Client>> connect(ClientOptions options);
+
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+  /// Closes without calling any handler or callback.
+  ~Client();
+
+  /// Publishes `payload` on `subject`. Waits up to publish_timeout while busd is behind (the
+  /// ring is full), then returns WouldBlock. Errors: InvalidArgument (bad subject), TooLarge,
+  /// WouldBlock, Closed (not connected).
+  Result<void> publish(std::string_view subject, std::span<const std::byte> payload);
+  Result<void> publish(std::string_view subject, std::string_view text) {
+    return publish(subject, std::as_bytes(std::span(text.data(), text.size())));
+  }
+
+  /// Subscribes `handler` to a pattern (`*` one token, `>` the rest), optionally as a member of
+  /// a queue group (one member of the group gets each message). Returns the subscription id
+  /// once busd has acknowledged it: messages published after that reach the handler.
+  Expected<uint32_t> subscribe(std::string_view pattern, Handler handler,
+                               std::string_view queue_group = {});
+  Expected<void> unsubscribe(uint32_t sid);
+
+  /// Sends a request and waits for its reply (dispatching other messages to their handlers
+  /// meanwhile). Errors: NoResponders (nobody subscribed, at once), Timeout, Closed, and
+  /// whatever the responder or busd answered (PermissionDenied, TooLarge, ...). The reply stays
+  /// valid until the next call on this Client.
+  Expected<Message> request(std::string_view subject, std::span<const std::byte> payload,
+                            std::chrono::nanoseconds timeout);
+  Expected<Message> request(std::string_view subject, std::string_view text,
+                            std::chrono::nanoseconds timeout) {
+    return request(subject, std::as_bytes(std::span(text.data(), text.size())), timeout);
+  }
+
+  /// Sends a request without waiting: the reply (or its error: NoResponders, Timeout, Closed,
+  /// ...) goes to the on_reply handler, from poll()/run()/request(), with the id returned here.
+  /// For scatter-gather: many requests in flight from one agent.
+  Result<uint64_t> send_request(std::string_view subject, std::span<const std::byte> payload,
+                                std::chrono::nanoseconds timeout);
+  Result<uint64_t> send_request(std::string_view subject, std::string_view text,
+                                std::chrono::nanoseconds timeout) {
+    return send_request(subject, std::as_bytes(std::span(text.data(), text.size())), timeout);
+  }
+  /// Receives every answer to send_request(); the Message is valid during the call.
+  void on_reply(std::function<void(uint64_t request_id, const Expected<Message>& reply)> handler);
+
+  /// Answers a request (its reply_to and id).
+  Result<void> reply(const Message& request, std::span<const std::byte> payload);
+  Result<void> reply(const Message& request, std::string_view text) {
+    return reply(request, std::as_bytes(std::span(text.data(), text.size())));
+  }
+  /// Answers a request with an error code (the requester's request() returns it).
+  Result<void> reply_error(const Message& request, Errc code, std::string_view detail = {});
+
+  /// Dispatches received messages to handlers, waiting up to `timeout` for the first one.
+  /// Returns how many were dispatched (0 on timeout).
+  Result<size_t> poll(std::chrono::nanoseconds timeout);
+  /// poll() until stop().
+  void run();
+  void stop() noexcept { stop_.store(true, std::memory_order_relaxed); }
+
+  /// Agents on this host with `capability` (and a name matching `name_glob`).
+  Expected<std::vector<AgentInfo>> find_agents(std::string_view capability,
+                                               std::string_view name_glob = {});
+
+  /// Graceful exit: unsubscribes everything, dispatches what already arrived, waits until busd
+  /// has taken everything this agent published (up to `timeout`), then closes.
+  Expected<void> drain(std::chrono::nanoseconds timeout);
+  void close();
+
+  [[nodiscard]] ConnectionState state() const noexcept;
+  /// Called on every state change, on the thread that made the call that noticed it.
+  void on_state_change(std::function<void(ConnectionState, const Error*)> callback);
+
+  [[nodiscard]] uint32_t agent_id() const noexcept;
+  [[nodiscard]] const std::string& name() const noexcept;
+
+  struct Stats {
+    uint64_t published = 0, received = 0, requests = 0, replies_late = 0, verify_failures = 0;
+    uint64_t reconnects = 0;
+  };
+  [[nodiscard]] const Stats& stats() const noexcept;
+
+  struct Impl;
+
+ private:
+  Client() = default;
+  std::unique_ptr<Impl> impl_;
+  std::atomic<bool> stop_{false};
+};
+
+/// Thrown by the convenience constructors only.
+class ClientError : public std::runtime_error {
+ public:
+  explicit ClientError(Error e) : std::runtime_error(e.message()), error_(std::move(e)) {}
+  [[nodiscard]] const Error& error() const noexcept { return error_; }
+
+ private:
+  Error error_;
+};
+
+}  // namespace bus

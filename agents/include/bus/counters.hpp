@@ -1,0 +1,344 @@
+// The counters page: a file busd maps read-write and tools map read-only, so that reading
+// busd's counters costs busd nothing (no system call, no lock, no message). Layout version 1.
+//
+//   offset                       size               writer            contents
+//   0                            128                create()          PageHeader, static part
+//   128                          128                busd's loop       heartbeat_ns, generation
+//   globals_offset   (256)       count * 128        busd's loop       one Global counter per 128 B
+//   agents_offset    (2688)      max_agents * 256   see AgentSlot     agent slots
+//   patterns_offset              (max_patterns + 1) * 256             pattern slots, last = overflow
+//   page_size = patterns_offset + (max_patterns + 1) * 256
+//
+// Rules both sides follow:
+//  * Every value a reader may read while busd writes it is a lock-free std::atomic<uint64_t> (or
+//    uint32_t). There is one writer per value: it increments with a relaxed load and a relaxed
+//    store, not a locked read-modify-write; readers use relaxed loads. A counter is a statistic:
+//    nothing is ordered by it.
+//  * The static part of the header is written once, before `magic` is release-stored; a reader
+//    acquire-loads `magic` first (0: busd is still writing the page).
+//  * Strings (agent name, pattern) sit in a slot's descriptor, written under the slot's `seq`
+//    (a seqlock: odd while busd writes the descriptor, +2 per change; the fields are stored with
+//    release and loaded with acquire, plain moves on x86, no fences). A reader copies the
+//    descriptor between two loads of `seq` and retries when they differ or are odd, so it never
+//    shows a torn name; `seq` changing also tells it the slot was reused. Strings are stored as
+//    atomic 8-byte words (their bytes in memory are the NUL-padded string) so that a reader racing
+//    the writer is still race-free.
+//  * Each global counter owns 128 bytes (two cache lines: the adjacent-line prefetcher fetches
+//    pairs). An agent slot is 256 bytes, 64-byte aligned: its descriptor (written by the control
+//    loop) and its counters (written by whoever serves the agent: one shard thread later) sit on
+//    separate lines, and two slots never share a line.
+//  * Room to grow within version 1: fields are only appended, into the reserved bytes or at a
+//    slot's end, and a reader accepts a larger header_size, larger strides and more globals than
+//    it knows. Anything else changes kLayoutVersion.
+//  * A reader trusts nothing it maps: the header is checked once against the file size (every
+//    table inside the file, every offset aligned) and copied; later reads use only those copies.
+//    The page is a plain file (it cannot be sealed): a process able to truncate it could make a
+//    reader's next access fault. busd never shrinks it and creates it writable only by itself.
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bus/error.hpp"
+
+namespace bus::counters {
+
+inline constexpr uint64_t kMagic = 0x52544E43'53554221ull;  // "!BUSCNTR" little-endian
+inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr size_t kCacheLine = 64;
+inline constexpr size_t kFalseSharingRange = 128;  // two lines: the adjacent-line prefetcher
+inline constexpr size_t kVersionSize = 32;         // busd version string, NUL-padded
+inline constexpr size_t kNameSize = 64;            // agent name, NUL-padded (no NUL when full)
+inline constexpr size_t kPatternSize = 128;        // subject pattern, NUL-padded
+/// Largest table a writer creates and a reader accepts (either table).
+inline constexpr uint32_t kMaxTableSlots = 1u << 20;
+/// busd stores heartbeat_ns about once a second; a reader calls a page whose heartbeat is
+/// further than this from its own clock stale (busd stopped, hung or killed).
+inline constexpr uint64_t kStaleAfterNs = 3'000'000'000ull;
+
+// ---- global counters --------------------------------------------------------------------------
+
+/// Global counters, one 128-byte cell each, in this order. Append only (before Count).
+/// "in" and "out" are busd's view throughout: in = from agents into busd, out = busd to agents.
+enum class Global : uint32_t {
+  agents_connected,          // gauge: agents registered now
+  agents_total,              // agents ever registered
+  agents_died,               // agents that went away without Goodbye
+  messages_in,               // messages accepted from agents
+  messages_out,              // deliveries to agents (one message to 3 subscribers: 3)
+  bytes_in,                  // bytes of messages_in
+  bytes_out,                 // bytes of messages_out
+  verify_failures,           // messages refused by verification
+  published_no_subscribers,  // publishes that matched no subscriber (not a drop)
+  drops_slow_consumer,       // deliveries dropped: the subscriber's ring was full
+  drops_acl,                 // messages refused by an ACL
+  drops_too_large,           // messages above the size limit
+  requests,                  // requests routed
+  no_responders,             // requests that found no subscriber
+  request_timeouts,          // requests whose deadline expired before a reply
+  control_errors,            // control-protocol errors sent to agents
+  limit_hits,                // a configured limit refused something (agents, patterns, ...)
+  config_reloads,            // configuration reloads applied
+  config_reload_failures,    // configuration reloads refused
+  Count
+};
+inline constexpr size_t kGlobalCount = static_cast<size_t>(Global::Count);
+static_assert(kGlobalCount == 19, "layout v1 has 19 globals: append only, and update the table below");
+
+struct GlobalInfo {
+  std::string_view name;  // as printed by busctl and in JSON
+  std::string_view help;  // one line, for tables and Prometheus HELP
+  bool gauge;             // goes up and down (Prometheus TYPE gauge)
+  bool bytes;             // a byte count (printed with KiB/MiB units)
+};
+
+inline constexpr std::array<GlobalInfo, kGlobalCount> kGlobals{{
+    {"agents_connected", "agents registered now", true, false},
+    {"agents_total", "agents ever registered", false, false},
+    {"agents_died", "agents gone without Goodbye", false, false},
+    {"messages_in", "messages accepted from agents", false, false},
+    {"messages_out", "deliveries to agents", false, false},
+    {"bytes_in", "bytes accepted from agents", false, true},
+    {"bytes_out", "bytes delivered to agents", false, true},
+    {"verify_failures", "messages refused by verification", false, false},
+    {"published_no_subscribers", "publishes that matched nobody", false, false},
+    {"drops_slow_consumer", "deliveries dropped: subscriber ring full", false, false},
+    {"drops_acl", "messages refused by an ACL", false, false},
+    {"drops_too_large", "messages above the size limit", false, false},
+    {"requests", "requests routed", false, false},
+    {"no_responders", "requests that found no subscriber", false, false},
+    {"request_timeouts", "requests that expired unanswered", false, false},
+    {"control_errors", "control-protocol errors sent", false, false},
+    {"limit_hits", "refused by a configured limit", false, false},
+    {"config_reloads", "configuration reloads applied", false, false},
+    {"config_reload_failures", "configuration reloads refused", false, false},
+}};
+
+[[nodiscard]] constexpr const GlobalInfo& global_info(Global g) noexcept {
+  return kGlobals[static_cast<size_t>(g)];
+}
+
+// ---- the byte layout --------------------------------------------------------------------------
+
+struct PageHeader {
+  // Static part: written once by the creator, before magic is release-stored.
+  std::atomic<uint64_t> magic;       // 0    kMagic, stored last (release)
+  uint32_t layout_version;           // 8    kLayoutVersion
+  uint32_t header_size;              // 12   sizeof(PageHeader)
+  uint64_t page_size;                // 16   bytes of the whole page (the file's size)
+  int32_t pid;                       // 24   busd's pid
+  uint32_t reserved0;                // 28
+  uint64_t start_time_ns;            // 32   CLOCK_REALTIME when busd created the page
+  char busd_version[kVersionSize];   // 40   NUL-padded
+  uint32_t global_count;             // 72   kGlobalCount
+  uint32_t global_stride;            // 76   sizeof(GlobalCell)
+  uint32_t max_agents;               // 80   agent slots
+  uint32_t agent_stride;             // 84   sizeof(AgentSlot)
+  uint32_t max_patterns;             // 88   ordinary pattern slots; one overflow slot follows
+  uint32_t pattern_stride;           // 92   sizeof(PatternSlot)
+  uint64_t globals_offset;           // 96
+  uint64_t agents_offset;            // 104
+  uint64_t patterns_offset;          // 112
+  uint64_t reserved1;                // 120
+  // Live part, its own two lines: written by busd's loop.
+  alignas(kFalseSharingRange) std::atomic<uint64_t> heartbeat_ns;  // 128  CLOCK_REALTIME; 0 = stopped
+  std::atomic<uint64_t> generation;  // 136  +1 whenever a slot of either table changes state
+  uint64_t reserved2[14];            // 144
+};
+
+struct alignas(kFalseSharingRange) GlobalCell {
+  std::atomic<uint64_t> value;
+  uint64_t reserved[15];
+};
+
+enum class SlotState : uint32_t {
+  Free = 0,      // unused (a reader skips it)
+  Active = 1,    // an agent is registered / a pattern has subscribers
+  Dead = 2,      // the agent died; busd is reclaiming its rings (counters still shown)
+  Overflow = 3,  // the pattern table's last slot: every pattern that found no free slot
+};
+
+/// Per-agent counters: the part of an AgentSlot the thread serving the agent writes.
+/// in/out are busd's view: inbound ring = agent to busd, outbound ring = busd to agent.
+struct alignas(kCacheLine) AgentCounters {
+  std::atomic<uint64_t> messages_in;          // 0    messages accepted from the agent
+  std::atomic<uint64_t> messages_out;         // 8    messages delivered to the agent
+  std::atomic<uint64_t> bytes_in;             // 16
+  std::atomic<uint64_t> bytes_out;            // 24
+  std::atomic<uint64_t> drops_slow_consumer;  // 32   deliveries to it dropped: its ring was full
+  std::atomic<uint64_t> drops_acl;            // 40   its messages refused by an ACL
+  std::atomic<uint64_t> drops_too_large;      // 48   its messages above the size limit
+  std::atomic<uint64_t> drops_verify;         // 56   its messages that failed verification
+  std::atomic<uint64_t> subscriptions;        // 64   gauge
+  std::atomic<uint64_t> pending_requests;     // 72   gauge: its requests awaiting a reply
+  std::atomic<uint64_t> inbound_high_water;   // 80   most bytes ever queued, agent to busd
+  std::atomic<uint64_t> outbound_high_water;  // 88   most bytes ever queued, busd to agent
+  uint64_t reserved[4];                       // 96
+};
+
+struct alignas(kCacheLine) AgentSlot {
+  // Descriptor: written by the control loop under seq.
+  std::atomic<uint64_t> seq;              // 0    seqlock: odd while written, +2 per change
+  std::atomic<uint32_t> state;            // 8    SlotState
+  std::atomic<uint32_t> agent_id;         // 12
+  std::atomic<int32_t> pid;               // 16
+  std::atomic<uint32_t> uid;              // 20
+  std::atomic<uint32_t> gid;              // 24
+  std::atomic<uint32_t> reserved0;        // 28
+  std::atomic<uint64_t> name[kNameSize / 8];  // 32  the name's bytes, NUL-padded
+  std::atomic<uint64_t> opened_ns;        // 96   CLOCK_REALTIME when the agent registered
+  uint64_t reserved1[3];                  // 104
+  AgentCounters counters;                 // 128
+};
+
+/// Per-pattern counters. messages/bytes count deliveries (one per subscriber reached).
+struct alignas(kCacheLine) PatternCounters {
+  std::atomic<uint64_t> subscribers;  // 0    gauge: subscriptions with this pattern
+  std::atomic<uint64_t> messages;     // 8    deliveries through this pattern
+  std::atomic<uint64_t> bytes;        // 16
+  std::atomic<uint64_t> drops;        // 24   deliveries dropped (slow consumer)
+  uint64_t reserved[4];               // 32
+};
+
+struct alignas(kCacheLine) PatternSlot {
+  std::atomic<uint64_t> seq;                        // 0    as AgentSlot::seq
+  std::atomic<uint32_t> state;                      // 8    SlotState
+  std::atomic<uint32_t> reserved0;                  // 12
+  std::atomic<uint64_t> pattern[kPatternSize / 8];  // 16   the pattern's bytes, NUL-padded
+  uint64_t reserved1[6];                            // 144
+  PatternCounters counters;                         // 192
+};
+
+static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free &&
+              std::atomic<int32_t>::is_always_lock_free, "counters live in shared memory");
+static_assert(sizeof(std::atomic<uint64_t>) == 8 && alignof(std::atomic<uint64_t>) == 8);
+static_assert(sizeof(std::atomic<uint32_t>) == 4 && sizeof(std::atomic<int32_t>) == 4);
+static_assert(offsetof(PageHeader, busd_version) == 40 && offsetof(PageHeader, global_count) == 72 &&
+              offsetof(PageHeader, globals_offset) == 96 && offsetof(PageHeader, patterns_offset) == 112 &&
+              offsetof(PageHeader, heartbeat_ns) == 128 && offsetof(PageHeader, generation) == 136 &&
+              sizeof(PageHeader) == 256, "PageHeader v1 is fixed: change kLayoutVersion with it");
+static_assert(sizeof(GlobalCell) == 128);
+static_assert(sizeof(AgentCounters) == 128 && offsetof(AgentCounters, subscriptions) == 64 &&
+              offsetof(AgentCounters, outbound_high_water) == 88);
+static_assert(offsetof(AgentSlot, state) == 8 && offsetof(AgentSlot, pid) == 16 &&
+              offsetof(AgentSlot, name) == 32 && offsetof(AgentSlot, opened_ns) == 96 &&
+              offsetof(AgentSlot, counters) == 128 && sizeof(AgentSlot) == 256,
+              "AgentSlot v1 is fixed: change kLayoutVersion with it");
+static_assert(sizeof(PatternCounters) == 64);
+static_assert(offsetof(PatternSlot, pattern) == 16 && offsetof(PatternSlot, counters) == 192 &&
+              sizeof(PatternSlot) == 256, "PatternSlot v1 is fixed: change kLayoutVersion with it");
+
+inline constexpr uint64_t kGlobalsOffset = sizeof(PageHeader);
+inline constexpr uint64_t kAgentsOffset = kGlobalsOffset + kGlobalCount * sizeof(GlobalCell);
+static_assert(kAgentsOffset == 2688 && kAgentsOffset % kFalseSharingRange == 0);
+
+/// Offset of the pattern table in a page with `max_agents` agent slots.
+[[nodiscard]] constexpr uint64_t patterns_offset(uint32_t max_agents) noexcept {
+  return kAgentsOffset + uint64_t{max_agents} * sizeof(AgentSlot);
+}
+
+/// Bytes of a page with these table capacities (the pattern table has one more slot: overflow).
+[[nodiscard]] constexpr uint64_t page_size(uint32_t max_agents, uint32_t max_patterns) noexcept {
+  return patterns_offset(max_agents) + (uint64_t{max_patterns} + 1) * sizeof(PatternSlot);
+}
+
+// ---- reading ----------------------------------------------------------------------------------
+
+/// The static header, checked and copied when the page was opened.
+struct PageInfo {
+  uint32_t layout_version = 0;
+  int32_t pid = 0;
+  uint64_t start_time_ns = 0;
+  uint64_t page_size = 0;
+  std::string busd_version;
+  uint32_t max_agents = 0;
+  uint32_t max_patterns = 0;  // ordinary slots (the overflow slot is extra)
+};
+
+struct GlobalSnapshot {
+  std::array<uint64_t, kGlobalCount> values{};  // a global the page lacks reads as 0
+  [[nodiscard]] uint64_t operator[](Global g) const noexcept { return values[static_cast<size_t>(g)]; }
+};
+
+struct AgentSnapshot {
+  uint32_t slot = 0;
+  uint64_t generation = 0;  // the slot's seq: changes when the slot is reused
+  SlotState state = SlotState::Free;
+  uint32_t agent_id = 0;
+  std::string name;
+  int32_t pid = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t opened_ns = 0;
+  uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0;
+  uint64_t drops_slow_consumer = 0, drops_acl = 0, drops_too_large = 0, drops_verify = 0;
+  uint64_t subscriptions = 0, pending_requests = 0;
+  uint64_t inbound_high_water = 0, outbound_high_water = 0;
+  [[nodiscard]] uint64_t drops() const noexcept {
+    return drops_slow_consumer + drops_acl + drops_too_large + drops_verify;
+  }
+};
+
+struct PatternSnapshot {
+  uint32_t slot = 0;
+  uint64_t generation = 0;
+  bool overflow = false;  // the "other patterns" slot: pattern is empty
+  std::string pattern;
+  uint64_t subscribers = 0, messages = 0, bytes = 0, drops = 0;
+};
+
+/// A counters page mapped read-only (or a caller's buffer, see from_bytes). Move-only.
+/// Every accessor reads the live page: call again for a newer snapshot.
+class CountersView {
+ public:
+  CountersView() = default;
+  CountersView(CountersView&& o) noexcept;
+  CountersView& operator=(CountersView&& o) noexcept;
+  CountersView(const CountersView&) = delete;
+  CountersView& operator=(const CountersView&) = delete;
+  ~CountersView();
+
+  /// Checks a page image in memory the caller keeps alive and unshrunk (the decoder under
+  /// open_counters; tests and fuzzers call it directly). `bytes` must be 128-byte aligned, as a
+  /// mapping is.
+  [[nodiscard]] static Expected<CountersView> from_bytes(std::span<const std::byte> bytes);
+
+  [[nodiscard]] const PageInfo& info() const noexcept { return info_; }
+  [[nodiscard]] uint64_t heartbeat_ns() const noexcept;
+  [[nodiscard]] uint64_t generation() const noexcept;
+  /// The heartbeat is within kStaleAfterNs of `now_realtime_ns` (either way: a clock step back).
+  [[nodiscard]] bool live(uint64_t now_realtime_ns) const noexcept;
+
+  [[nodiscard]] GlobalSnapshot globals() const noexcept;
+  /// Active and dead agents, by slot. A slot busd keeps rewriting during the copy is left out.
+  [[nodiscard]] std::vector<AgentSnapshot> agents() const;
+  /// Active patterns by slot, then the overflow slot if anything went there.
+  [[nodiscard]] std::vector<PatternSnapshot> patterns() const;
+
+ private:
+  const std::byte* base_ = nullptr;
+  size_t size_ = 0;
+  bool owned_ = false;  // base_ is our mmap
+  PageInfo info_;
+  uint32_t global_count_ = 0, global_stride_ = 0, agent_stride_ = 0, pattern_stride_ = 0;
+  uint64_t globals_offset_ = 0, agents_offset_ = 0, patterns_offset_ = 0;
+
+  friend Expected<CountersView> open_counters(const std::string& path);
+};
+
+/// Maps the page at `path` read-only and checks it (magic, version, sizes against the file).
+/// NotFound when there is no file; Corrupt / VersionMismatch with the values when it is wrong.
+[[nodiscard]] Expected<CountersView> open_counters(const std::string& path);
+
+/// Whether process `pid` exists (kill(pid, 0); EPERM counts as alive). False for pid <= 0.
+[[nodiscard]] bool process_alive(int32_t pid) noexcept;
+
+}  // namespace bus::counters

@@ -1,0 +1,100 @@
+// busd's configuration: a TOML file (busd.toml) with the tables [busd], [limits] and [[acl]].
+//
+// Every knob has one default, here: the member initializers below (sizes from bus/limits.hpp).
+// default_config_text() is the embedded default document, written out from these values with a
+// one-line explanation per key (busd --print-default-config prints it), so the two cannot drift.
+//
+// A bad file gives one error (the first in the file) whose detail() is one line naming the
+// file, the line where toml++ knows it, the key with its table path and the problem:
+//   busd.toml:12: limits.max_agents: must be an integer in [1, 1000000], got -3
+//   busd.toml:4: unknown key 'limits.max_agent' (did you mean 'max_agents'?)
+//   busd.toml:7:14: TOML syntax: Error while parsing key-value pair: expected '=', saw 'x'
+// The caller prints detail() and exits non-zero. Parsing is pure: no file system or user
+// database look-ups (busd resolves socket_group and the socket path when it starts).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bus/error.hpp"
+#include "bus/limits.hpp"
+
+namespace bus::config {
+
+/// One [[acl]] table: who (peer credentials from SO_PEERCRED, agent name) and what they may do.
+struct AclRule {
+  std::optional<uint32_t> uid;  // absent = any uid
+  std::optional<uint32_t> gid;  // absent = any gid
+  std::string name = "*";       // agent-name glob: '*' matches any run of characters, '?' one
+  std::vector<std::string> publish;    // subject patterns (the router validates their syntax)
+  std::vector<std::string> subscribe;  // subject patterns
+
+  friend bool operator==(const AclRule&, const AclRule&) = default;
+};
+
+struct Limits {
+  uint32_t max_agents = bus::defaults::kMaxAgents;                     // agents registered at once
+  uint32_t max_subscriptions_per_agent = bus::defaults::kMaxSubscriptionsPerAgent;    // subscriptions one agent may hold
+  uint32_t max_message_size = bus::defaults::kMaxMessageSize;  // largest encoded envelope, bytes
+  uint32_t max_pending_requests_per_agent = bus::defaults::kMaxPendingRequestsPerAgent; // requests awaiting a reply, per agent
+  /// Data bytes per shm ring, a power of two. In a file, 0 or no key: the smallest ring that takes
+  /// max_message_size (shm::capacity_for), which for the default size is kRingCapacity.
+  uint64_t ring_capacity = bus::defaults::kRingCapacity;
+
+  friend bool operator==(const Limits&, const Limits&) = default;
+};
+
+struct Config {
+  /// Control socket path; "" = busd's default lookup ($BUS_SOCKET, $XDG_RUNTIME_DIR/busd.sock,
+  /// /run/busd/busd.sock).
+  std::string socket;
+  uint32_t socket_mode = 0660;    // file mode of the socket (TOML: octal string "0660")
+  std::string socket_group;       // group name or numeric gid of the socket; "" = busd's group
+  std::string shm_dir;            // named shared memory (counters page); "" = next to the socket
+  std::string log_level = "info";  // error | warn | info | debug
+  uint32_t drain_timeout_ms = 2000;       // on SIGTERM: time to flush before exit
+  uint32_t heartbeat_interval_ms = 5000;  // fallback death detection: heartbeat period
+  uint32_t heartbeat_misses = 6;          // ... and missed heartbeats before an agent is dead
+  std::string wait = "adaptive";  // busd's wait strategy (shm::parse_wait_strategy syntax)
+  bool verify_same_uid = true;    // verify envelopes from agents of busd's own uid too
+  bool acl_owner_all = true;      // busd's own uid may do everything (before the [[acl]] rules)
+  Limits limits;
+  std::vector<AclRule> acl;
+
+  friend bool operator==(const Config&, const Config&) = default;
+};
+
+/// The configuration busd runs with when given no file.
+[[nodiscard]] Config defaults();
+
+/// The embedded default: a commented TOML document listing every key with its default and a
+/// one-line explanation. parse(default_config_text(), ...) == defaults().
+[[nodiscard]] std::string_view default_config_text();
+
+/// `cfg` as a commented TOML document in the same layout; parse(render(c), ...) == c for every
+/// Config that parse() returns.
+[[nodiscard]] std::string render(const Config& cfg);
+
+/// Parses and validates a document. `source_name` starts every error line ("busd.toml",
+/// "<default>"). Errors: InvalidArgument, detail() one line (see the top of this file).
+[[nodiscard]] Expected<Config> parse(std::string_view toml_text, std::string_view source_name);
+
+/// Reads and parses a file. Errors: NotFound / PermissionDenied / System naming the path,
+/// TooLarge above kMaxConfigFileSize, or parse()'s errors with the path as source name.
+[[nodiscard]] Expected<Config> load_file(const std::string& path);
+
+/// Largest config file load_file reads.
+inline constexpr size_t kMaxConfigFileSize = 1u << 20;
+
+/// For a reload (SIGHUP): the keys that differ between `before` and `after`, as dotted names
+/// ("busd.log_level", "limits.max_agents", "acl"). Keys that take effect on reload are
+/// returned; keys that need a restart (socket, socket_mode, socket_group, shm_dir, wait,
+/// max_message_size, ring_capacity) are appended to *not_reloadable instead (when not null), so
+/// that the daemon can warn and keep their old values. Both lists are in document order.
+[[nodiscard]] std::vector<std::string> reloadable_diff(const Config& before, const Config& after,
+                                                       std::vector<std::string>* not_reloadable);
+
+}  // namespace bus::config

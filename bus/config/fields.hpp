@@ -1,0 +1,73 @@
+// Private to bus/config: the table of scalar keys ([busd] and [limits]) that parsing, rendering,
+// "did you mean" suggestions and reloadable_diff all read, so a key is described once.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "config/config.hpp"
+
+namespace bus::config::detail {
+
+enum class Form : uint8_t {
+  Text,          // a string; Field::check says whether it is acceptable
+  Flag,          // true or false
+  Integer,       // an integer in [min, max]
+  OctalMode,     // a file mode <= max: a string of octal digits ("0660") or a TOML 0o660
+  RingCapacity,  // 0 (derive from max_message_size) or a power of two in [min, max]
+};
+
+using Member = std::variant<std::string Config::*, bool Config::*, uint32_t Config::*,
+                            uint32_t Limits::*, uint64_t Limits::*>;
+
+struct Field {
+  std::string_view table;  // "busd" or "limits"
+  std::string_view name;
+  Form form;
+  Member member;
+  bool restart;  // a change takes effect only at the next start, not on reload
+  uint64_t min = 0;
+  uint64_t max = 0;
+  /// Text only: "" when the value is acceptable, else the problem ("must be one of ...").
+  std::string (*check)(std::string_view) = nullptr;
+  std::string_view help;  // one line for default_config_text()
+};
+
+/// Every scalar key, in document order.
+[[nodiscard]] std::span<const Field> fields() noexcept;
+
+/// The tables of the document, in order, and the keys of one [[acl]] table.
+inline constexpr std::string_view kTables[] = {"busd", "limits", "acl"};
+inline constexpr std::string_view kAclKeys[] = {"uid", "gid", "name", "publish", "subscribe"};
+/// Largest uid/gid in an [[acl]] rule ((uid_t)-1 means "no id" to the kernel).
+inline constexpr uint64_t kMaxId = UINT32_MAX - 1;
+
+[[nodiscard]] const std::string* text_of(const Config& c, const Field& f) noexcept;
+[[nodiscard]] bool flag_of(const Config& c, const Field& f) noexcept;
+[[nodiscard]] uint64_t number_of(const Config& c, const Field& f) noexcept;  // Integer forms
+void set(Config& c, const Field& f, std::string v);
+void set(Config& c, const Field& f, bool v);
+void set(Config& c, const Field& f, uint64_t v);  // v within the field's range
+
+/// The field's value in `c` as a TOML value ("0660" for a mode, 1_048_576 for a large number).
+[[nodiscard]] std::string toml_value(const Config& c, const Field& f);
+
+// Text helpers (text.cpp).
+/// A TOML basic string: quotes, backslash and control characters escaped.
+[[nodiscard]] std::string quoted(std::string_view s);
+/// 1048576 -> "1_048_576" (numbers below 10000 as they are).
+[[nodiscard]] std::string grouped(uint64_t v);
+/// Octal with a leading zero: 0660 -> "0660".
+[[nodiscard]] std::string octal(uint32_t mode);
+/// Control characters as \xNN, so that a message stays on one line whatever it quotes.
+[[nodiscard]] std::string one_line(std::string_view s);
+/// Optimal-string-alignment distance (an adjacent swap counts 1), capped: any result above
+/// `cap` is returned as cap + 1.
+[[nodiscard]] size_t edit_distance(std::string_view a, std::string_view b, size_t cap);
+/// " (did you mean 'x'?)" for the closest candidate within distance 2, else "".
+[[nodiscard]] std::string suggestion(std::string_view name, std::span<const std::string_view> among);
+
+}  // namespace bus::config::detail

@@ -1,0 +1,291 @@
+#include "counters/page.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <utility>
+
+#include "bus/clock.hpp"
+
+#ifndef BUSD_VERSION
+#define BUSD_VERSION "unknown"
+#endif
+
+namespace bus::counters {
+namespace {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+// Stores inside a seqlock write are release stores (plain moves on x86): each one orders the odd
+// seq before it, which is what the reader's re-check of seq relies on (see seqlock_write). No
+// fences: GCC's TSan does not model atomic_thread_fence.
+constexpr auto kInSeqlock = std::memory_order_release;
+
+// The longest prefix of `s` that fits `max` bytes without cutting a UTF-8 sequence.
+std::string_view fit_utf8(std::string_view s, size_t max) {
+  if (s.size() <= max) return s;
+  size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;  // s[n]: continuation
+  return s.substr(0, n);
+}
+
+template <size_t N>
+void store_string(std::atomic<uint64_t> (&words)[N], std::string_view s) {
+  char buf[N * 8] = {};
+  const std::string_view fit = fit_utf8(s, sizeof buf);
+  std::memcpy(buf, fit.data(), fit.size());
+  for (size_t i = 0; i < N; ++i) {
+    uint64_t w;
+    std::memcpy(&w, buf + i * 8, 8);
+    words[i].store(w, kInSeqlock);
+  }
+}
+
+// Seqlock write of a slot's descriptor (reader: seqlock_read in counters_reader.cpp). Every
+// store `write` makes is a release store (kInSeqlock).
+template <class Slot, class Write>
+void seqlock_write(Slot& s, Write&& write) {
+  const uint64_t seq = s.seq.load(kRelaxed);  // ours: we are its only writer
+  s.seq.store(seq + 1, kRelaxed);             // odd: readers retry
+  // The field stores in write() are release stores: a reader whose acquire load reads any of
+  // them also sees seq + 1 (or later) when it re-reads seq, and retries.
+  write();
+  // Release: pairs with the reader's acquire load of seq; the fields are visible with it.
+  s.seq.store(seq + 2, std::memory_order_release);
+}
+
+void zero(AgentCounters& c) {
+  for (auto* v : {&c.messages_in, &c.messages_out, &c.bytes_in, &c.bytes_out, &c.drops_slow_consumer,
+                  &c.drops_acl, &c.drops_too_large, &c.drops_verify, &c.subscriptions,
+                  &c.pending_requests, &c.inbound_high_water, &c.outbound_high_water}) {
+    v->store(0, kInSeqlock);
+  }
+}
+
+}  // namespace
+
+Expected<CountersPage> CountersPage::create(const std::string& path, uint32_t max_agents,
+                                            uint32_t max_patterns, mode_t mode) {
+  if (max_agents < 1 || max_agents > kMaxTableSlots || max_patterns < 1 ||
+      max_patterns > kMaxTableSlots) {
+    return fail(Errc::InvalidArgument, "counters page tables: " + std::to_string(max_agents) +
+                                           " agents, " + std::to_string(max_patterns) +
+                                           " patterns (each 1.." + std::to_string(kMaxTableSlots) + ")");
+  }
+  const uint64_t size = page_size(max_agents, max_patterns);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0) return tl::unexpected(system_error("creating counters page " + path, errno));
+  // open() applies the umask; the configured mode is what operators asked for.
+  if (::fchmod(fd, mode) != 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    const int e = errno;
+    ::close(fd);
+    ::unlink(path.c_str());
+    return tl::unexpected(system_error("sizing counters page " + path, e));
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  const int e = errno;
+  ::close(fd);
+  if (p == MAP_FAILED) {
+    ::unlink(path.c_str());
+    return tl::unexpected(system_error("mapping counters page " + path, e));
+  }
+
+  CountersPage page;
+  page.base_ = static_cast<std::byte*>(p);
+  page.size_ = size;
+  page.path_ = path;
+  page.max_agents_ = max_agents;
+  page.max_patterns_ = max_patterns;
+
+  // The file is new and zero-filled: every slot Free with seq 0, every counter 0.
+  PageHeader& h = page.header();
+  h.layout_version = kLayoutVersion;
+  h.header_size = sizeof(PageHeader);
+  h.page_size = size;
+  h.pid = static_cast<int32_t>(::getpid());
+  h.start_time_ns = clock::real_ns();
+  std::strncpy(h.busd_version, BUSD_VERSION, sizeof h.busd_version);
+  h.global_count = kGlobalCount;
+  h.global_stride = sizeof(GlobalCell);
+  h.max_agents = max_agents;
+  h.agent_stride = sizeof(AgentSlot);
+  h.max_patterns = max_patterns;
+  h.pattern_stride = sizeof(PatternSlot);
+  h.globals_offset = kGlobalsOffset;
+  h.agents_offset = kAgentsOffset;
+  h.patterns_offset = patterns_offset(max_agents);
+  h.heartbeat_ns.store(h.start_time_ns, kRelaxed);
+  page.pattern_slot(max_patterns).state.store(static_cast<uint32_t>(SlotState::Overflow), kRelaxed);
+  // Release: pairs with the reader's acquire load of magic; the header above is complete.
+  h.magic.store(kMagic, std::memory_order_release);
+
+  page.free_agents_.reserve(max_agents);
+  for (uint32_t i = max_agents; i > 0; --i) page.free_agents_.push_back(i - 1);  // slot 0 first
+  page.free_patterns_.reserve(max_patterns);
+  for (uint32_t i = max_patterns; i > 0; --i) page.free_patterns_.push_back(i - 1);
+  return page;
+}
+
+Expected<bool> CountersPage::remove_stale(const std::string& path) {
+  auto view = open_counters(path);
+  if (!view) {
+    if (view.error().code() == Errc::NotFound) return false;
+    return tl::unexpected(view.error().context("not removing it"));
+  }
+  const int32_t pid = view->info().pid;
+  if (pid <= 0) return fail(Errc::Corrupt, "counters page " + path + " records pid " + std::to_string(pid));
+  const bool ours = pid == static_cast<int32_t>(::getpid());
+  if (!ours && (::kill(pid, 0) == 0 || errno != ESRCH)) {
+    return fail(Errc::AlreadyExists,
+                "counters page " + path + " belongs to busd pid " + std::to_string(pid) + ", which is running");
+  }
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return tl::unexpected(system_error("removing stale counters page " + path, errno));
+  }
+  return true;
+}
+
+CountersPage::CountersPage(CountersPage&& o) noexcept { *this = std::move(o); }
+
+CountersPage& CountersPage::operator=(CountersPage&& o) noexcept {
+  if (this != &o) {
+    reset();
+    base_ = std::exchange(o.base_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+    path_ = std::exchange(o.path_, {});
+    max_agents_ = std::exchange(o.max_agents_, 0);
+    max_patterns_ = std::exchange(o.max_patterns_, 0);
+    free_agents_ = std::move(o.free_agents_);
+    free_patterns_ = std::move(o.free_patterns_);
+    patterns_ = std::move(o.patterns_);
+  }
+  return *this;
+}
+
+CountersPage::~CountersPage() { reset(); }
+
+void CountersPage::reset() noexcept {
+  if (base_ != nullptr) {
+    header().heartbeat_ns.store(0, kRelaxed);  // readers still mapping it: stopped
+    ::munmap(base_, size_);
+  }
+  if (!path_.empty()) ::unlink(path_.c_str());
+  base_ = nullptr;
+  size_ = 0;
+  path_.clear();
+}
+
+void CountersPage::heartbeat(uint64_t now_realtime_ns) noexcept {
+  header().heartbeat_ns.store(now_realtime_ns, kRelaxed);
+}
+
+std::atomic<uint64_t>& CountersPage::global(Global g) const noexcept {
+  auto* cells = reinterpret_cast<GlobalCell*>(base_ + kGlobalsOffset);
+  return cells[static_cast<size_t>(g)].value;
+}
+
+AgentSlot& CountersPage::agent_slot(uint32_t i) const noexcept {
+  return reinterpret_cast<AgentSlot*>(base_ + kAgentsOffset)[i];
+}
+
+PatternSlot& CountersPage::pattern_slot(uint32_t i) const noexcept {
+  return reinterpret_cast<PatternSlot*>(base_ + patterns_offset(max_agents_))[i];
+}
+
+AgentSlot* CountersPage::slot_of(AgentCounters* a) const noexcept {
+  if (a == nullptr) return nullptr;
+  auto* slot = reinterpret_cast<AgentSlot*>(reinterpret_cast<std::byte*>(a) - offsetof(AgentSlot, counters));
+  auto* first = &agent_slot(0);
+  if (slot < first || slot >= first + max_agents_) return nullptr;  // not one of ours
+  return slot;
+}
+
+void CountersPage::table_changed() noexcept { bump(header().generation); }
+
+AgentCounters* CountersPage::agent_open(uint32_t agent_id, std::string_view name, pid_t pid,
+                                        uid_t uid, gid_t gid) {
+  if (free_agents_.empty()) {
+    add(Global::limit_hits);
+    return nullptr;
+  }
+  AgentSlot& s = agent_slot(free_agents_.back());
+  free_agents_.pop_back();
+  const uint64_t now = clock::real_ns();
+  seqlock_write(s, [&] {
+    s.state.store(static_cast<uint32_t>(SlotState::Active), kInSeqlock);
+    s.agent_id.store(agent_id, kInSeqlock);
+    s.pid.store(static_cast<int32_t>(pid), kInSeqlock);
+    s.uid.store(static_cast<uint32_t>(uid), kInSeqlock);
+    s.gid.store(static_cast<uint32_t>(gid), kInSeqlock);
+    store_string(s.name, name);
+    s.opened_ns.store(now, kInSeqlock);
+    zero(s.counters);
+  });
+  table_changed();
+  return &s.counters;
+}
+
+void CountersPage::agent_dead(AgentCounters* a) noexcept {
+  AgentSlot* s = slot_of(a);
+  if (s == nullptr || s->state.load(kRelaxed) != static_cast<uint32_t>(SlotState::Active)) return;
+  seqlock_write(*s, [&] { s->state.store(static_cast<uint32_t>(SlotState::Dead), kInSeqlock); });
+  table_changed();
+}
+
+void CountersPage::agent_close(AgentCounters* a) noexcept {
+  AgentSlot* s = slot_of(a);
+  if (s == nullptr) return;
+  if (s->state.load(kRelaxed) == static_cast<uint32_t>(SlotState::Free)) return;
+  seqlock_write(*s, [&] { s->state.store(static_cast<uint32_t>(SlotState::Free), kInSeqlock); });
+  free_agents_.push_back(static_cast<uint32_t>(s - &agent_slot(0)));  // reserved: never allocates
+  table_changed();
+}
+
+PatternCounters* CountersPage::pattern_open(std::string_view pattern) {
+  if (auto it = patterns_.find(pattern); it != patterns_.end()) {
+    ++it->second.refs;
+    PatternCounters& c = pattern_slot(it->second.slot).counters;
+    bump(c.subscribers);
+    return &c;
+  }
+  uint32_t slot = max_patterns_;  // the overflow slot
+  if (free_patterns_.empty()) {
+    add(Global::limit_hits);
+  } else {
+    slot = free_patterns_.back();
+    free_patterns_.pop_back();
+    PatternSlot& s = pattern_slot(slot);
+    seqlock_write(s, [&] {
+      s.state.store(static_cast<uint32_t>(SlotState::Active), kInSeqlock);
+      store_string(s.pattern, pattern);
+      for (auto* v : {&s.counters.subscribers, &s.counters.messages, &s.counters.bytes, &s.counters.drops}) {
+        v->store(0, kInSeqlock);
+      }
+    });
+    table_changed();
+  }
+  patterns_.emplace(std::string(pattern), PatternRef{slot, 1});
+  PatternCounters& c = pattern_slot(slot).counters;
+  bump(c.subscribers);
+  return &c;
+}
+
+void CountersPage::pattern_close(std::string_view pattern) noexcept {
+  auto it = patterns_.find(pattern);
+  if (it == patterns_.end()) return;
+  const uint32_t slot = it->second.slot;
+  PatternSlot& s = pattern_slot(slot);
+  drop_by(s.counters.subscribers);
+  if (--it->second.refs > 0) return;
+  patterns_.erase(it);
+  if (slot == max_patterns_) return;  // the overflow slot stays
+  seqlock_write(s, [&] { s.state.store(static_cast<uint32_t>(SlotState::Free), kInSeqlock); });
+  free_patterns_.push_back(slot);
+  table_changed();
+}
+
+}  // namespace bus::counters

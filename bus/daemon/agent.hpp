@@ -1,0 +1,69 @@
+// One connected agent, as busd sees it.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "acl.hpp"
+#include "bus/counters.hpp"
+#include "router/trie.hpp"
+#include "shm/ring.hpp"
+#include "shm/segment.hpp"
+#include "socket/frame.hpp"
+
+namespace bus::daemon {
+
+struct Agent {
+  enum class Phase : uint8_t { Hello, Register, Active, Closing };
+
+  uint32_t id = 0;
+  Phase phase = Phase::Hello;
+  std::string name;
+  std::vector<std::string> capabilities;
+  ucred cred{};
+  Grants grants;
+
+  // Control channel.
+  int sock = -1;
+  sock::FrameReader reader{64 * 1024};
+  uint64_t last_seen_ns = 0;
+  uint64_t heartbeat_seq = 0;
+  bool said_goodbye = false;
+
+  // Rings: `from` carries the agent's messages to busd, `to` busd's deliveries to the agent.
+  shm::Segment segment;
+  shm::EventFd fds[4];  // from.data, from.space, to.data, to.space
+  shm::RingConsumer from;
+  shm::RingProducer to;
+  bool to_dirty = false;    // committed deliveries not yet published (publish once per pass)
+  bool verify = true;       // verify its envelopes
+  bool copy_first = false;  // another uid: copy out of the ring before verifying
+  std::vector<std::byte> copy_buf;
+
+  // Subscriptions: client sid -> (pattern, interned queue group).
+  struct Sub {
+    std::string pattern;
+    uint32_t group = 0;
+  };
+  std::unordered_map<uint32_t, Sub> subs;
+
+  // Back-pressure (block policy): the message at the head of `from` still owes deliveries to
+  // these targets; nothing more is read from this agent until they are done.
+  std::vector<router::SubRef> owed;
+  bool stalled() const noexcept { return !owed.empty(); }
+
+  uint32_t pending_requests = 0;
+  counters::AgentCounters* stats = nullptr;
+};
+
+/// epoll user data: what became ready.
+enum class Source : uint32_t { Listener = 1, Signal, Timer, AgentSocket, AgentData, AgentSpace };
+inline uint64_t tag(Source s, uint32_t id = 0) noexcept {
+  return (static_cast<uint64_t>(s) << 32) | id;
+}
+
+}  // namespace bus::daemon

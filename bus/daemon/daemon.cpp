@@ -1,0 +1,317 @@
+// busd: start-up, the poll loop, signals, timers and shutdown.
+#include "daemon.hpp"
+
+#include <grp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "bus/address.hpp"
+#include "bus/clock.hpp"
+#include "log.hpp"
+
+namespace bus::daemon {
+namespace {
+
+constexpr uint64_t kMs = 1'000'000;
+constexpr uint64_t kTickNs = 500 * kMs;  // timer: heartbeats, counters heartbeat
+
+void raise_nofile() {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &r);
+  }
+}
+
+// The socket path: the config's, else the first of the lookup order clients use.
+std::string choose_socket(const config::Config& cfg) {
+  if (!cfg.socket.empty()) return cfg.socket;
+  const auto c = default_socket_candidates();
+  return c.empty() ? std::string("/run/busd/busd.sock") : c.front();
+}
+
+Expected<gid_t> group_id(const std::string& group) {
+  if (group.empty()) return ::getegid();
+  char* end = nullptr;
+  const unsigned long n = std::strtoul(group.c_str(), &end, 10);
+  if (end != group.c_str() && *end == '\0') return static_cast<gid_t>(n);
+  struct group* g = ::getgrnam(group.c_str());
+  if (g == nullptr) return fail(Errc::NotFound, "socket_group '" + group + "': no such group");
+  return g->gr_gid;
+}
+
+// Binds the control socket. A socket file left by a killed busd (nobody accepts on it) is
+// removed; a live busd at the same path is an error.
+Expected<int> listen_at(const std::string& path, uint32_t mode, const std::string& group) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return fail(Errc::InvalidArgument, "socket path too long: " + path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  const auto dir = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return fail(Errc::System, "creating " + dir.string() + ": " + ec.message());
+  }
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return fail(Errc::AlreadyExists, path + " exists and is not a socket");
+    const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const bool live = ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(probe);
+    if (live) return fail(Errc::AlreadyExists, "another busd is running at " + path);
+    ::unlink(path.c_str());
+    log::warn("stale_socket_removed", {{"path", path}});
+  }
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return tl::unexpected(system_error("socket", errno));
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 128) != 0) {
+    const int e = errno;
+    ::close(fd);
+    return tl::unexpected(system_error("binding " + path, e));
+  }
+  auto gid = group_id(group);
+  if (!gid) {
+    ::close(fd);
+    ::unlink(path.c_str());
+    return tl::unexpected(gid.error());
+  }
+  if (::chmod(path.c_str(), mode) != 0 || (*gid != ::getegid() && ::chown(path.c_str(), -1, *gid) != 0)) {
+    const int e = errno;
+    ::close(fd);
+    ::unlink(path.c_str());
+    return tl::unexpected(system_error("setting mode/group of " + path, e));
+  }
+  return fd;
+}
+
+}  // namespace
+
+Daemon::Daemon(Options opts) : opts_(std::move(opts)) {}
+
+Daemon::~Daemon() {
+  for (auto& [id, a] : agents_) {
+    if (a->sock >= 0) ::close(a->sock);
+  }
+  if (listener_ >= 0) {
+    ::close(listener_);
+    ::unlink(socket_path_.c_str());
+  }
+  if (signal_fd_ >= 0) ::close(signal_fd_);
+  if (timer_fd_ >= 0) ::close(timer_fd_);
+  if (epoll_ >= 0) ::close(epoll_);
+}
+
+Expected<void> Daemon::start() {
+  const auto& cfg = opts_.config;
+  uid_ = ::geteuid();
+  log::set_level(cfg.log_level);
+  raise_nofile();
+  auto ws = shm::parse_wait_strategy(cfg.wait);
+  if (!ws) return tl::unexpected(ws.error());
+  wait_ = *ws;
+
+  socket_path_ = choose_socket(cfg);
+  auto l = listen_at(socket_path_, cfg.socket_mode, cfg.socket_group);
+  if (!l) return tl::unexpected(l.error());
+  listener_ = *l;
+
+  std::string counters_path = counters_path_for_socket(socket_path_);
+  if (!cfg.shm_dir.empty()) {
+    counters_path = (std::filesystem::path(cfg.shm_dir) / std::filesystem::path(counters_path).filename()).string();
+  }
+  if (auto stale = counters::CountersPage::remove_stale(counters_path); stale && *stale) {
+    log::warn("stale_counters_removed", {{"path", counters_path}});
+  }
+  auto page = counters::CountersPage::create(counters_path, cfg.limits.max_agents,
+                                             std::max<uint32_t>(256, cfg.limits.max_agents * 4), 0644);
+  if (!page) return tl::unexpected(page.error().context("counters page"));
+  counters_ = std::move(*page);
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  signal_fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  timer_fd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (signal_fd_ < 0 || timer_fd_ < 0 || epoll_ < 0) return tl::unexpected(system_error("signalfd/timerfd/epoll", errno));
+  itimerspec tick{{0, static_cast<long>(kTickNs)}, {0, static_cast<long>(kTickNs)}};
+  ::timerfd_settime(timer_fd_, 0, &tick, nullptr);
+  auto add = [&](int fd, Source s) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = tag(s);
+    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev);
+  };
+  add(listener_, Source::Listener);
+  add(signal_fd_, Source::Signal);
+  add(timer_fd_, Source::Timer);
+  counters_.heartbeat(clock::real_ns());
+  log::info("busd_started", {{"socket", socket_path_}, {"counters", counters_path},
+                             {"pid", ::getpid()}, {"wait", shm::to_string(wait_)},
+                             {"config", opts_.config_path.empty() ? "<default>" : opts_.config_path}});
+  return {};
+}
+
+Agent* Daemon::agent(uint32_t id) noexcept {
+  auto it = agents_.find(id);
+  return it == agents_.end() ? nullptr : it->second.get();
+}
+
+void Daemon::handle_events(int timeout_ms) {
+  epoll_event evs[64];
+  const int n = ::epoll_wait(epoll_, evs, 64, timeout_ms);
+  for (int i = 0; i < n; ++i) {
+    const auto src = static_cast<Source>(evs[i].data.u64 >> 32);
+    const auto id = static_cast<uint32_t>(evs[i].data.u64);
+    switch (src) {
+      case Source::Listener: accept_agents(); break;
+      case Source::Signal: {
+        signalfd_siginfo si{};
+        while (::read(signal_fd_, &si, sizeof si) == sizeof si) {
+          if (si.ssi_signo == SIGHUP) {
+            reload();
+          } else if (stopping_) {
+            stop_now_ = true;  // a second SIGINT/SIGTERM: stop without draining
+          } else {
+            begin_shutdown();
+          }
+        }
+        break;
+      }
+      case Source::Timer: {
+        uint64_t ticks = 0;
+        (void)!::read(timer_fd_, &ticks, sizeof ticks);
+        counters_.heartbeat(clock::real_ns());
+        heartbeats();
+        break;
+      }
+      case Source::AgentSocket:
+        if (Agent* a = agent(id)) on_agent_socket(*a, evs[i].events);
+        break;
+      case Source::AgentData:
+      case Source::AgentSpace:
+        // The ring itself is polled by the loop; the eventfd only woke us. disarm drains it.
+        break;
+    }
+  }
+}
+
+// Announces the sleep on every ring busd waits for, then sleeps in epoll. False when a ring
+// turned out to be ready while arming (do not sleep: loop again).
+bool Daemon::sleep_until_ready(uint64_t timeout_ns) {
+  bool ready = false;
+  size_t armed_from = 0;
+  for (; armed_from < active_.size() && !ready; ++armed_from) {
+    Agent* a = active_[armed_from];
+    if (a->phase != Agent::Phase::Active) continue;
+    if (a->stalled()) {
+      // Waits for room in the rings it owes deliveries to, not for its own ring.
+      for (const auto& t : a->owed) {
+        Agent* dst = agent(t.agent);
+        if (dst != nullptr && !dst->to.arm_space(dst->to.max_record())) ready = true;
+      }
+    } else if (!a->from.arm_sleep()) {
+      ready = true;
+    }
+  }
+  if (!ready) {
+    const int ms = static_cast<int>(std::min<uint64_t>(timeout_ns / kMs + (timeout_ns % kMs ? 1 : 0), 1000));
+    handle_events(ms);
+  }
+  for (size_t i = 0; i < armed_from && i < active_.size(); ++i) {
+    Agent* a = active_[i];
+    if (a->phase != Agent::Phase::Active) continue;
+    a->from.disarm();
+    for (const auto& t : a->owed) {
+      if (Agent* dst = agent(t.agent)) dst->to.disarm_space();
+    }
+  }
+  return !ready;
+}
+
+int Daemon::run() {
+  uint64_t last_events = clock::mono_ns();
+  uint64_t idle_since = 0;
+  while (!stop_now_) {
+    reap();
+    const size_t moved = route_all(256);
+    publish_dirty();
+    for (uint32_t id : condemned_) {
+      if (Agent* a = agent(id)) remove_agent(*a, "corrupt ring", false);
+    }
+    condemned_.clear();
+    const uint64_t now = clock::mono_ns();
+    expire_requests(now);
+    if (stopping_) {
+      bool empty = true;
+      for (Agent* a : active_) empty &= !a->from.readable() && !a->stalled();
+      if (empty || now >= drain_deadline_ns_) break;
+    }
+    if (moved > 0) {
+      idle_since = 0;
+      // Busy: look at sockets and signals once a millisecond, not per message.
+      if (now - last_events >= kMs) {
+        handle_events(0);
+        last_events = now;
+      }
+      continue;
+    }
+    // Idle: spin (polling the rings) per the wait strategy, then sleep in epoll.
+    if (idle_since == 0) idle_since = now;
+    const bool may_sleep = wait_.kind == shm::WaitKind::Block ||
+                           (wait_.kind == shm::WaitKind::Adaptive && now - idle_since >= wait_.spin_ns);
+    if (!may_sleep) {
+      if (wait_.kind == shm::WaitKind::Yield) sched_yield();
+      else shm::cpu_relax();
+      if (now - last_events >= kMs) {
+        handle_events(0);
+        last_events = now;
+      }
+      continue;
+    }
+    uint64_t timeout = kTickNs;
+    if (!deadlines_.empty()) timeout = deadlines_.top().first > now ? std::min(timeout, deadlines_.top().first - now) : 0;
+    if (stopping_) timeout = std::min<uint64_t>(timeout, 10 * kMs);
+    sleep_until_ready(timeout);
+    last_events = clock::mono_ns();
+    idle_since = 0;
+  }
+  // Stop: tell everyone, close everything, leave nothing behind.
+  for (Agent* a : std::vector<Agent*>(active_)) remove_agent(*a, "busd stopping");
+  reap();
+  log::info("busd_stopped", {{"messages_in", counters_.get(counters::Global::messages_in)},
+                             {"messages_out", counters_.get(counters::Global::messages_out)}});
+  return 0;
+}
+
+void Daemon::begin_shutdown() {
+  if (stopping_) return;
+  stopping_ = true;
+  drain_deadline_ns_ = clock::mono_ns() + uint64_t{opts_.config.drain_timeout_ms} * kMs;
+  ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listener_, nullptr);
+  ::close(listener_);
+  listener_ = -1;
+  ::unlink(socket_path_.c_str());
+  log::info("busd_draining", {{"agents", active_.size()}, {"drain_ms", opts_.config.drain_timeout_ms}});
+  for (Agent* a : active_) {
+    auto body = control::CreateGoodbyeDirect(fbb_, "busd is stopping", opts_.config.drain_timeout_ms);
+    send_control(*a, control::Body::Goodbye, body.Union());
+  }
+}
+
+}  // namespace bus::daemon

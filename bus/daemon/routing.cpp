@@ -1,0 +1,299 @@
+// busd's data plane: from each agent's ring, through verification, ACL and the subject trie, into
+// the subscribers' rings. Per message: no allocation (scratch vectors keep their capacity), no
+// lock, no system call; each subscriber's ring is published once per pass, not per message.
+//
+// Back-pressure (block policy, the default): a subscriber whose ring is full holds the message
+// at the head of the publisher's ring; nothing more is read from that publisher until every
+// delivery it owes is done, so busd's memory stays bounded and the publisher feels the push-back
+// through its own ring filling up.
+#include <charconv>
+#include <cstring>
+
+#include "bus/clock.hpp"
+#include "bus/envelope.hpp"
+#include "daemon.hpp"
+#include "log.hpp"
+#include "router/subjects.hpp"
+
+namespace bus::daemon {
+namespace {
+
+constexpr uint32_t kInboxTag = 0;  // deliveries that are replies or system events
+constexpr uint64_t kDefaultRequestTimeoutNs = 30'000'000'000ull;  // a request without deadline
+
+// "_INBOX.<id>" -> id (0 if malformed).
+uint32_t inbox_agent(std::string_view subject) {
+  const size_t dot = subject.find('.');
+  if (dot == std::string_view::npos) return 0;
+  const std::string_view rest = subject.substr(dot + 1);
+  uint32_t id = 0;
+  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), id);
+  return ec == std::errc{} && end == rest.data() + rest.size() ? id : 0;
+}
+
+}  // namespace
+
+size_t Daemon::route_all(size_t budget) {
+  size_t moved = 0;
+  for (size_t i = 0; i < active_.size(); ++i) {
+    Agent* a = active_[i];
+    if (a->phase == Agent::Phase::Active) moved += drain_agent(*a, budget);
+  }
+  return moved;
+}
+
+size_t Daemon::drain_agent(Agent& a, size_t budget) {
+  size_t n = 0;
+  while (n < budget && a.phase == Agent::Phase::Active) {
+    auto rec = a.from.try_peek();
+    if (!rec) {
+      if (rec.error() == Errc::Corrupt) {
+        log::warn("ring_corrupt", {{"agent", a.name}, {"detail", a.from.corruption()}});
+        condemned_.push_back(a.id);
+      }
+      break;
+    }
+    const bool done = a.stalled() ? deliver_owed(a, a.copy_first ? std::span<const std::byte>(a.copy_buf) : rec->data)
+                                  : route(a, rec->data);
+    if (!done) break;  // stalled: the record stays at the head until its deliveries are done
+    a.from.advance();
+    ++n;
+  }
+  if (n > 0) a.from.release();
+  return n;
+}
+
+bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
+  const uint32_t max = opts_.config.limits.max_message_size;
+  if (bytes.size() > max) {
+    counters_.add(counters::Global::drops_too_large);
+    if (src.stats) counters::bump(src.stats->drops_too_large);
+    send_error(src, 0, Errc::TooLarge, "message of " + std::to_string(bytes.size()) + " bytes above max_message_size " +
+                                           std::to_string(max) + " (dropped)");
+    return true;
+  }
+  if (src.copy_first) {
+    // Another uid: copy out of memory it can still write, then verify the copy.
+    src.copy_buf.assign(bytes.begin(), bytes.end());
+    bytes = src.copy_buf;
+  }
+  EnvelopeView v;
+  if (src.verify) {
+    auto checked = EnvelopeView::verify(bytes, max);
+    if (!checked) {
+      counters_.add(counters::Global::verify_failures);
+      if (src.stats) counters::bump(src.stats->drops_verify);
+      send_error(src, 0, Errc::BadMessage, "a message from this agent does not verify as an Envelope (dropped)");
+      return true;
+    }
+    v = *checked;
+  } else {
+    v = EnvelopeView::trusted(bytes);
+  }
+  counters_.add(counters::Global::messages_in);
+  counters_.add(counters::Global::bytes_in, bytes.size());
+  if (src.stats) counters::message_in(*src.stats, bytes.size());
+
+  const std::string_view subject = v.subject();
+  const wire::Kind kind = v.header().kind();
+  const auto cls = router::classify(subject);
+  const bool is_request = kind == wire::Kind::Request;
+  if (cls == router::SubjectClass::System || !router::validate_subject(subject) || !src.grants.may_publish(subject)) {
+    refuse(src, v, cls == router::SubjectClass::System);
+    return true;
+  }
+
+  if (cls == router::SubjectClass::Inbox) {
+    const uint32_t target = inbox_agent(subject);
+    if (kind == wire::Kind::Reply || kind == wire::Kind::Error) {
+      auto it = pending_.find(pending_key(target, v.header().correlation_id()));
+      if (it != pending_.end()) {
+        if (Agent* r = agent(target); r != nullptr && r->pending_requests > 0) {
+          --r->pending_requests;
+          if (r->stats) counters::drop_by(r->stats->pending_requests);
+        }
+        pending_.erase(it);
+      }
+    }
+    src.owed.assign(1, router::SubRef{target, kInboxTag, 0});
+    return deliver_owed(src, bytes);
+  }
+
+  matches_.clear();
+  trie_.match(subject, matches_);
+  deliveries_.clear();
+  groups_.select(matches_, deliveries_);
+  if (is_request) {
+    counters_.add(counters::Global::requests);
+    if (deliveries_.empty()) {
+      counters_.add(counters::Global::no_responders);
+      answer_error(src, v.header().msg_id(), Errc::NoResponders, "no responders for '" + std::string(subject) + "'");
+      return true;
+    }
+    if (src.pending_requests >= opts_.config.limits.max_pending_requests_per_agent) {
+      counters_.add(counters::Global::limit_hits);
+      answer_error(src, v.header().msg_id(), Errc::LimitReached,
+                   "max_pending_requests_per_agent (" + std::to_string(opts_.config.limits.max_pending_requests_per_agent) + ") reached");
+      return true;
+    }
+    const uint64_t now = clock::mono_ns();
+    const clock::Stamp st = v.stamp();
+    const uint64_t deadline = st.has_deadline ? clock::deadline_of(st) : now + kDefaultRequestTimeoutNs;
+    const uint64_t key = pending_key(src.id, v.header().msg_id());
+    Pending& p = pending_[key];
+    p.requester = src.id;
+    p.request_id = v.header().msg_id();
+    p.deadline_ns = deadline;
+    p.responders.clear();
+    for (const auto& d : deliveries_) p.responders.push_back(d.agent);
+    deadlines_.emplace(deadline, key);
+    ++src.pending_requests;
+    if (src.stats) counters::bump(src.stats->pending_requests);
+  } else if (deliveries_.empty()) {
+    counters_.add(counters::Global::published_no_subscribers);
+    return true;
+  }
+  src.owed.assign(deliveries_.begin(), deliveries_.end());
+  return deliver_owed(src, bytes);
+}
+
+void Daemon::refuse(Agent& src, const EnvelopeView& v, bool system_subject) {
+  const std::string_view subject = v.subject();
+  const bool valid = router::validate_subject(subject).has_value();
+  const bool acl = !system_subject && valid;
+  counters_.add(counters::Global::drops_acl);
+  if (src.stats) counters::bump(src.stats->drops_acl);
+  std::string why;
+  if (system_subject) {
+    why = "subjects under $bus. are published by busd only";
+  } else if (acl) {
+    why.append("ACL: agent '").append(src.name).append("' may not publish to '").append(subject).append("'");
+  } else {
+    why.append("'").append(subject).append("' is not a valid subject");
+  }
+  const Errc code = acl || system_subject ? Errc::PermissionDenied : Errc::InvalidArgument;
+  if (v.header().kind() == wire::Kind::Request) {
+    answer_error(src, v.header().msg_id(), code, why);
+  } else {
+    why.append(" (dropped)");
+    send_error(src, 0, code, why);
+  }
+}
+
+bool Daemon::deliver_owed(Agent& src, std::span<const std::byte> bytes) {
+  size_t keep = 0;
+  for (size_t i = 0; i < src.owed.size(); ++i) {
+    if (!deliver(src.owed[i].agent, src.owed[i].sid, bytes)) src.owed[keep++] = src.owed[i];
+  }
+  src.owed.resize(keep);
+  return keep == 0;
+}
+
+bool Daemon::deliver(uint32_t id, uint32_t tag, std::span<const std::byte> bytes) {
+  Agent* dst = agent(id);
+  if (dst == nullptr || dst->phase != Agent::Phase::Active) return true;  // gone: nothing owed
+  auto claim = dst->to.try_claim(static_cast<uint32_t>(bytes.size()), tag);
+  if (!claim) {
+    if (claim.error() == Errc::WouldBlock) return false;  // full: push back on the publisher
+    if (claim.error() == Errc::Corrupt) {
+      log::warn("ring_corrupt", {{"agent", dst->name}, {"detail", dst->to.corruption()}});
+      condemned_.push_back(dst->id);
+    } else {
+      counters_.add(counters::Global::drops_too_large);
+    }
+    return true;
+  }
+  std::memcpy(claim->data(), bytes.data(), bytes.size());
+  dst->to.commit(static_cast<uint32_t>(bytes.size()));
+  if (!dst->to_dirty) {
+    dst->to_dirty = true;
+    dirty_.push_back(dst);
+  }
+  counters_.add(counters::Global::messages_out);
+  counters_.add(counters::Global::bytes_out, bytes.size());
+  if (dst->stats) counters::message_out(*dst->stats, bytes.size());
+  return true;
+}
+
+void Daemon::publish_dirty() {
+  for (Agent* a : dirty_) {
+    a->to.publish();
+    a->to_dirty = false;
+    if (a->stats) counters::note_high_water(a->stats->outbound_high_water, a->to.unconsumed());
+  }
+  dirty_.clear();
+}
+
+void Daemon::answer_error(Agent& requester, uint64_t request_id, Errc code, std::string_view detail) {
+  // Error paths allocate (build_envelope): they are not the per-message path.
+  MessageMeta meta;
+  meta.kind = wire::Kind::Error;
+  meta.correlation_id = request_id;
+  meta.status = code;
+  meta.stamp = clock::stamp(clock::mono_ns(), 0);
+  const std::string inbox = "_INBOX." + std::to_string(requester.id);
+  const auto env = build_envelope({inbox}, std::as_bytes(std::span(detail.data(), detail.size())), meta);
+  if (!deliver(requester.id, kInboxTag, env)) {
+    counters_.add(counters::Global::drops_slow_consumer);
+    if (requester.stats) counters::bump(requester.stats->drops_slow_consumer);
+  }
+}
+
+void Daemon::expire_requests(uint64_t now) {
+  while (!deadlines_.empty() && deadlines_.top().first <= now) {
+    const uint64_t key = deadlines_.top().second;
+    deadlines_.pop();
+    auto it = pending_.find(key);
+    if (it == pending_.end() || it->second.deadline_ns > now) continue;  // answered (or re-used)
+    const Pending p = it->second;
+    pending_.erase(it);
+    counters_.add(counters::Global::request_timeouts);
+    if (Agent* r = agent(p.requester); r != nullptr && r->phase == Agent::Phase::Active) {
+      if (r->pending_requests > 0) --r->pending_requests;
+      if (r->stats) counters::drop_by(r->stats->pending_requests);
+      answer_error(*r, p.request_id, Errc::Timeout, "no reply before the request's deadline");
+    }
+  }
+}
+
+void Daemon::forget_requests_of(uint32_t id) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    Pending& p = it->second;
+    if (p.requester == id) {
+      it = pending_.erase(it);
+      continue;
+    }
+    const size_t before = p.responders.size();
+    std::erase(p.responders, id);
+    if (before != p.responders.size() && p.responders.empty()) {
+      // Its only responder died: fail the request now instead of at its deadline.
+      if (Agent* r = agent(p.requester); r != nullptr && r->phase == Agent::Phase::Active) {
+        if (r->pending_requests > 0) --r->pending_requests;
+        if (r->stats) counters::drop_by(r->stats->pending_requests);
+        answer_error(*r, p.request_id, Errc::NoResponders, "the responder went away before replying");
+      }
+      it = pending_.erase(it);
+      continue;
+    }
+    ++it;
+  }
+}
+
+void Daemon::system_publish(std::string_view subject, std::span<const std::byte> payload) {
+  MessageMeta meta;
+  meta.kind = wire::Kind::Event;
+  meta.stamp = clock::stamp(clock::mono_ns(), 0);
+  meta.payload_is_flatbuffer = true;
+  const auto env = build_envelope({subject, {}, "busd", "BUSC"}, payload, meta);
+  matches_.clear();
+  trie_.match(subject, matches_);
+  deliveries_.clear();
+  groups_.select(matches_, deliveries_);
+  for (const auto& d : deliveries_) {
+    // busd's own events never wait: a full ring drops them (counted).
+    if (!deliver(d.agent, d.sid, env)) counters_.add(counters::Global::drops_slow_consumer);
+  }
+  publish_dirty();
+}
+
+}  // namespace bus::daemon

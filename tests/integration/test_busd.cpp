@@ -1,0 +1,382 @@
+// busd with real agents: routing, request/reply, presence, faults, limits, ACL.
+#include <catch2/catch.hpp>
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+
+#include "bus/control.hpp"
+#include "busd_fixture.hpp"
+
+using namespace bus;
+using namespace bus::test;
+using namespace std::chrono_literals;
+
+TEST_CASE("publish/subscribe with wildcards, in order", "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto pub = d.client("publisher");
+  auto exact = d.client("exact");
+  auto star = d.client("star");
+  auto tail = d.client("tail");
+  REQUIRE(pub);
+  REQUIRE(exact);
+  REQUIRE(star);
+  REQUIRE(tail);
+  std::vector<uint64_t> seen_exact, seen_star, seen_tail;
+  auto record = [](std::vector<uint64_t>& v) {
+    return [&v](const Message& m) {
+      uint64_t seq = 0;
+      std::memcpy(&seq, m.payload().data(), 8);
+      v.push_back(seq);
+    };
+  };
+  REQUIRE(exact->subscribe("jobs.eu.new", record(seen_exact)));
+  REQUIRE(star->subscribe("jobs.*.new", record(seen_star)));
+  REQUIRE(tail->subscribe("jobs.>", record(seen_tail)));
+  constexpr uint64_t kN = 500;
+  for (uint64_t i = 0; i < kN; ++i) {
+    REQUIRE(pub->publish(i % 2 ? "jobs.eu.new" : "jobs.us.done", std::as_bytes(std::span(&i, 1))));
+  }
+  REQUIRE(pump_until(*tail, [&] { return seen_tail.size() == kN; }));
+  REQUIRE(pump_until(*star, [&] { return seen_star.size() == kN / 2; }));
+  REQUIRE(pump_until(*exact, [&] { return seen_exact.size() == kN / 2; }));
+  for (uint64_t i = 0; i < kN; ++i) CHECK(seen_tail[i] == i);
+  for (uint64_t i = 0; i < kN / 2; ++i) {
+    CHECK(seen_star[i] == 2 * i + 1);
+    CHECK(seen_exact[i] == 2 * i + 1);
+  }
+  // A publish nobody subscribed to is not an error.
+  CHECK(pub->publish("nobody.listens", "x"));
+}
+
+TEST_CASE("request/reply, queue-group fairness", "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto requester = d.client("requester");
+  std::vector<std::unique_ptr<Client>> workers;
+  std::map<std::string, int> served;
+  for (int w = 0; w < 3; ++w) {
+    workers.push_back(d.client("worker" + std::to_string(w)));
+    REQUIRE(workers.back());
+    Client* self = workers.back().get();
+    REQUIRE(self->subscribe("svc.plan", [self](const Message& m) { (void)self->reply(m, self->name()); }, "planners"));
+  }
+  // Workers answer from a thread each (the requester blocks in request()).
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  for (auto& w : workers) {
+    threads.emplace_back([&done, c = w.get()] {
+      while (!done) (void)c->poll(std::chrono::milliseconds(5));
+    });
+  }
+  for (int i = 0; i < 300; ++i) {
+    auto r = requester->request("svc.plan", "plan this", 2s);
+    REQUIRE(r);
+    ++served[std::string(r->text())];
+  }
+  done = true;
+  for (auto& t : threads) t.join();
+  REQUIRE(served.size() == 3);
+  for (const auto& [name, n] : served) CHECK(n == 100);  // round-robin: exactly fair
+}
+
+TEST_CASE("no responders is an immediate error; deadline expiry a timeout", "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto requester = d.client("requester");
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = requester->request("svc.missing", "anyone?", 5s);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code() == Errc::NoResponders);
+  CHECK(took < 500ms);  // not the 5 s deadline
+
+  auto silent = d.client("silent");
+  REQUIRE(silent->subscribe("svc.slow", [](const Message&) {}));  // never replies
+  t0 = std::chrono::steady_clock::now();
+  r = requester->request("svc.slow", "hello", 100ms);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code() == Errc::Timeout);
+  CHECK(waited >= 100ms);
+  CHECK(waited < 2s);
+}
+
+TEST_CASE("an agent killed with -9: presence event, its pending requests fail fast, others undisturbed",
+          "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto watcher = d.client("watcher");
+  std::vector<std::string> left;
+  REQUIRE(watcher->subscribe("$bus.agents.left", [&](const Message& m) {
+    auto p = verify_control(m.payload(), 1 << 16);
+    if (p && (*p)->body_as_Presence()) {
+      const auto* pr = (*p)->body_as_Presence();
+      left.push_back(pr->agent()->str() + ":" + control::EnumNamePresenceEvent(pr->event()));
+    }
+  }));
+  // A responder process that never answers; a request is pending at it when it dies.
+  const pid_t victim = d.agent_process({"serve", "svc.victim", "--name", "victim", "--no-reply"});
+  auto requester = d.client("requester");
+  REQUIRE(eventually([&] { return d.log().find("name=victim") != std::string::npos; }));
+  std::this_thread::sleep_for(100ms);  // its subscription is acknowledged before "ready"
+  std::thread killer([&] {
+    std::this_thread::sleep_for(200ms);
+    ::kill(victim, SIGKILL);
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = requester->request("svc.victim", "will you answer?", 10s);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  killer.join();
+  CHECK(reap(victim) == 128 + SIGKILL);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code() == Errc::NoResponders);
+  CHECK(took < 3s);  // failed when it died, not at the 10 s deadline
+  REQUIRE(pump_until(*watcher, [&] { return !left.empty(); }));
+  CHECK(left.front() == "victim:Died");
+  // Everyone else carries on.
+  auto echo = d.client("echo");
+  REQUIRE(echo->subscribe("svc.echo", [&](const Message& m) { (void)echo->reply(m, m.payload()); }));
+  std::thread t([&] { pump_until(*echo, [] { return false; }, 1000); });
+  auto ok = requester->request("svc.echo", "still there", 2s);
+  t.join();
+  REQUIRE(ok);
+  CHECK(ok->text() == "still there");
+}
+
+TEST_CASE("busd SIGTERM drains to live subscribers and leaves no files", "[busd]") {
+  auto d = std::make_unique<Busd>();
+  REQUIRE(d->started());
+  constexpr uint64_t kN = 2000;
+  const pid_t sub = d->agent_process({"sub", "drain.test", "--name", "sink", "--count", std::to_string(kN)});
+  REQUIRE(eventually([&] { return d->log().find("name=sink") != std::string::npos; }));
+  std::this_thread::sleep_for(100ms);
+  auto pub = d->client("source");
+  for (uint64_t i = 0; i < kN; ++i) REQUIRE(pub->publish("drain.test", std::as_bytes(std::span(&i, 1))));
+  // Stop busd right away: what was published must still reach the subscriber.
+  CHECK(d->stop(SIGTERM) == 0);
+  CHECK(reap(sub, 5000) == 0);  // the sink got all kN, in order
+  CHECK(d->log().find("busd_draining") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(d->socket()));
+  CHECK_FALSE(std::filesystem::exists(d->counters_path()));
+}
+
+TEST_CASE("busd killed and restarted: agents reconnect and resubscribe by themselves", "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  const pid_t server = d.agent_process({"serve", "svc.durable", "--name", "durable"});
+  auto requester = d.client("requester");
+  REQUIRE(eventually([&] { return d.log().find("name=durable") != std::string::npos; }));
+  std::this_thread::sleep_for(100ms);
+  REQUIRE(requester->request("svc.durable", "before", 2s));
+  std::vector<ConnectionState> states;
+  requester->on_state_change([&](ConnectionState s, const Error*) { states.push_back(s); });
+
+  CHECK(d.stop(SIGKILL) == 128 + SIGKILL);
+  CHECK(std::filesystem::exists(d.socket()));  // a killed busd leaves its socket behind
+  d.start();                                    // ... which the next one reclaims
+  REQUIRE(d.started());
+  CHECK(eventually([&] { return d.log().find("stale_socket_removed") != std::string::npos; }));
+  // The server process reconnects and resubscribes on its own; so does this requester.
+  Expected<Message> r = fail(Errc::Closed);
+  REQUIRE(eventually([&] {
+    r = requester->request("svc.durable", "after", 500ms);
+    return r.has_value();
+  }, 10000));
+  CHECK(r->text() == "durable");
+  CHECK(std::find(states.begin(), states.end(), ConnectionState::Disconnected) != states.end());
+  CHECK(states.back() == ConnectionState::Connected);
+  ::kill(server, SIGTERM);
+  CHECK(reap(server) == 0);
+}
+
+namespace {
+int raw_connect(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+// Reads until EOF; returns everything received.
+std::string read_all(int fd) {
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+}  // namespace
+
+TEST_CASE("garbage, truncated and oversize control frames: clear error, that connection closed",
+          "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto bystander = d.client("bystander");
+  REQUIRE(bystander->subscribe("still.alive", [](const Message&) {}));
+  SECTION("garbage") {
+    const int fd = raw_connect(d.socket());
+    REQUIRE(fd >= 0);
+    const char junk[] = "\x10\x00\x00\x00this is not a flatbuffer";
+    REQUIRE(::write(fd, junk, sizeof junk - 1) > 0);
+    const std::string answer = read_all(fd);  // an ErrorReply, then EOF
+    CHECK(answer.find("does not verify") != std::string::npos);
+    ::close(fd);
+  }
+  SECTION("oversize frame") {
+    const int fd = raw_connect(d.socket());
+    REQUIRE(fd >= 0);
+    const unsigned char huge[4] = {0xff, 0xff, 0xff, 0x7f};
+    REQUIRE(::write(fd, huge, 4) == 4);
+    CHECK(read_all(fd).find("control frame above") != std::string::npos);
+    ::close(fd);
+  }
+  SECTION("truncated frame, then hang up") {
+    const int fd = raw_connect(d.socket());
+    REQUIRE(fd >= 0);
+    const unsigned char part[6] = {100, 0, 0, 0, 1, 2};
+    REQUIRE(::write(fd, part, 6) == 6);
+    ::close(fd);
+    CHECK(eventually([&] { return d.log().find("why=\"hung up mid-frame\"") != std::string::npos; }));
+  }
+  // Everyone else is still served.
+  auto other = d.client("other");
+  REQUIRE(other);
+  int got = 0;
+  REQUIRE(bystander->unsubscribe(1));
+  REQUIRE(bystander->subscribe("still.alive", [&](const Message&) { ++got; }));
+  REQUIRE(other->publish("still.alive", "yes"));
+  CHECK(pump_until(*bystander, [&] { return got == 1; }));
+}
+
+TEST_CASE("a client of another protocol version gets an error naming both versions", "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  const int fd = raw_connect(d.socket());
+  REQUIRE(fd >= 0);
+  flatbuffers::FlatBufferBuilder fbb;
+  auto hello = control::CreateHelloDirect(fbb, 7, 5, "future-client", 1);
+  control::FinishControlMessageBuffer(fbb, control::CreateControlMessage(fbb, 1, control::Body::Hello, hello.Union()));
+  const uint32_t len = fbb.GetSize();
+  REQUIRE(::write(fd, &len, 4) == 4);
+  REQUIRE(::write(fd, fbb.GetBufferPointer(), len) == static_cast<ssize_t>(len));
+  const std::string answer = read_all(fd);
+  CHECK(answer.find("client speaks protocol 5..7, busd speaks 1") != std::string::npos);
+  ::close(fd);
+  CHECK(d.log().find("version_mismatch") != std::string::npos);
+}
+
+TEST_CASE("ACL: what the config does not grant is refused with a typed error", "[busd]") {
+  Busd d(R"(
+[busd]
+acl_owner_all = false
+
+[[acl]]
+name = "planner"
+publish = ["jobs.>"]
+subscribe = ["results.*"]
+
+[[acl]]
+name = "worker*"
+publish = ["results.>"]
+subscribe = ["jobs.>"]
+)");
+  REQUIRE(d.started());
+  auto planner = d.client("planner");
+  auto worker = d.client("worker1");
+  REQUIRE(planner);
+  REQUIRE(worker);
+  CHECK(planner->subscribe("results.eu", [](const Message&) {}));
+  auto denied = planner->subscribe("jobs.>", [](const Message&) {});
+  REQUIRE_FALSE(denied);
+  CHECK(denied.error().code() == Errc::PermissionDenied);
+  CHECK(worker->subscribe("jobs.>", [](const Message&) {}));
+  // A request to a subject it may not publish to fails with PermissionDenied.
+  auto r = worker->request("jobs.steal", "mine now", 1s);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code() == Errc::PermissionDenied);
+  // System subjects are busd's.
+  auto sys = planner->request("$bus.agents.joined", "fake", 1s);
+  REQUIRE_FALSE(sys);
+  CHECK(sys.error().code() == Errc::PermissionDenied);
+}
+
+TEST_CASE("limits: agents, subscriptions, message size, pending requests", "[busd]") {
+  Busd d(R"(
+[limits]
+max_agents = 3
+max_subscriptions_per_agent = 2
+max_pending_requests_per_agent = 1
+max_message_size = 4096
+)");
+  REQUIRE(d.started());
+  auto a = d.client("a");
+  auto b = d.client("b");
+  auto c = d.client("c");
+  REQUIRE((a && b && c));
+  auto o = d.options("d");
+  auto fourth = Client::connect(o);
+  REQUIRE_FALSE(fourth);
+  CHECK(fourth.error().code() == Errc::LimitReached);
+
+  CHECK(a->subscribe("one", [](const Message&) {}));
+  CHECK(a->subscribe("two", [](const Message&) {}));
+  auto third = a->subscribe("three", [](const Message&) {});
+  REQUIRE_FALSE(third);
+  CHECK(third.error().code() == Errc::LimitReached);
+
+  const std::vector<std::byte> big(5000);
+  CHECK(b->publish("one", big).error() == Errc::TooLarge);
+
+  // One pending request allowed: the second, sent while the first waits, is refused at once;
+  // the first times out at its deadline.
+  REQUIRE(c->subscribe("slow", [](const Message&) {}));  // never answers
+  std::vector<std::pair<uint64_t, Errc>> answers;
+  b->on_reply([&](uint64_t id, const Expected<Message>& r) {
+    answers.emplace_back(id, r ? Errc::Ok : r.error().code());
+  });
+  auto first = b->send_request("slow", "1", 300ms);
+  auto second = b->send_request("slow", "2", 300ms);
+  REQUIRE(first);
+  REQUIRE(second);
+  REQUIRE(pump_until(*b, [&] { return answers.size() == 2; }));
+  CHECK(answers[0] == std::make_pair(*second, Errc::LimitReached));
+  CHECK(answers[1] == std::make_pair(*first, Errc::Timeout));
+}
+
+TEST_CASE("discovery by capability", "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto o = d.options("gpu-worker");
+  o.capabilities = {"gpu", "plan"};
+  auto w = Client::connect(o);
+  REQUIRE(w);
+  auto other = d.client("cpu-worker");
+  auto found = other->find_agents("gpu");
+  REQUIRE(found);
+  REQUIRE(found->size() == 1);
+  CHECK(found->front().name == "gpu-worker");
+  CHECK(found->front().capabilities == std::vector<std::string>{"gpu", "plan"});
+  CHECK(other->find_agents("quantum")->empty());
+  CHECK(other->find_agents("", "*-worker")->size() == 2);
+}
+
+TEST_CASE("a second agent with the same name is refused", "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto first = d.client("unique");
+  REQUIRE(first);
+  auto second = Client::connect(d.options("unique"));
+  REQUIRE_FALSE(second);
+  CHECK(second.error().code() == Errc::AlreadyExists);
+}

@@ -1,0 +1,53 @@
+// Layout v1 of the counters page, checked at compile time (the header's static_asserts) and
+// here: the numbers a reader in another language would hard-code.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include "bus/counters.hpp"
+
+using namespace bus::counters;
+
+static_assert(kGlobalCount == 19);
+static_assert(sizeof(PageHeader) == 256 && alignof(PageHeader) == 128);
+static_assert(sizeof(GlobalCell) == 128 && alignof(GlobalCell) == 128);
+static_assert(sizeof(AgentSlot) == 256 && alignof(AgentSlot) == 64);
+static_assert(sizeof(PatternSlot) == 256 && alignof(PatternSlot) == 64);
+static_assert(offsetof(PageHeader, magic) == 0 && offsetof(PageHeader, layout_version) == 8 &&
+              offsetof(PageHeader, header_size) == 12 && offsetof(PageHeader, page_size) == 16 &&
+              offsetof(PageHeader, pid) == 24 && offsetof(PageHeader, start_time_ns) == 32 &&
+              offsetof(PageHeader, max_agents) == 80 && offsetof(PageHeader, max_patterns) == 88 &&
+              offsetof(PageHeader, agents_offset) == 104);
+static_assert(offsetof(AgentSlot, seq) == 0 && offsetof(AgentSlot, agent_id) == 12 &&
+              offsetof(AgentSlot, uid) == 20 && offsetof(AgentSlot, gid) == 24);
+static_assert(offsetof(AgentCounters, messages_in) == 0 && offsetof(AgentCounters, bytes_out) == 24 &&
+              offsetof(AgentCounters, drops_verify) == 56 && offsetof(AgentCounters, pending_requests) == 72 &&
+              offsetof(AgentCounters, inbound_high_water) == 80);
+static_assert(offsetof(PatternSlot, state) == 8 &&
+              offsetof(PatternSlot, counters) + offsetof(PatternCounters, drops) == 216);
+static_assert(kGlobalsOffset == 256 && kAgentsOffset == 2688);
+static_assert(page_size(1, 1) == 2688 + 256 + 2 * 256);
+static_assert(page_size(1024, 4096) == 2688 + 1024 * 256 + 4097 * 256);
+// Every agent slot and the pattern table start on a 64-byte boundary (the slots' alignment).
+static_assert(patterns_offset(3) % kCacheLine == 0 && kAgentsOffset % kCacheLine == 0);
+
+TEST_CASE("the magic spells !BUSCNTR in memory", "[counters][layout]") {
+  char m[8];
+  std::memcpy(m, &kMagic, 8);
+  CHECK(std::string(m, 8) == "!BUSCNTR");
+}
+
+TEST_CASE("every global has a unique snake_case name and a help line", "[counters][layout]") {
+  for (size_t i = 0; i < kGlobalCount; ++i) {
+    const auto& g = kGlobals[i];
+    INFO(g.name);
+    CHECK(!g.name.empty());
+    CHECK(!g.help.empty());
+    for (char ch : g.name) CHECK(((ch >= 'a' && ch <= 'z') || ch == '_'));
+    for (size_t j = i + 1; j < kGlobalCount; ++j) CHECK(g.name != kGlobals[j].name);
+  }
+  CHECK(global_info(Global::agents_connected).gauge);
+  CHECK(global_info(Global::bytes_in).bytes);
+  CHECK(global_info(Global::bytes_out).bytes);
+  CHECK(global_info(Global::config_reload_failures).name == "config_reload_failures");
+}

@@ -1,0 +1,348 @@
+// The reader is a decoder of bytes another process writes: a damaged or hostile page gives a
+// clear error, never a crash or a read outside the mapping (run under ASan+UBSan too).
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "counters/page.hpp"
+#include "temp_dir.hpp"
+#include "../../support/scale.hpp"
+
+using namespace bus;
+using namespace bus::counters;
+using bus::test::TempDir;
+
+namespace {
+
+struct FreeDeleter {
+  void operator()(std::byte* p) const noexcept { std::free(p); }
+};
+
+// A page image in heap memory, 4096-aligned like a mapping, exactly `size` bytes long (ASan
+// catches any read past it).
+class Image {
+ public:
+  explicit Image(size_t size) : size_(size) {
+    const size_t alloc = (size + 4095) / 4096 * 4096;
+    mem_.reset(static_cast<std::byte*>(std::aligned_alloc(4096, alloc == 0 ? 4096 : alloc)));
+    std::memset(mem_.get(), 0, size);
+  }
+  Image(const std::byte* src, size_t size) : Image(size) { std::memcpy(mem_.get(), src, size); }
+  [[nodiscard]] std::byte* data() const { return mem_.get(); }
+  [[nodiscard]] size_t size() const { return size_; }
+  [[nodiscard]] PageHeader& header() const { return *reinterpret_cast<PageHeader*>(mem_.get()); }
+  [[nodiscard]] std::span<const std::byte> bytes(size_t n) const { return {mem_.get(), n}; }
+  [[nodiscard]] std::span<const std::byte> bytes() const { return bytes(size_); }
+
+ private:
+  std::unique_ptr<std::byte, FreeDeleter> mem_;
+  size_t size_;
+};
+
+// A realistic page: a few agents and patterns, read back from the file busd wrote.
+Image valid_image(const TempDir& dir) {
+  const std::string path = dir.file("valid");
+  auto page = CountersPage::create(path, 4, 3);
+  REQUIRE(page);
+  page->add(Global::messages_in, 7);
+  AgentCounters* a = page->agent_open(1, "alpha", 100, 1, 1);
+  REQUIRE(a != nullptr);
+  message_in(*a, 9);
+  AgentCounters* b = page->agent_open(2, std::string(64, 'b'), 101, 2, 2);
+  page->agent_dead(b);
+  (void)page->pattern_open("x.>");
+  (void)page->pattern_open("y");
+  for (int i = 0; i < 3; ++i) (void)page->pattern_open("overflow" + std::to_string(i));
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(buf.size() == page_size(4, 3));
+  return Image(reinterpret_cast<const std::byte*>(buf.data()), buf.size());
+}
+
+// Everything a tool would do with a view; nothing may crash, and strings stay in bounds.
+void exercise(const CountersView& v) {
+  (void)v.globals();
+  (void)v.live(0);
+  (void)v.live(UINT64_MAX);
+  (void)v.generation();
+  for (const auto& a : v.agents()) {
+    CHECK(a.name.size() <= kNameSize);
+    CHECK(a.slot < v.info().max_agents);
+  }
+  for (const auto& p : v.patterns()) {
+    CHECK(p.pattern.size() <= kPatternSize);
+    CHECK(p.slot <= v.info().max_patterns);
+  }
+  CHECK(v.info().busd_version.size() <= kVersionSize);
+}
+
+std::string error_of(const Image& img, size_t n) {
+  auto v = CountersView::from_bytes(img.bytes(n));
+  REQUIRE_FALSE(v);
+  return v.error().message();
+}
+
+}  // namespace
+
+TEST_CASE("the valid image decodes", "[counters][hostile]") {
+  TempDir dir;
+  Image img = valid_image(dir);
+  auto v = CountersView::from_bytes(img.bytes());
+  REQUIRE(v);
+  CHECK(v->globals()[Global::messages_in] == 7);
+  REQUIRE(v->agents().size() == 2);
+  CHECK(v->patterns().size() == 4);  // x.>, y, overflow0, and the overflow slot (the rest)
+  exercise(*v);
+}
+
+TEST_CASE("damaged headers give clear errors", "[counters][hostile]") {
+  TempDir dir;
+  const Image good = valid_image(dir);
+  auto fresh = [&] { return Image(good.data(), good.size()); };
+
+  SECTION("shorter than the header") {
+    Image img = fresh();
+    CHECK_THAT(error_of(img, 0), Catch::Contains("less than its 256-byte header"));
+    CHECK_THAT(error_of(img, 255), Catch::Contains("255 bytes"));
+  }
+  SECTION("bad magic") {
+    Image img = fresh();
+    img.header().magic.store(0x1122334455667788ull);
+    CHECK_THAT(error_of(img, img.size()), Catch::Contains("not a busd counters page") &&
+                                               Catch::Contains("0x1122334455667788"));
+  }
+  SECTION("not initialised yet") {
+    Image img = fresh();
+    img.header().magic.store(0);
+    CHECK_THAT(error_of(img, img.size()), Catch::Contains("not initialised"));
+  }
+  SECTION("another layout version") {
+    Image img = fresh();
+    img.header().layout_version = 2;
+    auto v = CountersView::from_bytes(img.bytes());
+    REQUIRE_FALSE(v);
+    CHECK(v.error().code() == Errc::VersionMismatch);
+    CHECK_THAT(v.error().message(), Catch::Contains("version 2"));
+  }
+  SECTION("file shorter than the header claims") {
+    Image img = fresh();
+    CHECK_THAT(error_of(img, img.size() - 1),
+               Catch::Contains("has " + std::to_string(img.size() - 1) + " bytes") &&
+                   Catch::Contains("header says " + std::to_string(img.size())));
+    CHECK_THAT(error_of(img, 256), Catch::Contains("header says"));
+  }
+  SECTION("page_size beyond the file") {
+    Image img = fresh();
+    img.header().page_size = UINT64_MAX;
+    CHECK_THAT(error_of(img, img.size()), Catch::Contains("header says"));
+  }
+  SECTION("header_size out of range") {
+    for (uint32_t hs : {0u, 100u, 257u, 0xFFFFFFC0u}) {
+      Image img = fresh();
+      img.header().header_size = hs;
+      CHECK_THAT(error_of(img, img.size()), Catch::Contains("header_size"));
+    }
+  }
+  SECTION("offsets past the end, wrapping or misaligned") {
+    for (uint64_t off : {uint64_t{1} << 40, UINT64_MAX - 63, good.size() + 64, uint64_t{0},
+                         uint64_t{64}, uint64_t{2688 + 8}}) {
+      Image img = fresh();
+      img.header().agents_offset = off;
+      CHECK_THAT(error_of(img, img.size()), Catch::Contains("agents table"));
+      Image img2 = fresh();
+      img2.header().patterns_offset = off;
+      CHECK_THAT(error_of(img2, img2.size()), Catch::Contains("patterns table"));
+      Image img3 = fresh();
+      img3.header().globals_offset = off;
+      CHECK_THAT(error_of(img3, img3.size()), Catch::Contains("globals table"));
+    }
+  }
+  SECTION("tables larger than the page") {
+    Image img = fresh();
+    img.header().max_agents = 100;
+    CHECK_THAT(error_of(img, img.size()), Catch::Contains("agents table"));
+    Image over = fresh();
+    over.header().max_agents = 5;  // runs into the pattern table
+    CHECK_THAT(error_of(over, over.size()), Catch::Contains("overlap"));
+    Image over2 = fresh();
+    over2.header().patterns_offset = over2.header().agents_offset;
+    CHECK_THAT(error_of(over2, over2.size()), Catch::Contains("overlap"));
+    Image img2 = fresh();
+    img2.header().max_patterns = kMaxTableSlots + 1;
+    CHECK_THAT(error_of(img2, img2.size()), Catch::Contains("exceed"));
+    Image img3 = fresh();
+    img3.header().global_count = 1000;
+    CHECK_THAT(error_of(img3, img3.size()), Catch::Contains("globals table"));
+  }
+  SECTION("strides") {
+    for (uint32_t st : {0u, 8u, 255u, 257u, 1u << 17}) {
+      Image img = fresh();
+      img.header().agent_stride = st;
+      CHECK_THAT(error_of(img, img.size()), Catch::Contains("strides"));
+    }
+  }
+}
+
+TEST_CASE("room to grow: larger strides, headers and more globals are accepted",
+          "[counters][hostile]") {
+  // A v1 page from a newer busd: a 512-byte header, 30 globals, 320-byte agent slots.
+  const uint32_t agents = 2, patterns = 1;
+  const uint64_t globals_off = 512, agents_off = globals_off + 30 * 128;
+  const uint64_t patterns_off = agents_off + agents * 320;
+  const uint64_t size = patterns_off + (patterns + 1) * 256;
+  Image img(size);
+  PageHeader& h = img.header();
+  h.layout_version = 1;
+  h.header_size = 512;
+  h.page_size = size;
+  h.pid = 77;
+  std::memcpy(h.busd_version, "9.9.9-with-a-version-of-32-bytes", 32);  // no NUL
+  h.global_count = 30;
+  h.global_stride = 128;
+  h.max_agents = agents;
+  h.agent_stride = 320;
+  h.max_patterns = patterns;
+  h.pattern_stride = 256;
+  h.globals_offset = globals_off;
+  h.agents_offset = agents_off;
+  h.patterns_offset = patterns_off;
+  h.magic.store(kMagic);
+  auto* g = reinterpret_cast<GlobalCell*>(img.data() + globals_off);
+  g[static_cast<size_t>(Global::config_reload_failures)].value.store(5);
+  g[29].value.store(99);  // a global this reader does not know
+  auto* slot1 = reinterpret_cast<AgentSlot*>(img.data() + agents_off + 320);
+  slot1->seq.store(2);
+  slot1->state.store(static_cast<uint32_t>(SlotState::Active));
+  slot1->agent_id.store(42);
+  slot1->counters.messages_in.store(3);
+
+  auto v = CountersView::from_bytes(img.bytes());
+  REQUIRE(v);
+  CHECK(v->info().pid == 77);
+  CHECK(v->info().busd_version == "9.9.9-with-a-version-of-32-bytes");
+  CHECK(v->globals()[Global::config_reload_failures] == 5);
+  const auto a = v->agents();
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].slot == 1);
+  CHECK(a[0].agent_id == 42);
+  CHECK(a[0].messages_in == 3);
+  CHECK(a[0].name.empty());
+}
+
+TEST_CASE("a slot left odd (a writer that died mid-update) is skipped, not waited for",
+          "[counters][hostile]") {
+  TempDir dir;
+  Image img = valid_image(dir);
+  auto v = CountersView::from_bytes(img.bytes());
+  REQUIRE(v);
+  REQUIRE(v->agents().size() == 2);
+  auto* slot0 = reinterpret_cast<AgentSlot*>(img.data() + kAgentsOffset);
+  slot0->seq.store(slot0->seq.load() + 1);
+  const auto agents = v->agents();
+  REQUIRE(agents.size() == 1);
+  CHECK(agents[0].slot == 1);
+}
+
+TEST_CASE("open_counters on files that are not pages", "[counters][hostile]") {
+  TempDir dir;
+  auto err = [](const std::string& p) {
+    auto v = open_counters(p);
+    REQUIRE_FALSE(v);
+    INFO(v.error().message());
+    CHECK_THAT(v.error().message(), Catch::Contains(p));
+    return v.error().code();
+  };
+  CHECK(err(dir.file("missing")) == Errc::NotFound);
+  CHECK(err(dir.path()) == Errc::Corrupt);  // a directory
+  REQUIRE(::mkfifo(dir.file("fifo").c_str(), 0600) == 0);
+  CHECK(err(dir.file("fifo")) == Errc::Corrupt);  // refused, without waiting for a writer
+  { std::ofstream(dir.file("empty")); }
+  CHECK(err(dir.file("empty")) == Errc::Corrupt);
+  { std::ofstream(dir.file("text")) << std::string(4096, 'z'); }
+  CHECK(err(dir.file("text")) == Errc::Corrupt);
+
+  // A real page cut short (as a full disk or a crash mid-ftruncate could leave it).
+  const Image good = valid_image(dir);
+  {
+    std::ofstream out(dir.file("cut"), std::ios::binary);
+    out.write(reinterpret_cast<const char*>(good.data()), static_cast<std::streamsize>(good.size() / 2));
+  }
+  CHECK(err(dir.file("cut")) == Errc::Corrupt);
+}
+
+TEST_CASE("fuzz: random damage to a valid page never crashes the reader", "[counters][hostile]") {
+  TempDir dir;
+  const Image good = valid_image(dir);
+  std::mt19937_64 rng(20261122);
+  const uint64_t iterations = bus::test::scaled(20'000);
+  uint64_t accepted = 0;
+  for (uint64_t it = 0; it < iterations; ++it) {
+    Image img(good.data(), good.size());
+    auto* raw = reinterpret_cast<uint8_t*>(img.data());
+    const int kind = static_cast<int>(rng() % 4);
+    const int edits = 1 + static_cast<int>(rng() % 8);
+    for (int e = 0; e < edits; ++e) {
+      if (kind == 0) {  // a byte anywhere in the header
+        raw[rng() % 256] = static_cast<uint8_t>(rng());
+      } else if (kind == 1) {  // a header field set to a boundary value
+        static const uint64_t kVals[] = {0, 1, 63, 64, 255, 256, 4095, 4096, UINT32_MAX,
+                                         UINT64_MAX, UINT64_MAX - 255, 1ull << 32, 1ull << 63};
+        const uint64_t val = kVals[rng() % std::size(kVals)];
+        const size_t field = 8 + (rng() % 15) * 8;  // an 8-byte field after magic
+        const size_t width = rng() % 2 == 0 ? 4 : 8;
+        std::memcpy(raw + field + (width == 4 ? (rng() % 2) * 4 : 0), &val, width);
+      } else if (kind == 2) {  // slots: seq, state, strings, counters
+        raw[256 + rng() % (good.size() - 256)] = static_cast<uint8_t>(rng());
+      } else {  // anywhere
+        raw[rng() % good.size()] = static_cast<uint8_t>(rng());
+      }
+    }
+    const size_t len = rng() % 8 == 0 ? rng() % (good.size() + 1) : good.size();
+    auto v = CountersView::from_bytes(img.bytes(len));
+    if (v) {
+      ++accepted;
+      exercise(*v);
+    } else {
+      CHECK(!v.error().message().empty());
+    }
+  }
+  INFO("accepted " << accepted << " of " << iterations);
+  CHECK(accepted > 0);  // the fuzzer reaches the table readers, not only the header checks
+}
+
+TEST_CASE("fuzz: random bytes with a valid magic and version", "[counters][hostile]") {
+  std::mt19937_64 rng(7);
+  const uint64_t iterations = bus::test::scaled(20'000);
+  for (uint64_t it = 0; it < iterations; ++it) {
+    const size_t size = 256 + rng() % 8192;
+    Image img(size);
+    auto* raw = reinterpret_cast<uint8_t*>(img.data());
+    for (size_t i = 0; i < size; ++i) raw[i] = static_cast<uint8_t>(rng() % 4 == 0 ? rng() : 0);
+    PageHeader& h = img.header();
+    h.magic.store(kMagic);
+    h.layout_version = kLayoutVersion;
+    if (rng() % 2 == 0) {  // plausible geometry with random tables
+      h.header_size = 256;
+      h.page_size = size;
+      h.global_stride = 128;
+      h.agent_stride = 256;
+      h.pattern_stride = 256;
+      h.global_count = static_cast<uint32_t>(rng() % 32);
+      h.max_agents = static_cast<uint32_t>(rng() % 16);
+      h.max_patterns = static_cast<uint32_t>(rng() % 16);
+      h.globals_offset = 256;
+      h.agents_offset = 256 + (rng() % 64) * 64;
+      h.patterns_offset = 256 + (rng() % 64) * 64;
+    }
+    auto v = CountersView::from_bytes(img.bytes());
+    if (v) exercise(*v);
+  }
+}
