@@ -83,9 +83,12 @@ Client::~Client() {
 
 void Client::close() {
   if (!impl_ || impl_->state == ConnectionState::Closed) return;
-  if (impl_->sock >= 0) {
-    // Let busd see what was published before the socket goes: publish() already made it visible.
+  if (impl_->sock >= 0 && impl_->state == ConnectionState::Connected) {
+    // A clean exit says so: busd publishes "left", not "died". (busd routes what is still in
+    // the ring before it acts on the Goodbye.)
     impl_->out.publish();
+    auto bye = control::CreateGoodbyeDirect(impl_->fbb, "closed by the agent", 0);
+    (void)impl_->send_control(control::Body::Goodbye, bye.Union());
   }
   impl_->disconnect(Error(Errc::Closed, "closed by the agent"), false);
 }

@@ -1,0 +1,71 @@
+// libbus allocates nothing per message after warm-up: publish, receive (handler dispatch),
+// request and reply, counted by a replaced global operator new on this thread. busd runs as a
+// separate process; its allocations are not counted here.
+#define BUS_COUNTING_ALLOC_DEFINE
+#include "../support/counting_alloc.hpp"
+
+#include <catch2/catch.hpp>
+
+#include "busd_fixture.hpp"
+
+using namespace bus;
+using namespace bus::test;
+using namespace std::chrono_literals;
+
+TEST_CASE("publish and receive: no allocation per message after warm-up", "[sdk]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto pub = d.client("alloc-pub");
+  auto sub = d.client("alloc-sub");
+  REQUIRE((pub && sub));
+  uint64_t got = 0;
+  uint64_t bytes_seen = 0;
+  REQUIRE(sub->subscribe("alloc.>", [&](const Message& m) {
+    ++got;
+    bytes_seen += m.payload().size() + m.subject().size();
+  }));
+  std::array<std::byte, 64> payload{};
+  // Warm-up: the first message on a subject builds its envelope template.
+  REQUIRE(pub->publish("alloc.test", payload));
+  REQUIRE(pump_until(*sub, [&] { return got == 1; }));
+
+  constexpr uint64_t kN = 20'000;
+  const uint64_t before = bus::test::allocations;
+  bool ok = true;
+  for (uint64_t i = 0; i < kN; ++i) {
+    std::memcpy(payload.data(), &i, 8);
+    ok &= pub->publish("alloc.test", payload).has_value();
+    if (i % 64 == 63) {
+      while (got < i + 2) ok &= sub->poll(100ms).has_value();
+    }
+  }
+  while (got < kN + 1 && ok) ok &= sub->poll(100ms).has_value();
+  const uint64_t allocs = bus::test::allocations - before;
+  REQUIRE(ok);
+  CHECK(got == kN + 1);
+  CHECK(allocs == 0);
+}
+
+TEST_CASE("request and reply: no allocation per round trip after warm-up", "[sdk]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto requester = d.client("alloc-req");
+  auto responder = d.client("alloc-rsp");
+  REQUIRE((requester && responder));
+  REQUIRE(responder->subscribe("svc.alloc", [&](const Message& m) { (void)responder->reply(m, m.payload()); }));
+  // The responder answers from its own thread; only the requester's thread is counted.
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    while (!done) (void)responder->poll(5ms);
+  });
+  std::array<std::byte, 64> payload{};
+  REQUIRE(requester->request("svc.alloc", payload, 2s));  // warm-up: template, reply buffer
+  const uint64_t before = bus::test::allocations;
+  uint64_t ok = 0;
+  for (int i = 0; i < 2'000; ++i) ok += requester->request("svc.alloc", payload, 2s).has_value();
+  const uint64_t allocs = bus::test::allocations - before;
+  done = true;
+  t.join();
+  CHECK(ok == 2'000);
+  CHECK(allocs == 0);
+}
