@@ -380,3 +380,26 @@ TEST_CASE("a second agent with the same name is refused", "[busd]") {
   REQUIRE_FALSE(second);
   CHECK(second.error().code() == Errc::AlreadyExists);
 }
+
+TEST_CASE("a frozen agent (socket open, no answers) is declared dead by the heartbeat fallback",
+          "[busd]") {
+  Busd d(R"(
+[busd]
+heartbeat_interval_ms = 100
+heartbeat_misses = 3
+)");
+  REQUIRE(d.started());
+  auto watcher = d.client("watcher");
+  int left = 0;
+  REQUIRE(watcher->subscribe("$bus.agents.left", [&](const Message&) { ++left; }));
+  const pid_t frozen = d.agent_process({"idle", "--name", "frozen"});
+  REQUIRE(eventually([&] { return d.log().find("name=frozen") != std::string::npos; }));
+  ::kill(frozen, SIGSTOP);  // alive, socket open, but it answers nothing
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(pump_until(*watcher, [&] { return left == 1; }, 5000));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(d.log().find("why=\"heartbeat timeout\"") != std::string::npos);
+  CHECK(took < 2s);  // 3 missed 100 ms heartbeats, plus a 500 ms timer tick
+  ::kill(frozen, SIGKILL);
+  reap(frozen);
+}
