@@ -106,6 +106,14 @@ void Client::on_state_change(std::function<void(ConnectionState, const Error*)> 
 Result<void> Client::Impl::send(wire::Kind kind, std::string_view subject,
                                 std::span<const std::byte> payload, uint64_t correlation_id,
                                 uint64_t budget_ns, Errc status) {
+  // An agent that only publishes never waits for messages, so it looks at its control socket
+  // here, at most every 10 ms (one non-blocking read): it answers heartbeats and notices a busd
+  // that went away. The clock reading is the message's timestamp anyway.
+  const uint64_t now = clock::mono_ns();
+  if (state == ConnectionState::Connected && now - last_control_check_ns >= 10 * kMs) {
+    last_control_check_ns = now;
+    if (auto r = pump_control_nowait(); !r) disconnect(r.error(), true);
+  }
   if (!ensure_connected()) return tl::unexpected(Errc::Closed);
   if (!plausible_subject(subject)) return tl::unexpected(Errc::InvalidArgument);
   StringMap<EnvelopeTemplate>& map = kind == wire::Kind::Request ? request_templates
@@ -126,7 +134,7 @@ Result<void> Client::Impl::send(wire::Kind kind, std::string_view subject,
   meta.kind = kind;
   meta.msg_id = ++next_msg_id;
   meta.correlation_id = correlation_id;
-  meta.stamp = clock::stamp(clock::mono_ns(), budget_ns);
+  meta.stamp = clock::stamp(now, budget_ns);
   meta.source_id = agent_id;
   meta.status = status;
   fill_header(*h, meta);

@@ -299,17 +299,27 @@ bool Client::Impl::ensure_connected() {
     sock = -1;
     return false;
   }
-  // Resubscribe everything, with the same ids (handlers keep working).
+  // Resubscribe everything, with the same ids (handlers keep working). A subscription busd now
+  // refuses (the ACL changed, a limit shrank) is dropped and reported; only a lost connection
+  // makes the reconnect fail.
+  std::optional<Error> refused;
   for (uint32_t sid = 1; sid < subs.size(); ++sid) {
     if (!subs[sid].handler) continue;
     if (auto r = subscribe_remote(sid); !r) {
-      disconnect(r.error(), true);
-      return false;
+      const Errc code = r.error().code();
+      if (code == Errc::Closed || code == Errc::Timeout || code == Errc::Corrupt) {
+        disconnect(r.error(), true);
+        return false;
+      }
+      ++stats.resubscribe_failures;
+      refused = Error(r.error()).context("resubscribing to '" + subs[sid].pattern + "' (dropped)");
+      subs[sid] = Subscription{};
+      continue;
     }
     subs[sid].active = true;
   }
   ++stats.reconnects;
-  set_state(ConnectionState::Connected, nullptr);
+  set_state(ConnectionState::Connected, refused ? &*refused : nullptr);
   return true;
 }
 

@@ -57,6 +57,7 @@ struct Client::Impl {
   std::string inbox;       // "_INBOX.<agent id>": where replies to this agent go
   uint64_t control_seq = 0;
   uint64_t last_reconnect_try_ns = 0;
+  uint64_t last_control_check_ns = 0;
   bool disconnecting = false;
   uint64_t reconnect_backoff_ns = 0;
 

@@ -33,6 +33,7 @@ struct Agent {
   uint64_t last_seen_ns = 0;
   uint64_t heartbeat_seq = 0;
   bool said_goodbye = false;
+  uint64_t control_dropped = 0;  // control messages dropped in a row: it does not read (send_control)
 
   // Rings: `from` carries the agent's messages to busd, `to` busd's deliveries to the agent.
   shm::Segment segment;

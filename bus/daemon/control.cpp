@@ -1,6 +1,7 @@
 // busd's control plane: handshake, registration and rings, subscriptions, discovery, presence,
 // heartbeats, reload, and what happens when an agent goes away. Single-threaded bookkeeping:
 // nothing here is on the per-message path.
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -41,8 +42,26 @@ void Daemon::send_control(Agent& a, control::Body type, flatbuffers::Offset<void
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(fbb_.GetBufferPointer()),
                                          fbb_.GetSize());
   if (a.sock >= 0) {
-    if (auto r = sock::send_frame(a.sock, bytes, fds); !r) {
-      log::debug("control_send_failed", {{"agent", a.name}, {"error", r.error().message()}});
+    // One loop serves every agent: it must never wait for one that does not read its control
+    // socket (send_frame would, for ever: an ErrorReply per refused message fills the socket
+    // buffer quickly). A Unix stream socket polls writable while at least 3/4 of its send
+    // buffer is free, room for any control frame in one sendmsg; below that the agent is not
+    // reading and the message is dropped. It harms only that agent (it misses answers; if it
+    // stays silent, the heartbeat timeout removes it).
+    pollfd p{a.sock, POLLOUT, 0};
+    if (::poll(&p, 1, 0) != 1 || (p.revents & POLLOUT) == 0) {
+      if (a.control_dropped++ == 0) {
+        log::warn("control_dropped", {{"agent", a.name}, {"id", a.id}, {"pid", a.cred.pid},
+                                      {"why", "the agent does not read its control socket"}});
+      }
+    } else {
+      if (a.control_dropped > 0) {
+        log::info("control_resumed", {{"agent", a.name}, {"id", a.id}, {"dropped", a.control_dropped}});
+        a.control_dropped = 0;
+      }
+      if (auto r = sock::send_frame(a.sock, bytes, fds); !r) {
+        log::debug("control_send_failed", {{"agent", a.name}, {"error", r.error().message()}});
+      }
     }
   }
   fbb_.Clear();

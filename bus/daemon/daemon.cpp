@@ -50,13 +50,18 @@ Expected<gid_t> group_id(const std::string& group) {
   return g->gr_gid;
 }
 
-// Binds the control socket. A socket file left by a killed busd (nobody accepts on it) is
-// removed; a live busd at the same path is an error.
-Expected<int> listen_at(const std::string& path, uint32_t mode, const std::string& group) {
+sockaddr_un unix_address(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return fail(Errc::InvalidArgument, "socket path too long: " + path);
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  std::memcpy(addr.sun_path, path.c_str(), std::min(path.size() + 1, sizeof addr.sun_path));
+  return addr;
+}
+
+// Before anything else is created: the socket's directory exists, no live busd owns the path,
+// and a socket file left by a killed busd (nobody accepts on it) is removed.
+Expected<void> prepare_socket_path(const std::string& path) {
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) return fail(Errc::InvalidArgument, "socket path too long: " + path);
+  sockaddr_un addr = unix_address(path);
   const auto dir = std::filesystem::path(path).parent_path();
   std::error_code ec;
   if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
@@ -73,6 +78,12 @@ Expected<int> listen_at(const std::string& path, uint32_t mode, const std::strin
     ::unlink(path.c_str());
     log::warn("stale_socket_removed", {{"path", path}});
   }
+  return {};
+}
+
+// Binds and listens, with the configured mode and group.
+Expected<int> listen_at(const std::string& path, uint32_t mode, const std::string& group) {
+  sockaddr_un addr = unix_address(path);
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return tl::unexpected(system_error("socket", errno));
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 128) != 0) {
@@ -122,10 +133,7 @@ Expected<void> Daemon::start() {
   wait_ = *ws;
 
   socket_path_ = choose_socket(cfg);
-  auto l = listen_at(socket_path_, cfg.socket_mode, cfg.socket_group);
-  if (!l) return tl::unexpected(l.error());
-  listener_ = *l;
-
+  if (auto p = prepare_socket_path(socket_path_); !p) return p;
   std::string counters_path = counters_path_for_socket(socket_path_);
   if (!cfg.shm_dir.empty()) {
     counters_path = (std::filesystem::path(cfg.shm_dir) / std::filesystem::path(counters_path).filename()).string();
@@ -137,6 +145,11 @@ Expected<void> Daemon::start() {
                                              std::max<uint32_t>(256, cfg.limits.max_agents * 4), 0644);
   if (!page) return tl::unexpected(page.error().context("counters page"));
   counters_ = std::move(*page);
+
+  // Accept only once the counters page exists: busctl never sees a live busd without it.
+  auto l = listen_at(socket_path_, cfg.socket_mode, cfg.socket_group);
+  if (!l) return tl::unexpected(l.error());
+  listener_ = *l;
 
   sigset_t mask;
   sigemptyset(&mask);

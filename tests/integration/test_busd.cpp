@@ -403,3 +403,56 @@ heartbeat_misses = 3
   ::kill(frozen, SIGKILL);
   reap(frozen);
 }
+
+TEST_CASE("after busd restarts, a subscription the ACL no longer allows is dropped, not fatal",
+          "[busd]") {
+  const std::string allow_both = R"(
+[busd]
+acl_owner_all = false
+[[acl]]
+name = "*"
+publish = [">"]
+subscribe = ["a.>", "b.>"]
+)";
+  Busd d(allow_both);
+  REQUIRE(d.started());
+  auto c = d.client("subscriber");
+  auto pub = d.client("publisher");
+  int got_a = 0, got_b = 0;
+  REQUIRE(c->subscribe("a.>", [&](const Message&) { ++got_a; }));
+  REQUIRE(c->subscribe("b.>", [&](const Message&) { ++got_b; }));
+  std::vector<std::string> errors;
+  c->on_state_change([&](ConnectionState, const Error* e) {
+    if (e != nullptr) errors.push_back(e->message());
+  });
+  // Revoke a.> in the file (the running busd keeps it until a reload); restart busd with it.
+  std::ofstream(d.dir() / "busd.toml") << R"(
+[busd]
+acl_owner_all = false
+[[acl]]
+name = "*"
+publish = [">"]
+subscribe = ["b.>"]
+)";
+  CHECK(d.stop(SIGKILL) == 128 + SIGKILL);
+  d.start();
+  REQUIRE(d.started());
+  // Both agents reconnect; the subscriber keeps b.> and reports a.> as refused.
+  REQUIRE(eventually([&] {
+    (void)c->poll(std::chrono::milliseconds(5));
+    (void)pub->publish("b.x", "hello");
+    return got_b > 0;
+  }, 10000));
+  CHECK(c->state() == ConnectionState::Connected);
+  CHECK(c->stats().resubscribe_failures == 1);
+  REQUIRE_FALSE(errors.empty());
+  CHECK(errors.back().find("resubscribing to 'a.>' (dropped)") != std::string::npos);
+  REQUIRE(pub->publish("a.x", "nobody"));
+  (void)c->poll(std::chrono::milliseconds(50));
+  CHECK(got_a == 0);
+  // It connected once, not in a loop.
+  const std::string log = d.log();
+  size_t joins = 0;
+  for (size_t at = 0; (at = log.find("name=subscriber", at)) != std::string::npos; ++at) ++joins;
+  CHECK(joins <= 3);  // before the restart, after it (and the agent_left line)
+}

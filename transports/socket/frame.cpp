@@ -17,10 +17,13 @@ void FrameReader::compact() {
   begin_ = 0;
 }
 
-void FrameReader::feed(std::span<const std::byte> bytes) {
-  auto r = room(bytes.size());
-  std::memcpy(r.data(), bytes.data(), bytes.size());
-  commit(bytes.size());
+size_t FrameReader::feed(std::span<const std::byte> bytes) {
+  if (bytes.empty()) return 0;
+  const auto r = room(bytes.size());
+  const size_t n = std::min(r.size(), bytes.size());  // room() may offer less than asked
+  std::memcpy(r.data(), bytes.data(), n);
+  commit(n);
+  return n;
 }
 
 std::span<std::byte> FrameReader::room(size_t at_least) {

@@ -24,9 +24,10 @@ class FrameReader {
  public:
   explicit FrameReader(uint32_t max_frame) : max_frame_(max_frame) {}
 
-  /// Appends bytes received from the stream (with feed) or exposes room to read into directly
-  /// (room() + commit()).
-  void feed(std::span<const std::byte> bytes);
+  /// Appends bytes received from the stream; returns how many it took (fewer than offered when
+  /// the buffer already holds a maximal frame: take frames with next() and feed the rest).
+  /// Or read straight into room() and commit() what was read.
+  size_t feed(std::span<const std::byte> bytes);
   [[nodiscard]] std::span<std::byte> room(size_t at_least = 4096);
   void commit(size_t n) noexcept { end_ += n; }
 

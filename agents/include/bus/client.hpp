@@ -176,7 +176,8 @@ class Client {
   void close();
 
   [[nodiscard]] ConnectionState state() const noexcept;
-  /// Called on every state change, on the thread that made the call that noticed it.
+  /// Called on every state change, on the thread that made the call that noticed it. After a
+  /// reconnect, a non-null error on Connected says a subscription was refused (and dropped).
   void on_state_change(std::function<void(ConnectionState, const Error*)> callback);
 
   [[nodiscard]] uint32_t agent_id() const noexcept;
@@ -185,6 +186,7 @@ class Client {
   struct Stats {
     uint64_t published = 0, received = 0, requests = 0, replies_late = 0, verify_failures = 0;
     uint64_t reconnects = 0;
+    uint64_t resubscribe_failures = 0;  // subscriptions busd refused after a reconnect (dropped)
   };
   [[nodiscard]] const Stats& stats() const noexcept;
 
