@@ -189,19 +189,26 @@ Expected<void> Client::Impl::connect_once() {
   auto hello = control::CreateHelloDirect(fbb, kProtocolVersion, kProtocolVersion, kSdkName,
                                           static_cast<uint32_t>(::getpid()));
   if (auto s = send_control(control::Body::Hello, hello.Union()); !s) return s;
-  Expected<void> answer = fail(Errc::Timeout, "no Welcome from busd");
-  auto r = read_control(*this, deadline, fds, [&](const control::ControlMessage& m, std::vector<int>&) {
-    if (m.body_type() == control::Body::Welcome) {
-      max_message = m.body_as_Welcome()->max_message_size();
-      answer = {};
-      return true;
-    }
-    if (m.body_type() == control::Body::ErrorReply) {
-      const auto* e = m.body_as_ErrorReply();
-      answer = fail(e->code(), e->message() ? e->message()->str() : "refused");
-      return true;
-    }
-    return false;
+  // Waits for `want` (then calls on_match) or an ErrorReply (then fails with its code).
+  Expected<void> answer;
+  auto await = [&](control::Body want, auto&& on_match) -> Expected<void> {
+    answer = fail(Errc::Timeout, std::string("no ") + control::EnumNameBody(want) + " from busd");
+    return read_control(*this, deadline, fds, [&](const control::ControlMessage& m, std::vector<int>&) {
+      if (m.body_type() == want) {
+        on_match(m);
+        answer = {};
+        return true;
+      }
+      if (m.body_type() == control::Body::ErrorReply) {
+        const auto* e = m.body_as_ErrorReply();
+        answer = fail(e->code(), e->message() ? e->message()->str() : "refused");
+        return true;
+      }
+      return false;
+    });
+  };
+  auto r = await(control::Body::Welcome, [&](const control::ControlMessage& m) {
+    max_message = m.body_as_Welcome()->max_message_size();
   });
   if (!r) return r;
   if (!answer) return answer;
@@ -212,23 +219,12 @@ Expected<void> Client::Impl::connect_once() {
   auto reg = control::CreateRegisterDirect(fbb, opts.name.c_str(), &caps);
   if (auto s = send_control(control::Body::Register, reg.Union()); !s) return s;
   uint64_t seg_size = 0, to_busd = 0, to_agent = 0;
-  answer = fail(Errc::Timeout, "no Registered from busd");
-  r = read_control(*this, deadline, fds, [&](const control::ControlMessage& m, std::vector<int>&) {
-    if (m.body_type() == control::Body::Registered) {
-      const auto* g = m.body_as_Registered();
-      agent_id = g->agent_id();
-      seg_size = g->segment_size();
-      to_busd = g->to_busd_offset();
-      to_agent = g->to_agent_offset();
-      answer = {};
-      return true;
-    }
-    if (m.body_type() == control::Body::ErrorReply) {
-      const auto* e = m.body_as_ErrorReply();
-      answer = fail(e->code(), e->message() ? e->message()->str() : "refused");
-      return true;
-    }
-    return false;
+  r = await(control::Body::Registered, [&](const control::ControlMessage& m) {
+    const auto* g = m.body_as_Registered();
+    agent_id = g->agent_id();
+    seg_size = g->segment_size();
+    to_busd = g->to_busd_offset();
+    to_agent = g->to_agent_offset();
   });
   if (!r || !answer || fds.size() != 5) {
     for (int f : fds) ::close(f);
