@@ -14,6 +14,7 @@ ninja -C build >/dev/null
 B=build
 
 run=$(mktemp -d /tmp/busd-demo.XXXXXX)
+shm_before=$(ls /dev/shm | sort)
 export BUS_SOCKET=$run/busd.sock   # busd and every agent find each other through this
 pids=()
 cleanup() {
@@ -55,7 +56,11 @@ if [ "$left" -ne 0 ]; then
   find "$run" -mindepth 1 ! -name '*.log' >&2
   exit 1
 fi
-echo "busd stopped; nothing left in $run but logs"
+if [ "$(ls /dev/shm | sort)" != "$shm_before" ]; then
+  echo "/dev/shm changed during the run" >&2
+  exit 1
+fi
+echo "busd stopped; nothing left in $run but logs, nothing new in /dev/shm"
 rm -rf "$run"
 
 echo "== busbench ring --quick: the shared-memory ring alone, next to its same-run baselines"

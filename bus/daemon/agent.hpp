@@ -49,6 +49,7 @@ struct Agent {
   struct Sub {
     std::string pattern;
     uint32_t group = 0;
+    counters::PatternCounters* stats = nullptr;  // its pattern's slot in the counters page
   };
   std::unordered_map<uint32_t, Sub> subs;
 

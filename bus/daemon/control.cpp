@@ -312,8 +312,7 @@ void Daemon::on_subscribe(Agent& a, const control::ControlMessage& m) {
     send_error(a, m.seq(), r.error(), "subscribing to '" + std::string(pattern) + "'");
     return;
   }
-  a.subs.emplace(sid, Agent::Sub{std::string(pattern), gid});
-  (void)counters_.pattern_open(pattern);
+  a.subs.emplace(sid, Agent::Sub{std::string(pattern), gid, counters_.pattern_open(pattern)});
   if (a.stats) counters::bump(a.stats->subscriptions);
   send_ok(a, m.seq());
 }

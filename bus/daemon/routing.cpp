@@ -59,7 +59,10 @@ size_t Daemon::drain_agent(Agent& a, size_t budget) {
     a.from.advance();
     ++n;
   }
-  if (n > 0) a.from.release();
+  if (n > 0) {
+    if (a.stats) counters::note_high_water(a.stats->inbound_high_water, a.from.backlog());
+    a.from.release();
+  }
   return n;
 }
 
@@ -212,6 +215,11 @@ bool Daemon::deliver(uint32_t id, uint32_t tag, std::span<const std::byte> bytes
   counters_.add(counters::Global::messages_out);
   counters_.add(counters::Global::bytes_out, bytes.size());
   if (dst->stats) counters::message_out(*dst->stats, bytes.size());
+  if (tag != kInboxTag) {
+    if (auto it = dst->subs.find(tag); it != dst->subs.end() && it->second.stats != nullptr) {
+      counters::delivered(*it->second.stats, bytes.size());
+    }
+  }
   return true;
 }
 

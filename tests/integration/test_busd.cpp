@@ -9,6 +9,7 @@
 #include <map>
 
 #include "bus/control.hpp"
+#include "bus/counters.hpp"
 #include "busd_fixture.hpp"
 
 using namespace bus;
@@ -48,6 +49,21 @@ TEST_CASE("publish/subscribe with wildcards, in order", "[busd]") {
   for (uint64_t i = 0; i < kN / 2; ++i) {
     CHECK(seen_star[i] == 2 * i + 1);
     CHECK(seen_exact[i] == 2 * i + 1);
+  }
+  // The counters page shows it per pattern and per agent (what busctl reads).
+  auto page = counters::open_counters(d.counters_path());
+  REQUIRE(page);
+  std::map<std::string, uint64_t> per_pattern;
+  for (const auto& p : page->patterns()) per_pattern[p.pattern] = p.messages;
+  CHECK(per_pattern["jobs.>"] == kN);
+  CHECK(per_pattern["jobs.*.new"] == kN / 2);
+  CHECK(per_pattern["jobs.eu.new"] == kN / 2);
+  for (const auto& a : page->agents()) {
+    if (a.name == "publisher") {
+      CHECK(a.messages_in == kN);
+      CHECK(a.inbound_high_water > 0);
+    }
+    if (a.name == "tail") CHECK(a.outbound_high_water > 0);
   }
   // A publish nobody subscribed to is not an error.
   CHECK(pub->publish("nobody.listens", "x"));
@@ -455,4 +471,24 @@ subscribe = ["b.>"]
   size_t joins = 0;
   for (size_t at = 0; (at = log.find("name=subscriber", at)) != std::string::npos; ++at) ++joins;
   CHECK(joins <= 3);  // before the restart, after it (and the agent_left line)
+}
+
+TEST_CASE("a bad config: one error line naming the key, non-zero exit; --check-config", "[busd]") {
+  const auto dir = std::filesystem::temp_directory_path() / ("busd-badcfg-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string cfg = (dir / "busd.toml").string();
+  const std::string out = (dir / "out.log").string();
+  std::ofstream(cfg) << "[limits]\nmax_agents = -3\n";
+  pid_t p = spawn({env_or_die("BUSD_BIN"), "--config", cfg}, (dir / "s.sock").string(), out);
+  CHECK(reap(p) == 1);
+  std::string text = slurp(out);
+  CHECK(text.find("limits.max_agents") != std::string::npos);
+  CHECK(std::count(text.begin(), text.end(), '\n') == 1);
+  CHECK_FALSE(std::filesystem::exists(dir / "s.sock"));  // never started
+  std::ofstream(cfg) << "[limits]\nmax_agents = 10\n";
+  std::filesystem::remove(out);
+  p = spawn({env_or_die("BUSD_BIN"), "--config", cfg, "--check-config"}, (dir / "s.sock").string(), out);
+  CHECK(reap(p) == 0);
+  CHECK(slurp(out).find(": ok") != std::string::npos);
+  std::filesystem::remove_all(dir);
 }

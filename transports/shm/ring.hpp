@@ -318,6 +318,13 @@ class alignas(kFalseSharingRange) RingConsumer {
     return static_cast<uint32_t>(r->data.size());
   }
 
+  /// Bytes the producer has published and this side has not released yet (for high-water
+  /// marks; reads the producer's tail, so not for every message). 0 if the tail looks wrong.
+  [[nodiscard]] uint64_t backlog() const noexcept {
+    const uint64_t t = shared_->prod.tail.load(std::memory_order_acquire);
+    return t - released_ <= capacity_ ? t - released_ : 0;
+  }
+
   /// True when try_peek() will return a record (or Corrupt); looks past a pad. Does not
   /// change which record advance() consumes.
   [[nodiscard]] bool readable() noexcept {
