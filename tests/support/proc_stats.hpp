@@ -1,6 +1,6 @@
-// Per-thread kernel counters, read from /proc, to show that a code path made no system calls:
-// voluntary context switches (every sleep is one) and read/write system calls
-// (/proc/thread-self/io, present when the kernel has task I/O accounting).
+// Per-thread kernel counters to show that a code path made no system calls: voluntary context
+// switches (every sleep is one; getrusage) and read/write system calls (/proc/thread-self/io,
+// present when the kernel has task I/O accounting).
 #pragma once
 
 #include <fcntl.h>
@@ -14,16 +14,17 @@
 
 namespace bus::test {
 
-struct ThreadSyscalls {
-  uint64_t voluntary_switches = 0;
-  std::optional<uint64_t> read_write_calls;  // syscr + syscw; nullopt if not available
-};
-
-inline ThreadSyscalls thread_syscalls() {
-  ThreadSyscalls out;
+/// Voluntary context switches of this thread: getrusage only, nothing that could block itself,
+/// so two readings tight around a loop count the loop's alone.
+inline uint64_t voluntary_switches() {
   rusage ru{};
   getrusage(RUSAGE_THREAD, &ru);
-  out.voluntary_switches = static_cast<uint64_t>(ru.ru_nvcsw);
+  return static_cast<uint64_t>(ru.ru_nvcsw);
+}
+
+/// read/write system calls of this thread so far (syscr + syscw); nullopt if not available.
+inline std::optional<uint64_t> read_write_calls() {
+  std::optional<uint64_t> out;
   // Exactly one open, one read and one close per call, so that two calls in a row differ by a
   // constant that the caller can measure (no stdio buffering or locale set-up in between).
   const int fd = ::open("/proc/thread-self/io", O_RDONLY | O_CLOEXEC);
@@ -36,7 +37,7 @@ inline ThreadSyscalls thread_syscalls() {
   const char* r = std::strstr(buf, "syscr:");
   const char* w = std::strstr(buf, "syscw:");
   if (r != nullptr && w != nullptr) {
-    out.read_write_calls = std::strtoull(r + 6, nullptr, 10) + std::strtoull(w + 6, nullptr, 10);
+    out = std::strtoull(r + 6, nullptr, 10) + std::strtoull(w + 6, nullptr, 10);
   }
   return out;
 }
