@@ -63,7 +63,9 @@ TEST_CASE("publish/subscribe with wildcards, in order", "[busd]") {
       CHECK(a.messages_in == kN);
       CHECK(a.inbound_high_water > 0);
     }
-    if (a.name == "tail") CHECK(a.outbound_high_water > 0);
+    // High-water marks are sampled once per routing pass: "exact" was not reading while busd
+    // delivered (tail was, and consumes records as they are committed).
+    if (a.name == "exact") CHECK(a.outbound_high_water > 0);
   }
   // A publish nobody subscribed to is not an error.
   CHECK(pub->publish("nobody.listens", "x"));

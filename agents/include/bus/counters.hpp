@@ -181,6 +181,7 @@ struct alignas(kCacheLine) AgentCounters {
   std::atomic<uint64_t> pending_requests;     // 72   gauge: its requests awaiting a reply
   std::atomic<uint64_t> inbound_high_water;   // 80   most bytes ever queued, agent to busd
   std::atomic<uint64_t> outbound_high_water;  // 88   most bytes ever queued, busd to agent
+                                              //      (both sampled once per routing pass)
   uint64_t reserved[4];                       // 96
 };
 
