@@ -121,7 +121,13 @@ class Daemon {
   static uint64_t pending_key(uint32_t agent, uint64_t id) noexcept {
     return (static_cast<uint64_t>(agent) << 40) ^ id;
   }
-  std::unordered_map<uint64_t, Pending> pending_;
+  using PendingMap = std::unordered_map<uint64_t, Pending>;
+  PendingMap pending_;
+  // Nodes of answered requests, reused (with their responders' capacity) by the next ones: a
+  // routed request allocates nothing once as many have been in flight before.
+  std::vector<PendingMap::node_type> pending_free_;
+  Pending& add_pending(uint64_t key);
+  PendingMap::iterator drop_pending(PendingMap::iterator it);
   // (deadline, key) min-heap; entries whose request was answered are skipped when popped.
   std::priority_queue<std::pair<uint64_t, uint64_t>, std::vector<std::pair<uint64_t, uint64_t>>,
                       std::greater<>>

@@ -115,7 +115,7 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
           --r->pending_requests;
           if (r->stats) counters::drop_by(r->stats->pending_requests);
         }
-        pending_.erase(it);
+        drop_pending(it);
       }
     }
     src.owed.assign(1, router::SubRef{target, kInboxTag, 0});
@@ -143,13 +143,21 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
     const clock::Stamp st = v.stamp();
     const uint64_t deadline = st.has_deadline ? clock::deadline_of(st) : now + kDefaultRequestTimeoutNs;
     const uint64_t key = pending_key(src.id, v.header().msg_id());
-    Pending& p = pending_[key];
+    Pending& p = add_pending(key);
     p.requester = src.id;
     p.request_id = v.header().msg_id();
     p.deadline_ns = deadline;
     p.responders.clear();
     for (const auto& d : deliveries_) p.responders.push_back(d.agent);
     deadlines_.emplace(deadline, key);
+    // Answered requests leave their entry in the heap until its deadline: rebuild it from the
+    // live ones when they are fewer than half, so its size stays bounded by what is pending.
+    if (deadlines_.size() > 2 * pending_.size() + 1024) {
+      std::vector<std::pair<uint64_t, uint64_t>> live;
+      live.reserve(pending_.size());
+      for (const auto& [k, pr] : pending_) live.emplace_back(pr.deadline_ns, k);
+      deadlines_ = decltype(deadlines_)(std::greater<>{}, std::move(live));
+    }
     ++src.pending_requests;
     if (src.stats) counters::bump(src.stats->pending_requests);
   } else if (deliveries_.empty()) {
@@ -253,13 +261,14 @@ void Daemon::expire_requests(uint64_t now) {
     deadlines_.pop();
     auto it = pending_.find(key);
     if (it == pending_.end() || it->second.deadline_ns > now) continue;  // answered (or re-used)
-    const Pending p = it->second;
-    pending_.erase(it);
+    const uint32_t requester = it->second.requester;
+    const uint64_t request_id = it->second.request_id;
+    drop_pending(it);
     counters_.add(counters::Global::request_timeouts);
-    if (Agent* r = agent(p.requester); r != nullptr && r->phase == Agent::Phase::Active) {
+    if (Agent* r = agent(requester); r != nullptr && r->phase == Agent::Phase::Active) {
       if (r->pending_requests > 0) --r->pending_requests;
       if (r->stats) counters::drop_by(r->stats->pending_requests);
-      answer_error(*r, p.request_id, Errc::Timeout, "no reply before the request's deadline");
+      answer_error(*r, request_id, Errc::Timeout, "no reply before the request's deadline");
     }
   }
 }
@@ -268,7 +277,7 @@ void Daemon::forget_requests_of(uint32_t id) {
   for (auto it = pending_.begin(); it != pending_.end();) {
     Pending& p = it->second;
     if (p.requester == id) {
-      it = pending_.erase(it);
+      it = drop_pending(it);
       continue;
     }
     const size_t before = p.responders.size();
@@ -280,11 +289,27 @@ void Daemon::forget_requests_of(uint32_t id) {
         if (r->stats) counters::drop_by(r->stats->pending_requests);
         answer_error(*r, p.request_id, Errc::NoResponders, "the responder went away before replying");
       }
-      it = pending_.erase(it);
+      it = drop_pending(it);
       continue;
     }
     ++it;
   }
+}
+
+Daemon::Pending& Daemon::add_pending(uint64_t key) {
+  if (pending_free_.empty()) return pending_[key];
+  auto node = std::move(pending_free_.back());
+  pending_free_.pop_back();
+  node.key() = key;
+  auto r = pending_.insert(std::move(node));
+  if (!r.inserted) pending_free_.push_back(std::move(r.node));  // same id again: reuse the entry
+  return r.position->second;
+}
+
+Daemon::PendingMap::iterator Daemon::drop_pending(PendingMap::iterator it) {
+  auto next = std::next(it);
+  pending_free_.push_back(pending_.extract(it));
+  return next;
 }
 
 void Daemon::system_publish(std::string_view subject, std::span<const std::byte> payload) {

@@ -113,6 +113,20 @@ TEST_CASE("no responders is an immediate error; deadline expiry a timeout", "[bu
   CHECK(r.error().code() == Errc::NoResponders);
   CHECK(took < 500ms);  // not the 5 s deadline
 
+  // Many answered requests first: busd rebuilds its deadline heap along the way (it keeps only
+  // the live ones), and a deadline must still fire afterwards.
+  auto echo = d.client("echo");
+  REQUIRE(echo->subscribe("svc.echo", [&](const Message& m) { (void)echo->reply(m, m.payload()); }));
+  std::atomic<bool> stop{false};
+  std::thread server([&] {
+    while (!stop) (void)echo->poll(std::chrono::milliseconds(5));
+  });
+  int answered = 0;
+  for (int i = 0; i < 3000; ++i) answered += requester->request("svc.echo", "x", 2s).has_value();
+  stop = true;
+  server.join();
+  CHECK(answered == 3000);
+
   auto silent = d.client("silent");
   REQUIRE(silent->subscribe("svc.slow", [](const Message&) {}));  // never replies
   t0 = std::chrono::steady_clock::now();
