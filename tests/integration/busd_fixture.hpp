@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -50,6 +51,8 @@ inline bool eventually(const std::function<bool()>& pred, int ms = 5000) {
 inline pid_t spawn(const std::vector<std::string>& argv, const std::string& socket, const std::string& log) {
   const pid_t pid = ::fork();
   if (pid == 0) {
+    // A test that crashes must not leave busd or agents running: they die with it.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::setenv("BUS_SOCKET", socket.c_str(), 1);
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
