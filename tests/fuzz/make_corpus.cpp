@@ -18,39 +18,17 @@
 #include "bus/limits.hpp"
 #include "control_generated.h"
 #include "envelope_next_generated.h"
+#include "corpus_writer.hpp"
 #include "ring_input.hpp"
 
 using namespace bus;
 namespace fs = std::filesystem;
-using Bytes = std::vector<uint8_t>;
+using corpus::Bytes;
 
 namespace {
 
-fs::path g_out;
-int g_written = 0;
-
-void write_seed(const std::string& target, const std::string& name, const Bytes& b) {
-  if (b.size() >= 4096) {
-    std::fprintf(stderr, "seed %s/%s is %zu bytes (limit 4 KiB)\n", target.c_str(), name.c_str(),
-                 b.size());
-    std::exit(1);
-  }
-  fs::create_directories(g_out / target);
-  std::ofstream f(g_out / target / name, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-  if (!f) {
-    std::fprintf(stderr, "cannot write %s/%s\n", target.c_str(), name.c_str());
-    std::exit(1);
-  }
-  ++g_written;
-}
-
-void require(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "make_corpus: %s\n", what);
-    std::exit(1);
-  }
-}
+using corpus::require;
+using corpus::write_seed;
 
 Bytes to_bytes(std::span<const std::byte> s) {
   const auto* p = reinterpret_cast<const uint8_t*>(s.data());
@@ -414,15 +392,10 @@ void wait_seeds() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s OUTDIR\n", argv[0]);
-    return 2;
-  }
-  g_out = argv[1];
-  envelope_seeds();
-  control_seeds();
-  ring_seeds();
-  wait_seeds();
-  std::printf("make_corpus: wrote %d seed files under %s\n", g_written, g_out.c_str());
-  return 0;
+  return bus::corpus::run(argc, argv, "make_corpus", [] {
+    envelope_seeds();
+    control_seeds();
+    ring_seeds();
+    wait_seeds();
+  });
 }

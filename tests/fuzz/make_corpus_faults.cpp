@@ -13,34 +13,19 @@
 #include <vector>
 
 #include "bus/control.hpp"
+#include "corpus_writer.hpp"
 #include "bus/counters.hpp"
 #include "counters/page.hpp"
 #include "socket/frame.hpp"
 
 using namespace bus;
 namespace fs = std::filesystem;
-using Bytes = std::vector<uint8_t>;
+using corpus::Bytes;
 
 namespace {
 
-fs::path g_out;
-int g_written = 0;
-
-void require(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "make_corpus_faults: %s\n", what);
-    std::exit(1);
-  }
-}
-
-void write_seed(const std::string& target, const std::string& name, const Bytes& b) {
-  require(b.size() < 4096, "a seed is 4 KiB or more");
-  fs::create_directories(g_out / target);
-  std::ofstream f(g_out / target / name, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-  require(f.good(), "cannot write a seed");
-  ++g_written;
-}
+using corpus::require;
+using corpus::write_seed;
 
 // ---- fuzz_frames: [max u16][methods][k][codes...][stream]
 
@@ -179,13 +164,8 @@ void counters_seeds() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s OUTDIR\n", argv[0]);
-    return 2;
-  }
-  g_out = argv[1];
-  frames_seeds();
-  counters_seeds();
-  std::printf("make_corpus_faults: wrote %d seed files under %s\n", g_written, g_out.c_str());
-  return 0;
+  return bus::corpus::run(argc, argv, "make_corpus_faults", [] {
+    frames_seeds();
+    counters_seeds();
+  });
 }
