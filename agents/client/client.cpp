@@ -105,7 +105,7 @@ void Client::on_state_change(std::function<void(ConnectionState, const Error*)> 
 
 Result<void> Client::Impl::send(wire::Kind kind, std::string_view subject,
                                 std::span<const std::byte> payload, uint64_t correlation_id,
-                                uint64_t budget_ns, Errc status) {
+                                uint64_t budget_ns, Errc status, bool flush) {
   // An agent that only publishes never waits for messages, so it looks at its control socket
   // here, at most every 10 ms (one non-blocking read): it answers heartbeats and notices a busd
   // that went away. The clock reading is the message's timestamp anyway.
@@ -137,15 +137,24 @@ Result<void> Client::Impl::send(wire::Kind kind, std::string_view subject,
   meta.stamp = clock::stamp(now, budget_ns);
   meta.source_id = agent_id;
   meta.status = status;
+  meta.timed = opts.hop_timing;
   fill_header(*h, meta);
   out.commit(static_cast<uint32_t>(size));
-  out.publish();
+  if (flush) out.publish();
   ++stats.published;
   return {};
 }
 
 Result<void> Client::publish(std::string_view subject, std::span<const std::byte> payload) {
   return impl_->send(wire::Kind::Publish, subject, payload, 0, 0, Errc::Ok);
+}
+
+Result<void> Client::publish(std::string_view subject, std::span<const std::byte> payload, Flush flush) {
+  return impl_->send(wire::Kind::Publish, subject, payload, 0, 0, Errc::Ok, flush == Flush::Now);
+}
+
+void Client::flush() noexcept {
+  if (impl_->out.attached()) impl_->out.publish();
 }
 
 Result<void> Client::reply(const Message& request, std::span<const std::byte> payload) {
@@ -260,6 +269,7 @@ void Client::Impl::wait_inbound(uint64_t deadline_ns) {
 Result<size_t> Client::poll(std::chrono::nanoseconds timeout) {
   Impl& m = *impl_;
   const uint64_t deadline = clock::mono_ns() + ns(timeout);
+  flush();  // batched publishes must not wait behind a poll
   for (;;) {
     if (m.ensure_connected()) {
       bool got = false;

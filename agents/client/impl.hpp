@@ -99,7 +99,7 @@ struct Client::Impl {
 
   // ---- data plane (client.cpp)
   Result<void> send(wire::Kind kind, std::string_view subject, std::span<const std::byte> payload,
-                    uint64_t correlation_id, uint64_t budget_ns, Errc status);
+                    uint64_t correlation_id, uint64_t budget_ns, Errc status, bool flush = true);
   /// Dispatches up to `max` ready messages; stops early at the reply `want_reply` (copied into
   /// reply_buf, *got set) if non-zero.
   Result<size_t> dispatch(size_t max, uint64_t want_reply, bool* got);

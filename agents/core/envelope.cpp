@@ -55,6 +55,7 @@ void fill_header(wire::Header& h, const MessageMeta& m) noexcept {
   if (m.stamp.has_deadline) flags |= static_cast<uint8_t>(wire::Flags::HasDeadline);
   if (m.payload_is_flatbuffer) flags |= static_cast<uint8_t>(wire::Flags::PayloadFlatBuffer);
   if ((m.trace_hi | m.trace_lo) != 0) flags |= static_cast<uint8_t>(wire::Flags::Traced);
+  if (m.timed) flags |= static_cast<uint8_t>(wire::Flags::Timed);
   h.mutate_msg_id(m.msg_id);
   h.mutate_correlation_id(m.correlation_id);
   h.mutate_timestamp_ns(m.stamp.timestamp_ns);
@@ -65,6 +66,24 @@ void fill_header(wire::Header& h, const MessageMeta& m) noexcept {
   h.mutate_status(m.status);
   h.mutate_kind(m.kind);
   h.mutate_flags(flags);
+}
+
+std::optional<HopTiming> hop_timing(const wire::Header& h) noexcept {
+  if ((h.flags() & static_cast<uint8_t>(wire::Flags::Timed)) == 0) return std::nullopt;
+  const auto* r = h.reserved();
+  auto u32 = [&](int at) {
+    return static_cast<uint32_t>(r->Get(at)) | static_cast<uint32_t>(r->Get(at + 1)) << 8 |
+           static_cast<uint32_t>(r->Get(at + 2)) << 16 | static_cast<uint32_t>(r->Get(at + 3)) << 24;
+  };
+  return HopTiming{u32(0), u32(4)};
+}
+
+void set_hop_timing(wire::Header& h, HopTiming t) noexcept {
+  auto* r = h.mutable_reserved();
+  for (int i = 0; i < 4; ++i) {
+    r->Mutate(i, static_cast<uint8_t>(t.to_busd_ns >> (8 * i)));
+    r->Mutate(4 + i, static_cast<uint8_t>(t.in_busd_ns >> (8 * i)));
+  }
 }
 
 Expected<EnvelopeTemplate> EnvelopeTemplate::make(const Strings& s) {

@@ -57,6 +57,10 @@ struct Agent {
   // these targets; nothing more is read from this agent until they are done.
   std::vector<router::SubRef> owed;
   bool stalled() const noexcept { return !owed.empty(); }
+  // The message at the head asked for hop timing (Flags::Timed): when busd read it (0: not
+  // timed) and where its Header sits, for stamping each delivered copy.
+  uint64_t timed_in_ns = 0;
+  uint32_t timed_header_at = 0;
 
   uint32_t pending_requests = 0;
   counters::AgentCounters* stats = nullptr;

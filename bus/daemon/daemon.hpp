@@ -75,7 +75,8 @@ class Daemon {
   /// A message its agent may not send (system subject, invalid subject, ACL): counted and
   /// answered. Cold path.
   [[gnu::cold, gnu::noinline]] void refuse(Agent& src, const EnvelopeView& v, bool system_subject);
-  bool deliver(uint32_t agent, uint32_t tag, std::span<const std::byte> bytes);
+  /// `src`: the publisher, when the message is one of its (for hop timing); null for busd's own.
+  bool deliver(uint32_t agent, uint32_t tag, std::span<const std::byte> bytes, const Agent* src = nullptr);
   void publish_dirty();
   void answer_error(Agent& requester, uint64_t request_id, Errc code, std::string_view detail);
   void expire_requests(uint64_t now_ns);

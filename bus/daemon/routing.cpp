@@ -6,6 +6,7 @@
 // at the head of the publisher's ring; nothing more is read from that publisher until every
 // delivery it owes is done, so busd's memory stays bounded and the publisher feels the push-back
 // through its own ring filling up.
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -29,6 +30,17 @@ uint32_t inbox_agent(std::string_view subject) {
   uint32_t id = 0;
   const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), id);
   return ec == std::errc{} && end == rest.data() + rest.size() ? id : 0;
+}
+
+// Hop timing into a delivered copy (Flags::Timed): from the sender's timestamp to busd reading
+// the message, and from then to now. The copy is busd's own memory until committed.
+void stamp_hops(const Agent& src, std::byte* copy) noexcept {
+  auto* h = reinterpret_cast<wire::Header*>(copy + src.timed_header_at);
+  const uint64_t now = clock::mono_ns();
+  const uint64_t sent = h->timestamp_ns();
+  auto sat = [](uint64_t v) { return static_cast<uint32_t>(std::min<uint64_t>(v, UINT32_MAX)); };
+  set_hop_timing(*h, HopTiming{sat(src.timed_in_ns > sent ? src.timed_in_ns - sent : 0),
+                               sat(now - src.timed_in_ns)});
 }
 
 }  // namespace
@@ -95,6 +107,11 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
   }
   counters_.add(counters::Global::messages_in);
   counters_.add(counters::Global::bytes_in, bytes.size());
+  src.timed_in_ns = 0;
+  if ((v.header().flags() & static_cast<uint8_t>(wire::Flags::Timed)) != 0) [[unlikely]] {
+    src.timed_in_ns = clock::mono_ns();
+    src.timed_header_at = static_cast<uint32_t>(reinterpret_cast<const std::byte*>(&v.header()) - bytes.data());
+  }
   if (src.stats) counters::message_in(*src.stats, bytes.size());
 
   const std::string_view subject = v.subject();
@@ -194,13 +211,13 @@ void Daemon::refuse(Agent& src, const EnvelopeView& v, bool system_subject) {
 bool Daemon::deliver_owed(Agent& src, std::span<const std::byte> bytes) {
   size_t keep = 0;
   for (size_t i = 0; i < src.owed.size(); ++i) {
-    if (!deliver(src.owed[i].agent, src.owed[i].sid, bytes)) src.owed[keep++] = src.owed[i];
+    if (!deliver(src.owed[i].agent, src.owed[i].sid, bytes, &src)) src.owed[keep++] = src.owed[i];
   }
   src.owed.resize(keep);
   return keep == 0;
 }
 
-bool Daemon::deliver(uint32_t id, uint32_t tag, std::span<const std::byte> bytes) {
+bool Daemon::deliver(uint32_t id, uint32_t tag, std::span<const std::byte> bytes, const Agent* src) {
   Agent* dst = agent(id);
   if (dst == nullptr || dst->phase != Agent::Phase::Active) return true;  // gone: nothing owed
   auto claim = dst->to.try_claim(static_cast<uint32_t>(bytes.size()), tag);
@@ -215,6 +232,7 @@ bool Daemon::deliver(uint32_t id, uint32_t tag, std::span<const std::byte> bytes
     return true;
   }
   std::memcpy(claim->data(), bytes.data(), bytes.size());
+  if (src != nullptr && src->timed_in_ns != 0) [[unlikely]] stamp_hops(*src, claim->data());
   dst->to.commit(static_cast<uint32_t>(bytes.size()));
   if (!dst->to_dirty) {
     dst->to_dirty = true;

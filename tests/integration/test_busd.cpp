@@ -102,6 +102,41 @@ TEST_CASE("request/reply, queue-group fairness", "[busd]") {
   for (const auto& [name, n] : served) CHECK(n == 100);  // round-robin: exactly fair
 }
 
+TEST_CASE("hop timing: busd stamps its times into Timed messages only; batched publish", "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto timed_opts = d.options("timed");
+  timed_opts.hop_timing = true;
+  auto timed = Client::connect(timed_opts);
+  REQUIRE(timed);
+  auto plain = d.client("plain");
+  auto sub = d.client("sub");
+  REQUIRE(plain);
+  REQUIRE(sub);
+  std::vector<std::optional<HopTiming>> seen;
+  std::vector<uint64_t> stamps, arrivals;
+  REQUIRE(sub->subscribe("t.>", [&](const Message& m) {
+    seen.push_back(hop_timing(m.envelope().header()));
+    stamps.push_back(m.envelope().header().timestamp_ns());
+    arrivals.push_back(clock::mono_ns());
+  }));
+  REQUIRE((*timed)->publish("t.a", "x"));
+  REQUIRE(plain->publish("t.b", "y"));
+  REQUIRE(pump_until(*sub, [&] { return seen.size() == 2; }));
+  REQUIRE(seen[0].has_value());
+  CHECK_FALSE(seen[1].has_value());
+  // Both hops lie inside the message's own journey from its timestamp to its arrival.
+  const uint64_t journey = arrivals[0] - stamps[0];
+  CHECK(uint64_t{seen[0]->to_busd_ns} + seen[0]->in_busd_ns <= journey);
+  CHECK(seen[0]->in_busd_ns < 1'000'000'000u);
+
+  // Batched: written without waking busd, all delivered in order after flush().
+  seen.clear();
+  for (uint32_t i = 0; i < 1000; ++i) REQUIRE(plain->publish("t.batch", std::as_bytes(std::span(&i, 1)), Flush::Later));
+  plain->flush();
+  REQUIRE(pump_until(*sub, [&] { return seen.size() == 1000; }));
+}
+
 TEST_CASE("no responders is an immediate error; deadline expiry a timeout", "[busd]") {
   Busd d;
   REQUIRE(d.started());

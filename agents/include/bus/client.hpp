@@ -98,7 +98,15 @@ struct ClientOptions {
   std::chrono::milliseconds control_timeout{2000};  // subscribe/unsubscribe/find acknowledgements
   /// How long publish() waits while the ring to busd is full (0: return WouldBlock at once).
   std::chrono::milliseconds publish_timeout{1000};
+  /// Ask busd to write its hop times into every message this agent sends (Flags::Timed, read
+  /// with bus::hop_timing(msg.envelope().header())): busbench's per-hop breakdown. Costs busd
+  /// two clock reads per such message.
+  bool hop_timing = false;
 };
+
+/// publish(): wake busd for this message now (one ring publish, and a wake-up if busd sleeps),
+/// or leave it for a later flush (batching; see Client::flush()).
+enum class Flush : uint8_t { Now, Later };
 
 class Client {
  public:
@@ -117,6 +125,13 @@ class Client {
   /// ring is full), then returns WouldBlock. Errors: InvalidArgument (bad subject), TooLarge,
   /// WouldBlock, Closed (not connected).
   Result<void> publish(std::string_view subject, std::span<const std::byte> payload);
+  /// Batching: with Flush::Later the message is written to the ring without waking busd; busd
+  /// takes it when it next looks at the ring, at the latest at the next flush(),
+  /// publish(Flush::Now), request, reply, poll, or when the ring fills up. A batch of N
+  /// messages costs one ring publish and at most one wake-up of busd.
+  Result<void> publish(std::string_view subject, std::span<const std::byte> payload, Flush flush);
+  /// Makes every message published with Flush::Later visible to busd.
+  void flush() noexcept;
   Result<void> publish(std::string_view subject, std::string_view text) {
     return publish(subject, std::as_bytes(std::span(text.data(), text.size())));
   }

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -34,10 +35,23 @@ struct MessageMeta {
   uint64_t trace_hi = 0;
   uint64_t trace_lo = 0;
   bool payload_is_flatbuffer = false;
+  bool timed = false;  // Flags::Timed: busd writes its hop times into the Header (hop_timing)
 };
 
 /// Writes meta into a Header (in place, inside an encoded envelope).
 void fill_header(wire::Header& h, const MessageMeta& meta) noexcept;
+
+/// Hop timing of a message sent with Flags::Timed (busbench's per-hop breakdown): busd writes,
+/// into the copy it delivers, how long the message took from its timestamp_ns to busd reading
+/// it, and how long busd held it until it wrote the copy. Both in ns, saturating at UINT32_MAX.
+struct HopTiming {
+  uint32_t to_busd_ns = 0;
+  uint32_t in_busd_ns = 0;
+};
+/// The timing busd wrote; nullopt when the message was not sent with Flags::Timed.
+[[nodiscard]] std::optional<HopTiming> hop_timing(const wire::Header& h) noexcept;
+/// busd's side: stores the times into a Header (inside the delivered copy).
+void set_hop_timing(wire::Header& h, HopTiming t) noexcept;
 
 class EnvelopeTemplate {
  public:
