@@ -243,8 +243,12 @@ void Client::Impl::wait_inbound(uint64_t deadline_ns) {
   if (wait.kind != shm::WaitKind::Block) {
     const uint64_t spin = wait.kind == shm::WaitKind::Adaptive ? wait.spin_ns : 10 * kMs;
     const uint64_t until = std::min(deadline_ns, clock::mono_ns() + spin);
-    if (in.wait_peek(wait.kind == shm::WaitKind::Yield ? shm::WaitStrategy::yield() : shm::WaitStrategy::spin(),
-                     shm::Deadline::at(until))) {
+    // Adaptive: the ring's adaptive wait spins politely (yields every 64 polls); `until` ends
+    // its spin phase before it would sleep on the ring alone (this sleeps on the socket too).
+    const shm::WaitStrategy spin_as = wait.kind == shm::WaitKind::Yield      ? shm::WaitStrategy::yield()
+                                      : wait.kind == shm::WaitKind::Adaptive ? shm::WaitStrategy::adaptive(spin + 1)
+                                                                             : shm::WaitStrategy::spin();
+    if (in.wait_peek(spin_as, shm::Deadline::at(until))) {
       return;
     }
     if (wait.kind == shm::WaitKind::Spin) {

@@ -198,8 +198,9 @@ Expected<void> Daemon::give_rings(Agent& a) {
   if (!seg) return tl::unexpected(seg.error());
   a.segment = std::move(*seg);
   const auto bytes = a.segment.bytes();
-  if (auto f = shm::format_ring(bytes.first(ring), cap); !f) return f;
-  if (auto f = shm::format_ring(bytes.subspan(ring), cap); !f) return f;
+  // A new memfd reads as zeros: formatting touches the descriptors only.
+  if (auto f = shm::format_ring(bytes.first(ring), cap, 0, shm::Zeroed::yes); !f) return f;
+  if (auto f = shm::format_ring(bytes.subspan(ring), cap, 0, shm::Zeroed::yes); !f) return f;
   for (auto& e : a.fds) {
     auto fd = shm::EventFd::create();
     if (!fd) return tl::unexpected(fd.error());

@@ -86,7 +86,7 @@ Expected<int> listen_at(const std::string& path, uint32_t mode, const std::strin
   sockaddr_un addr = unix_address(path);
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return tl::unexpected(system_error("socket", errno));
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 128) != 0) {
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, SOMAXCONN) != 0) {
     const int e = errno;
     ::close(fd);
     return tl::unexpected(system_error("binding " + path, e));
@@ -260,6 +260,7 @@ bool Daemon::sleep_until_ready(uint64_t timeout_ns) {
 int Daemon::run() {
   uint64_t last_events = clock::mono_ns();
   uint64_t idle_since = 0;
+  uint32_t spins = 0;
   while (!stop_now_) {
     reap();
     const size_t moved = route_all(256);
@@ -289,8 +290,13 @@ int Daemon::run() {
     const bool may_sleep = wait_.kind == shm::WaitKind::Block ||
                            (wait_.kind == shm::WaitKind::Adaptive && now - idle_since >= wait_.spin_ns);
     if (!may_sleep) {
-      if (wait_.kind == shm::WaitKind::Yield) sched_yield();
-      else shm::cpu_relax();
+      // Adaptive spins politely (a yield every 64 polls), as the rings' waits do: a woken
+      // agent on this CPU then runs at once instead of after the whole spin phase.
+      if (wait_.kind == shm::WaitKind::Yield || (wait_.kind == shm::WaitKind::Adaptive && (++spins & 63) == 0)) {
+        sched_yield();
+      } else {
+        shm::cpu_relax();
+      }
       if (now - last_events >= kMs) {
         handle_events(0);
         last_events = now;

@@ -44,11 +44,17 @@ struct EndpointStats {
   uint64_t would_block = 0;  // producer: claims refused because the ring was full
 };
 
+/// Whether format_ring may skip zeroing the records: `yes` for memory known to be zero (a new
+/// memfd or file just sized), so that none of its pages is touched (and made resident) until
+/// records are written there. busd creates a ring pair per agent: thousands of agents cost
+/// their touched pages, not 8 MiB each.
+enum class Zeroed : bool { no, yes };
+
 /// Writes a fresh ring into `region` (ring_bytes(capacity) bytes, 128-byte aligned), for the
-/// creator only, before any other side attaches: zeroes the records, sets the descriptor.
-/// max_record = 0 picks max_record_for(capacity).
+/// creator only, before any other side attaches: zeroes the records (unless `zeroed`), sets the
+/// descriptor. max_record = 0 picks max_record_for(capacity).
 [[nodiscard]] Expected<void> format_ring(std::span<std::byte> region, uint64_t capacity,
-                                         uint32_t max_record = 0);
+                                         uint32_t max_record = 0, Zeroed zeroed = Zeroed::no);
 
 /// The geometry an attaching side read and checked.
 struct RingGeometry {

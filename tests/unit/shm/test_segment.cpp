@@ -7,6 +7,8 @@
 
 #include <cstring>
 #include <filesystem>
+#include <span>
+#include <vector>
 
 #include "shm/ring.hpp"
 #include "shm/segment.hpp"
@@ -74,4 +76,43 @@ TEST_CASE("file segments live under a configurable directory with the given mode
   CHECK(Segment::create_file(dir.string(), "../escape", 4096).error().code() ==
         Errc::InvalidArgument);
   std::filesystem::remove_all(dir);
+}
+
+// Resident pages of a mapping (mincore counts shmem pages that exist, whoever touched them).
+static size_t resident_pages(std::span<std::byte> bytes) {
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> v((bytes.size() + page - 1) / page);
+  REQUIRE(::mincore(bytes.data(), bytes.size(), v.data()) == 0);
+  size_t n = 0;
+  for (unsigned char b : v) n += b & 1;
+  return n;
+}
+
+TEST_CASE("a ring formatted on a new memfd (Zeroed::yes) touches only its descriptor pages", "[segment]") {
+  constexpr uint64_t kCap = 4ull << 20;
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  auto lazy = Segment::create_memfd("lazy", ring_bytes(kCap), false);
+  auto eager = Segment::create_memfd("eager", ring_bytes(kCap), false);
+  REQUIRE(lazy);
+  REQUIRE(eager);
+  REQUIRE(format_ring(lazy->bytes(), kCap, 0, Zeroed::yes));
+  REQUIRE(format_ring(eager->bytes(), kCap, 0, Zeroed::no));
+  CHECK(resident_pages(lazy->bytes()) * page <= 64 * 1024);    // busd: 1000 agents cost little
+  CHECK(resident_pages(eager->bytes()) * page >= kCap);         // zeroing touches every page
+  // And the lazily formatted ring works: records written, wrapped and read back.
+  auto p = RingProducer::attach(lazy->bytes());
+  auto c = RingConsumer::attach(lazy->bytes());
+  REQUIRE(p);
+  REQUIRE(c);
+  std::vector<std::byte> rec(64 * 1024, std::byte{7});
+  for (int i = 0; i < 200; ++i) {  // 12.8 MiB through a 4 MiB ring
+    rec[0] = static_cast<std::byte>(i);
+    REQUIRE(p->try_write(rec));
+    auto r = c->try_peek();
+    REQUIRE(r);
+    CHECK(r->data.size() == rec.size());
+    CHECK(r->data[0] == static_cast<std::byte>(i));
+    c->advance();
+    c->release();
+  }
 }
