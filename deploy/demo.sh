@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's main job: builds the tree, starts busd on its embedded default config, runs the
 # example agents (ping/pong request/reply round trips, a planner with a queue group of workers),
-# shows busctl, stops everything and checks that nothing is left behind; then a short busbench
+# shows busctl, stops everything and checks that nothing is left behind; then busbench pingpong
+# (through busd, next to its baselines) and a short busbench
 # of the ring on its own, next to its same-run baselines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +64,7 @@ fi
 echo "busd stopped; nothing left in $run but logs, nothing new in /dev/shm"
 rm -rf "$run"
 
+echo "== busbench pingpong: request/reply through a private busd, interleaved with raw baselines"
+$B/agents/busbench/busbench pingpong --busd "$B/bus/daemon/busd"
 echo "== busbench ring --quick: the shared-memory ring alone, next to its same-run baselines"
 $B/agents/busbench/busbench ring --quick
-$B/agents/busbench/busbench envelope --runs 3

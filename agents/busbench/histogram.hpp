@@ -39,6 +39,16 @@ class Histogram {
   void write_hgrm(std::ostream& out, double unit_ratio = 1000.0,
                   int ticks_per_half_distance = 5) const;
 
+  /// Calls f(value, count) for every non-empty bucket, in increasing order of value; `value`
+  /// is the highest value the bucket stands for (recording it into another histogram of at
+  /// least this precision keeps every percentile).
+  template <class F>
+  void for_each_bucket(F&& f) const {
+    for (size_t i = 0; i < counts_.size(); ++i) {
+      if (counts_[i] != 0) f(highest_equivalent(value_at_index(i)), counts_[i]);
+    }
+  }
+
   [[nodiscard]] size_t bucket_count() const noexcept { return bucket_count_; }
   [[nodiscard]] size_t sub_bucket_count() const noexcept { return sub_bucket_count_; }
 

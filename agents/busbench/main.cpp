@@ -18,6 +18,38 @@ void add_common(CLI::App* app, bus::bench::CommonOptions& o) {
   app->add_flag("--quiet", o.quiet, "no progress line on stderr (none unless stderr is a terminal)");
 }
 
+struct BusCli {
+  bus::bench::BusOptions o;
+  int baseline = 0;  // 0: the scenario's default; > 0 on; < 0 off
+  bool quick = false;
+  CLI::App* app = nullptr;
+};
+
+// Options every scenario through busd takes.
+void add_bus_common(CLI::App* app, BusCli& c) {
+  auto& o = c.o;
+  c.app = app;
+  add_common(app, o);
+  app->add_option("--hgrm", o.hgrm_dir, "write HdrHistogram .hgrm percentile files into DIR");
+  app->add_option("--plot", o.plot, "draw latency by percentile (log scale) of the run and its baselines to FILE.svg");
+  app->add_option("--payload", o.payload, "payload bytes per message")->check(CLI::Range(0u, 1u << 19));
+  app->add_option("--count", o.count, "per run: round trips, rounds, messages or requests (a cap with --duration)");
+  app->add_option("--duration", o.duration_s, "per run, seconds (instead of --count)")->check(CLI::Range(0.0, 3600.0));
+  app->add_option("--warmup", o.warmup, "unmeasured round trips/rounds before each run");
+  app->add_option("--rate", o.rate, "open loop: send at this many per second, coordinated omission corrected "
+                                    "(default: closed loop, not corrected)")->check(CLI::Range(0.0, 1e9));
+  app->add_option("--timeout-ms", o.timeout_ms, "per request (scatter: per round)")->check(CLI::Range(1u, 600'000u));
+  app->add_option("--wait", o.wait, "wait strategy of busbench's agents: spin | yield | adaptive[:<n>us] | block");
+  app->add_option("--busd-wait", o.busd_wait, "wait strategy of the busd busbench starts");
+  app->add_option("--pin", o.pin, "CPUs for busbench, its agents, busd (-1: not pinned), e.g. --pin 0,1,-1")
+      ->delimiter(',')->expected(1, 3);
+  app->add_option("--address", o.address, "measure the busd listening at this socket instead of starting one");
+  app->add_option("--transport", o.transport, "shm (local shared memory); tcp, dpdk, rdma as their links land");
+  app->add_option("--busd", o.busd_bin, "busd binary to start (default: $BUSD_BIN, next to busbench, $PATH)");
+  app->add_flag("--baseline,!--no-baseline", c.baseline, "interleave the raw baselines with busd's runs");
+  app->add_flag("--quick", c.quick, "a short run (3 runs, fewer messages)");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -51,9 +83,62 @@ int main(int argc, char** argv) {
   e->add_option("--payload", env.payload, "payload bytes")->check(CLI::Range(0u, 1u << 20));
   e->add_option("--iterations", env.iterations, "messages per run");
 
+  BusCli pp, ld, sc, ps, ag;
+  add_bus_common(app.add_subcommand("pingpong", "request/reply round trips through busd, next to raw baselines"), pp);
+  add_bus_common(app.add_subcommand("loaded", "pingpong while a background publisher pushes --load-rate through the same busd"), ld);
+  ld.app->add_option("--load-rate", ld.o.load_rate, "background messages per second")->check(CLI::Range(1.0, 1e8));
+  auto* scatter = app.add_subcommand("scatter", "one coordinator, N workers: the latency of one coordination round");
+  add_bus_common(scatter, sc);
+  sc.o.count = 5'000;
+  scatter->add_option("--workers", sc.o.workers, "worker processes (1..64)")->check(CLI::Range(1u, 64u));
+  scatter->add_option("--quorum", sc.o.quorum, "a round ends at this many replies (default: all)");
+  auto* pubsub = app.add_subcommand("pubsub", "one publisher to N subscribers: msgs/s and MB/s, batched and not");
+  add_bus_common(pubsub, ps);
+  ps.o.count = 500'000;
+  pubsub->add_option("--subscribers", ps.o.subscribers, "subscriber processes")->check(CLI::Range(1u, 256u));
+  pubsub->add_option("--batch", ps.o.batch, "messages per flush when batching")->check(CLI::Range(1u, 65536u));
+  auto* agents = app.add_subcommand("agents", "K agent processes doing request/reply to a queue group of services");
+  add_bus_common(agents, ag);
+  ag.o.runs = 1;
+  ag.o.count = 0;
+  ag.o.duration_s = 10;
+  ag.o.timeout_ms = 5'000;
+  agents->add_option("--agents", ag.o.agents, "agent processes connected at once")->check(CLI::Range(1u, 100'000u));
+  agents->add_option("--services", ag.o.services, "service processes in the queue group")->check(CLI::Range(1u, 64u));
+  agents->add_option("--agent-rate", ag.o.agent_rate, "requests per second per agent")->check(CLI::Range(0.01, 1e6));
+  pp.app->add_option("--stall-ms", pp.o.stall_ms, "the responder stalls once for this long, halfway through run 1 "
+                                                  "(shows what coordinated-omission correction does)");
+
   CLI11_PARSE(app, argc, argv);
   // The progress line rewrites itself with \r: only on a terminal.
   if (::isatty(STDERR_FILENO) == 0) ring.quiet = env.quiet = true;
+  for (BusCli* c : {&pp, &ld, &sc, &ps, &ag}) {
+    if (::isatty(STDERR_FILENO) == 0) c->o.quiet = true;
+    if (!c->app->parsed()) continue;
+    const bool default_baseline = c == &pp || c == &ps;
+    c->o.baseline = c->baseline == 0 ? default_baseline : c->baseline > 0;
+    if (c->quick) {
+      c->o.runs = 3;
+      if (c == &ps) {
+        c->o.count = 100'000;
+      } else if (c == &ag) {
+        c->o.duration_s = 3;
+      } else {
+        c->o.count = std::min<uint64_t>(c->o.count, 5'000);
+        c->o.warmup = std::min<uint64_t>(c->o.warmup, 500);
+      }
+    }
+    try {
+      if (c == &pp) return bus::bench::run_pingpong(c->o);
+      if (c == &ld) return bus::bench::run_loaded(c->o);
+      if (c == &sc) return bus::bench::run_scatter(c->o);
+      if (c == &ps) return bus::bench::run_pubsub(c->o);
+      return bus::bench::run_agents(c->o);
+    } catch (const std::exception& ex) {
+      std::fprintf(stderr, "\nbusbench: %s\n", ex.what());
+      return 1;
+    }
+  }
   try {
     if (r->parsed()) {
       auto ws = bus::shm::parse_wait_strategy(ring_wait);

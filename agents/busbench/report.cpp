@@ -6,6 +6,8 @@
 #include <fstream>
 #include <functional>
 
+#include "plot.hpp"
+
 namespace bus::bench {
 namespace {
 
@@ -99,6 +101,30 @@ ThroughputRow& Report::throughput(const std::string& name, const std::string& no
   return thr_.back();
 }
 
+ProcessRow& Report::process(const std::string& name, const std::string& note) {
+  for (auto& r : proc_) {
+    if (r.name == name) return r;
+  }
+  proc_.push_back(ProcessRow{name, note, {}});
+  return proc_.back();
+}
+
+Fact& Report::fact(const std::string& name, const std::string& unit, bool worst_is_max) {
+  for (auto& f : facts_) {
+    if (f.name == name) return f;
+  }
+  facts_.push_back(Fact{name, unit, worst_is_max, {}});
+  return facts_.back();
+}
+
+LatencyRow& Report::hop(const std::string& name) {
+  for (auto& r : hops_) {
+    if (r.name == name) return r;
+  }
+  hops_.push_back(LatencyRow{name, "", false, {}, Histogram()});
+  return hops_.back();
+}
+
 CostRow& Report::cost(const std::string& name) {
   for (auto& r : cost_) {
     if (r.name == name) return r;
@@ -110,9 +136,9 @@ CostRow& Report::cost(const std::string& name) {
 void Report::print(std::FILE* out) const {
   std::fprintf(out, "%s\n", header_.c_str());
   if (!lat_.empty()) {
-    std::fprintf(out, "\nround trip, us (median of %zu runs)  %8s %8s %8s %8s %8s %8s %8s %8s %11s\n",
-                 lat_.front().runs.size(), "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean",
-                 "stddev", "trips/s");
+    std::fprintf(out, "\n%-36s %8s %8s %8s %8s %8s %8s %8s %8s %11s\n",
+                 (latency_unit_ + ", us (median of " + std::to_string(lat_.front().runs.size()) + " runs)").c_str(),
+                 "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean", "stddev", "per s");
     for (const auto& r : lat_) {
       auto m = [&](double LatencySummary::*f) { return med_field(r.runs, f) / 1000.0; };
       std::fprintf(out, "  %-34s %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f %11.0f\n",
@@ -121,17 +147,32 @@ void Report::print(std::FILE* out) const {
                    m(&LatencySummary::p9999), m(&LatencySummary::max), m(&LatencySummary::mean),
                    m(&LatencySummary::stddev), m(&LatencySummary::ops_per_s) * 1000.0);
     }
-    if (const LatencyRow* base = baseline_of(lat_)) {
+    bool header = false;
+    for (const auto& base : lat_) {
+      if (!base.baseline) continue;
       for (const auto& r : lat_) {
-        if (&r == base) continue;
-        std::fprintf(out, "  %-34s %7.2fx %7.2fx %7.2fx %7.2fx %7.2fx   (median of same-run ratios)\n",
-                     ("  " + r.name + " / baseline").c_str(), med_ratio(r, *base, &LatencySummary::p50),
-                     med_ratio(r, *base, &LatencySummary::p90), med_ratio(r, *base, &LatencySummary::p99),
-                     med_ratio(r, *base, &LatencySummary::p999), med_ratio(r, *base, &LatencySummary::p9999));
+        if (r.baseline) continue;
+        if (!header) {
+          std::fprintf(out, "  ratios (median of same-run ratios)   %8s %8s %8s %8s %8s\n", "p50", "p90", "p99",
+                       "p99.9", "p99.99");
+          header = true;
+        }
+        std::fprintf(out, "  %-34s %7.2fx %7.2fx %7.2fx %7.2fx %7.2fx\n", (r.name + " / " + base.name).c_str(),
+                     med_ratio(r, base, &LatencySummary::p50), med_ratio(r, base, &LatencySummary::p90),
+                     med_ratio(r, base, &LatencySummary::p99), med_ratio(r, base, &LatencySummary::p999),
+                     med_ratio(r, base, &LatencySummary::p9999));
       }
     }
     for (const auto& r : lat_) {
       if (!r.note.empty()) std::fprintf(out, "  %s: %s\n", r.name.c_str(), r.note.c_str());
+    }
+  }
+  if (!hops_.empty()) {
+    std::fprintf(out, "\nper-hop breakdown, us (median of runs)  %8s %8s %8s %8s\n", "p50", "p90", "p99", "mean");
+    for (const auto& r : hops_) {
+      auto m = [&](double LatencySummary::*f) { return med_field(r.runs, f) / 1000.0; };
+      std::fprintf(out, "  %-37s %8.3f %8.3f %8.3f %8.3f\n", r.name.c_str(), m(&LatencySummary::p50),
+                   m(&LatencySummary::p90), m(&LatencySummary::p99), m(&LatencySummary::mean));
     }
   }
   if (!thr_.empty()) {
@@ -165,6 +206,23 @@ void Report::print(std::FILE* out) const {
       std::fprintf(out, "  %-46s %7.1f\n", r.name.c_str(), median(r.ns_per_op));
     }
   }
+  if (!proc_.empty()) {
+    std::fprintf(out, "\nCPU seconds per million messages (median of runs)\n");
+    for (const auto& r : proc_) {
+      std::fprintf(out, "  %-36s %9.3f   %s\n", r.name.c_str(), median(r.cpu_s_per_million), r.note.c_str());
+    }
+  }
+  if (!facts_.empty()) {
+    std::fprintf(out, "\n");
+    for (const auto& f : facts_) {
+      if (f.values.empty()) continue;
+      const double v = f.worst_is_max ? *std::max_element(f.values.begin(), f.values.end()) : median(f.values);
+      std::fprintf(out, "  %-36s %12.6g %s%s\n", f.name.c_str(), v, f.unit.c_str(),
+                   f.worst_is_max ? " (worst run)" : "");
+    }
+  }
+  if (!notes_.empty()) std::fprintf(out, "\n");
+  for (const auto& n : notes_) std::fprintf(out, "  %s\n", n.c_str());
   std::fflush(out);
 }
 
@@ -184,9 +242,18 @@ bool Report::write_json(const std::string& path) const {
       << ", \"p99_99\": " << m(&LatencySummary::p9999) << ", \"max\": " << m(&LatencySummary::max)
       << ", \"mean\": " << m(&LatencySummary::mean) << ", \"stddev\": " << m(&LatencySummary::stddev)
       << ", \"ops_per_s\": " << m(&LatencySummary::ops_per_s);
-    if (base != nullptr && base != &r) {
+    if (base != nullptr && !r.baseline) {
       f << ", \"p50_vs_baseline\": " << med_ratio(r, *base, &LatencySummary::p50)
         << ", \"p99_vs_baseline\": " << med_ratio(r, *base, &LatencySummary::p99);
+      f << ", \"vs\": {";
+      bool first = true;
+      for (const auto& b : lat_) {
+        if (!b.baseline) continue;
+        f << (first ? "" : ", ") << json_str(b.name) << ": {\"p50\": " << med_ratio(r, b, &LatencySummary::p50)
+          << ", \"p99\": " << med_ratio(r, b, &LatencySummary::p99) << "}";
+        first = false;
+      }
+      f << "}";
     }
     f << ", \"p50_per_run\": [";
     for (size_t k = 0; k < r.runs.size(); ++k) f << (k ? ", " : "") << r.runs[k].p50;
@@ -206,8 +273,47 @@ bool Report::write_json(const std::string& path) const {
     f << (i ? "," : "") << "\n    {\"name\": " << json_str(cost_[i].name)
       << ", \"ns\": " << median(cost_[i].ns_per_op) << "}";
   }
+  f << "\n  ],\n  \"latency_unit\": " << json_str(latency_unit_) << ",\n  \"hops_ns\": [";
+  for (size_t i = 0; i < hops_.size(); ++i) {
+    const auto& r = hops_[i];
+    auto m = [&](double LatencySummary::*fld) { return med_field(r.runs, fld); };
+    f << (i ? "," : "") << "\n    {\"name\": " << json_str(r.name) << ", \"p50\": " << m(&LatencySummary::p50)
+      << ", \"p90\": " << m(&LatencySummary::p90) << ", \"p99\": " << m(&LatencySummary::p99)
+      << ", \"mean\": " << m(&LatencySummary::mean) << "}";
+  }
+  f << "\n  ],\n  \"processes\": [";
+  for (size_t i = 0; i < proc_.size(); ++i) {
+    f << (i ? "," : "") << "\n    {\"name\": " << json_str(proc_[i].name) << ", \"note\": " << json_str(proc_[i].note)
+      << ", \"cpu_s_per_million\": " << median(proc_[i].cpu_s_per_million) << "}";
+  }
+  f << "\n  ],\n  \"facts\": [";
+  for (size_t i = 0; i < facts_.size(); ++i) {
+    const auto& x = facts_[i];
+    const double v = x.values.empty() ? 0
+                     : x.worst_is_max ? *std::max_element(x.values.begin(), x.values.end())
+                                      : median(x.values);
+    f << (i ? "," : "") << "\n    {\"name\": " << json_str(x.name) << ", \"unit\": " << json_str(x.unit)
+      << ", \"value\": " << v << ", \"per_run\": [";
+    for (size_t k = 0; k < x.values.size(); ++k) f << (k ? ", " : "") << x.values[k];
+    f << "]}";
+  }
+  f << "\n  ],\n  \"notes\": [";
+  for (size_t i = 0; i < notes_.size(); ++i) f << (i ? ", " : "") << "\n    " << json_str(notes_[i]);
   f << "\n  ]\n}\n";
   return static_cast<bool>(f);
+}
+
+bool Report::write_plot(const std::string& path) const {
+  std::vector<PlotSeries> series;
+  for (const auto& r : lat_) series.push_back(PlotSeries{r.name, &r.merged, r.baseline});
+  // Title: "busbench pingpong"; subtitle: the rest of the header's first line.
+  const std::string first_line = header_.substr(0, header_.find('\n'));
+  const size_t colon = first_line.find(':');
+  const std::string title = first_line.substr(0, colon);
+  std::string sub = colon == std::string::npos ? std::string() : first_line.substr(colon + 1);
+  if (!sub.empty() && sub.front() == ' ') sub.erase(0, 1);
+  return write_percentile_svg(path, title, sub.append(" - ").append(latency_unit_).append(" latency, all runs merged"),
+                              series);
 }
 
 bool Report::write_hgrm(const std::string& dir) const {

@@ -41,6 +41,22 @@ struct CostRow {  // ns per operation, single thread
   std::vector<double> ns_per_op;
 };
 
+/// CPU time one process (or a group of like processes) spent per million messages, per run.
+struct ProcessRow {
+  std::string name;
+  std::string note;  // its wait strategy, pinning
+  std::vector<double> cpu_s_per_million;
+};
+
+/// A single figure (busd RSS, requests unanswered, ...), one value per run; printed as the
+/// median, or the maximum when `worst_is_max` (memory, failures).
+struct Fact {
+  std::string name;
+  std::string unit;
+  bool worst_is_max = false;
+  std::vector<double> values;
+};
+
 class Report {
  public:
   Report(std::string scenario, std::string header);
@@ -49,12 +65,24 @@ class Report {
   ThroughputRow& throughput(const std::string& name, const std::string& note, bool baseline,
                             uint32_t record_bytes);
   CostRow& cost(const std::string& name);
+  ProcessRow& process(const std::string& name, const std::string& note);
+  Fact& fact(const std::string& name, const std::string& unit, bool worst_is_max = false);
+  /// Per-hop breakdown rows (printed in their own table, not compared with baselines).
+  LatencyRow& hop(const std::string& name);
+  /// A line printed under the tables (how it was measured, what it does not correct).
+  void note(const std::string& line) { notes_.push_back(line); }
+  /// What the latency table measures: "round trip" (default), "round", "request".
+  void set_latency_unit(std::string what) { latency_unit_ = std::move(what); }
+  [[nodiscard]] const std::vector<LatencyRow>& latency_rows() const noexcept { return lat_; }
+  [[nodiscard]] const std::vector<Fact>& facts() const noexcept { return facts_; }
 
   void print(std::FILE* out) const;
   /// Writes the JSON document; false with errno set when the file cannot be written.
   bool write_json(const std::string& path) const;
   /// One HdrHistogram percentile file per latency row, in `dir`.
   bool write_hgrm(const std::string& dir) const;
+  /// `--plot FILE.svg`: latency by percentile of every latency row (baselines dashed).
+  bool write_plot(const std::string& path) const;
 
  private:
   std::string scenario_;
@@ -62,6 +90,11 @@ class Report {
   std::vector<LatencyRow> lat_;
   std::vector<ThroughputRow> thr_;
   std::vector<CostRow> cost_;
+  std::vector<ProcessRow> proc_;
+  std::vector<Fact> facts_;
+  std::vector<LatencyRow> hops_;
+  std::vector<std::string> notes_;
+  std::string latency_unit_ = "round trip";
 };
 
 /// Median of a non-empty list (average of the middle two for even sizes).

@@ -12,6 +12,7 @@
 
 #include <concurrentqueue/concurrentqueue.h>
 
+#include "baselines.hpp"
 #include "clock.hpp"
 #include "report.hpp"
 #include "scenarios.hpp"
@@ -55,33 +56,6 @@ RingPair make_ring(uint64_t capacity) {
   r.prod = std::move(*RingProducer::attach(r.seg.bytes(), fds));
   r.cons = std::move(*RingConsumer::attach(r.seg.bytes(), fds));
   return r;
-}
-
-// ---- round trip: cache line ping-pong (baseline) ----
-void rtt_cacheline(const RingOptions& o, const Clock& clk, Histogram& h, double& seconds) {
-  alignas(128) static std::atomic<uint64_t> line{0};
-  line.store(0);
-  const uint64_t total = o.warmup + o.rounds;
-  // The other thread captures by value: reading the measuring thread's live stack frame per
-  // iteration would share its cache lines (it costs ~30 ns a round trip).
-  std::thread pong([total, cpu = o.cpu_pong] {
-    pin(cpu);
-    for (uint64_t i = 0; i < total; ++i) {
-      const uint64_t want = 2 * i + 1;
-      while (line.load(std::memory_order_acquire) != want) shm::cpu_relax();
-      line.store(want + 1, std::memory_order_release);
-    }
-  });
-  const uint64_t t_start = clock::mono_ns();
-  for (uint64_t i = 0; i < total; ++i) {
-    const uint64_t t0 = clk.now();
-    line.store(2 * i + 1, std::memory_order_release);
-    while (line.load(std::memory_order_acquire) != 2 * i + 2) shm::cpu_relax();
-    const uint64_t t1 = clk.now();
-    if (i >= o.warmup) h.record(clk.to_ns(t1 - t0));
-  }
-  seconds = static_cast<double>(clock::mono_ns() - t_start) / 1e9;
-  pong.join();
 }
 
 // ---- round trip through two rings (request ring, reply ring) ----
@@ -264,7 +238,12 @@ int run_ring(const RingOptions& o) {
     progress("cache-line ping-pong");
     {
       Histogram h;
-      rtt_cacheline(o, clk, h, secs);
+      RttParams p;
+      p.rounds = o.rounds;
+      p.warmup = o.warmup;
+      p.cpu_a = -1;  // this thread: pinned to cpu_ping above
+      p.cpu_b = o.cpu_pong;
+      secs = rtt_cacheline(p, clk, h);
       auto& row = rep.latency("cache line ping-pong", "two threads, one atomic, spin", true);
       row.runs.push_back(summarize(h, secs));
       row.merged.add(h);

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "bus/limits.hpp"
 #include "shm/wait.hpp"
@@ -32,6 +33,45 @@ struct EnvelopeOptions : CommonOptions {
   uint32_t payload = 64;
   uint64_t iterations = 1'000'000;
 };
+
+/// Scenarios through busd (pingpong, loaded, scatter, pubsub, agents).
+struct BusOptions : CommonOptions {
+  // Where and how.
+  std::string address;              // an existing busd; "" = start a private one
+  std::string transport = "shm";
+  std::string busd_bin;
+  std::string busd_wait = "adaptive";
+  std::string wait = "adaptive";    // busbench's own agents
+  std::vector<int> pin;             // CPUs: busbench, its peer agents, busd (-1 = not pinned)
+  bool baseline = true;             // raw baselines interleaved with the bus runs
+  std::string plot;                 // --plot FILE.svg
+  // What.
+  uint32_t payload = 64;
+  uint64_t count = 20'000;          // per run: round trips, rounds, messages or requests
+  double duration_s = 0;            // per run instead of count (count then only caps it)
+  uint64_t warmup = 1'000;
+  double rate = 0;                  // open loop at this many per second (0: closed loop)
+  uint32_t timeout_ms = 2'000;      // per request
+  uint32_t stall_ms = 0;            // pingpong: the responder stalls once, mid-run (CO demo)
+  // loaded
+  double load_rate = 50'000;
+  // scatter
+  uint32_t workers = 4;
+  uint32_t quorum = 0;              // 0 = all
+  // pubsub
+  uint32_t subscribers = 1;
+  uint32_t batch = 32;
+  // agents
+  uint32_t agents = 100;
+  uint32_t services = 2;
+  double agent_rate = 10;           // requests/s per agent
+};
+
+int run_pingpong(const BusOptions& o);
+int run_loaded(const BusOptions& o);
+int run_scatter(const BusOptions& o);
+int run_pubsub(const BusOptions& o);
+int run_agents(const BusOptions& o);
 
 int run_ring(const RingOptions& o);
 int run_envelope(const EnvelopeOptions& o);

@@ -9,7 +9,7 @@ trap 'rm -rf "$out"' EXIT
 "$busbench" ring --runs 2 --rounds 5000 --warmup 500 --stream 200000 --quiet \
   --json "$out/ring.json" --hgrm "$out" | tee "$out/ring.txt"
 grep -q "cache line ping-pong (baseline)" "$out/ring.txt"
-grep -q "busd ring / baseline" "$out/ring.txt"
+grep -q "busd ring / cache line ping-pong" "$out/ring.txt"
 ls "$out"/ring-*.hgrm >/dev/null
 
 "$busbench" envelope --runs 2 --iterations 100000 --quiet --json "$out/env.json" | tee "$out/env.txt"

@@ -1,0 +1,50 @@
+// The busd a scenario measures: one busbench starts for itself (a private socket and shm
+// directory, the embedded default config plus the chosen wait strategy), or one already running
+// at --address.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "proc.hpp"
+
+namespace bus::bench {
+
+struct TargetOptions {
+  std::string address;    // existing busd's socket; "" = start a private one
+  std::string transport = "shm";
+  std::string busd_bin;   // "" = $BUSD_BIN, next to busbench, in the build tree, then $PATH
+  std::string busd_wait = "adaptive";
+  int busd_cpu = -1;      // pin the spawned busd
+  bool quiet = false;
+};
+
+class BusTarget {
+ public:
+  /// Starts or finds busd; throws std::runtime_error with the reason when it cannot.
+  explicit BusTarget(const TargetOptions& o);
+  ~BusTarget();
+  BusTarget(const BusTarget&) = delete;
+  BusTarget& operator=(const BusTarget&) = delete;
+
+  [[nodiscard]] const std::string& socket() const noexcept { return socket_; }
+  /// busd's pid (for CPU and RSS); 0 if unknown (an existing busd without a counters page).
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  /// "private busd (wait=adaptive), /usr/bin/busd" or "existing busd at PATH (pid N)".
+  [[nodiscard]] const std::string& describe() const noexcept { return describe_; }
+  /// busd still running (a private one that died fails the run).
+  [[nodiscard]] bool alive();
+
+ private:
+  std::string dir_;
+  std::string socket_;
+  std::string describe_;
+  pid_t pid_ = 0;
+  Child child_;
+};
+
+/// Where busd's binary is: see TargetOptions::busd_bin.
+std::string find_busd(const std::string& explicit_path);
+
+}  // namespace bus::bench
