@@ -637,8 +637,9 @@ double rtt_eventfd(const RttParams& p, const Clock& clk, Histogram& h) {
   Fd ping(::eventfd(0, EFD_CLOEXEC));  // parent -> child: a request is in `request`
   Fd pong(::eventfd(0, EFD_CLOEXEC));  // child -> parent: the reply is in `reply`
   if (!ping.valid() || !pong.valid()) fail_errno(who + ": eventfd");
-  std::vector<std::byte> src(len, std::byte{0x5a});
-  std::vector<std::byte> dst(len);
+  // At least one byte each: memcpy() wants valid pointers even for 0 bytes.
+  std::vector<std::byte> src(std::max<size_t>(len, 1), std::byte{0x5a});
+  std::vector<std::byte> dst(std::max<size_t>(len, 1));
 
   const ScopedPin pin(p.cpu_a, "rtt_eventfd");
   ChildProcess child(who, [&, mask = pin.mask_for(p.cpu_b)]() noexcept -> int {
