@@ -107,3 +107,58 @@ TEST_CASE("median of runs", "[histogram]") {
   CHECK(bus::bench::median({3, 1, 2}) == 2);
   CHECK(bus::bench::median({4, 1, 3, 2}) == 2.5);
 }
+
+TEST_CASE("known distributions give known percentiles", "[histogram]") {
+  Histogram h;
+  for (uint64_t v = 1; v <= 1000; ++v) h.record(v);  // uniform 1..1000 us in ns steps of 1
+  CHECK(h.percentile(50) == 500);
+  CHECK(h.percentile(90) == 900);
+  CHECK(h.percentile(99) == 990);
+  CHECK(h.percentile(100) == 1000);
+  CHECK(h.mean() == Approx(500.5));
+  CHECK(h.stddev() == Approx(288.675).epsilon(0.001));  // sqrt((n^2 - 1) / 12)
+  Histogram bimodal;                                    // 99% fast, 1% slow
+  bimodal.record_n(10'000, 990);
+  bimodal.record_n(5'000'000, 10);
+  CHECK(bimodal.percentile(99) == Approx(10'000).epsilon(0.001));
+  CHECK(bimodal.percentile(99.5) == Approx(5'000'000).epsilon(0.001));
+}
+
+TEST_CASE("an open-loop stall shows in p99 once corrected, in max only when not", "[histogram]") {
+  // 2000 requests due every 500 us; one of them meets a 100 ms stall, the rest take 10 us.
+  Histogram corrected, closed;
+  for (int i = 0; i < 2000; ++i) {
+    const uint64_t lat = i == 1000 ? 100'000'000 : 10'000;
+    corrected.record_corrected(lat, 500'000);
+    closed.record(lat);
+  }
+  CHECK(corrected.count() == 2000 + 199);  // the 199 requests the stall held back
+  CHECK(corrected.percentile(99) >= 50'000'000);
+  CHECK(closed.percentile(99) <= 10'100);
+  CHECK(closed.max() >= 100'000'000);
+}
+
+TEST_CASE("buckets handed to another histogram keep every percentile", "[histogram]") {
+  // What busbench agents do: a coarse histogram per process, merged bucket by bucket.
+  std::mt19937_64 rng(5);
+  std::lognormal_distribution<double> dist(11.0, 1.0);
+  Histogram coarse(60'000'000'000ull, 2), merged, direct;
+  for (int i = 0; i < 50'000; ++i) {
+    const auto x = static_cast<uint64_t>(dist(rng)) + 1;
+    coarse.record(x);
+    direct.record(x);
+  }
+  uint64_t buckets = 0;
+  coarse.for_each_bucket([&](uint64_t v, uint64_t n) {
+    merged.record_n(v, n);
+    ++buckets;
+  });
+  CHECK(buckets < 2000);
+  CHECK(merged.count() == direct.count());
+  for (double p : {50.0, 90.0, 99.0, 99.9, 100.0}) {
+    INFO("p" << p);
+    const double d = static_cast<double>(direct.percentile(p));
+    CHECK(static_cast<double>(merged.percentile(p)) >= d * 0.999);  // never lower than seen
+    CHECK(static_cast<double>(merged.percentile(p)) <= d * 1.01 + 1);  // 2 significant digits
+  }
+}
