@@ -209,6 +209,15 @@ std::string who_waits(const BusOptions& o, const BusTarget& bus, const std::stri
          bus.describe();
 }
 
+std::string num(double v) {
+  char b[48];
+  std::snprintf(b, sizeof b, "%.3f", v);
+  std::string s = b;
+  while (!s.empty() && s.back() == '0') s.pop_back();  // "10.000" -> "10", "0.500" -> "0.5"
+  if (!s.empty() && s.back() == '.') s.pop_back();
+  return s;
+}
+
 void sleep_until_ns(uint64_t t_ns) {
   for (;;) {
     const uint64_t now = clock::mono_ns();

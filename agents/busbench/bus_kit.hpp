@@ -96,6 +96,9 @@ std::string who_waits(const BusOptions& o, const BusTarget& bus, const std::stri
 /// CPU for role i of --pin (busbench 0, its agents 1, busd 2); -1 = not pinned.
 int pin_of(const BusOptions& o, size_t i);
 
+/// A number as people write it: "50000", "0.5", "13.167" (up to 3 decimals).
+std::string num(double v);
+
 /// Sleeps (or spins, when close) until CLOCK_MONOTONIC `t_ns`.
 void sleep_until_ns(uint64_t t_ns);
 

@@ -124,15 +124,15 @@ int run_agents(const BusOptions& o) {
   const double connect_s = static_cast<double>(clock::mono_ns() - t_connect) / 1e9;
 
   const std::string header =
-      "busbench agents: " + std::to_string(o.agents) + " agent processes, each " + std::to_string(o.agent_rate) +
+      "busbench agents: " + std::to_string(o.agents) + " agent processes, each " + num(o.agent_rate) +
       " requests/s (open loop) to a queue group of " + std::to_string(o.services) + " service processes, " +
-      std::to_string(o.payload) + " B payload, " + std::to_string(window_s) + " s x " + std::to_string(o.runs) +
+      std::to_string(o.payload) + " B payload, " + num(window_s) + " s x " + std::to_string(o.runs) +
       " runs\n" + who_waits(o, bus, "agents and services") + "\n  clock CLOCK_MONOTONIC in each agent";
   Report rep("agents", header);
   rep.set_latency_unit("request");
   rep.note("open loop per agent: coordinated omission corrected (HdrHistogram expected interval " +
-           std::to_string(1000.0 / o.agent_rate) + " ms); agents keep 2 significant digits");
-  rep.note("all " + std::to_string(o.agents) + " agents connected in " + std::to_string(connect_s) + " s");
+           num(1000.0 / o.agent_rate) + " ms); agents keep 2 significant digits");
+  rep.note("all " + std::to_string(o.agents) + " agents connected in " + num(connect_s) + " s");
   CpuMeter cpu;
   if (bus.pid() > 0) cpu.add("busd", "wait per busd config", {bus.pid()});
   std::vector<pid_t> spids, apids;

@@ -229,19 +229,14 @@ int run_bus_rtt(const BusOptions& o, bool loaded) {
   pin_thread(pin_of(o, 0));
   auto client = connect_agent(bus.socket(), "busbench-" + std::to_string(::getpid()), o.wait, true);
 
-  char header[600];
-  std::snprintf(header, sizeof header,
-                "busbench %s: request/reply round trips through busd, %u B payload, %s x %d runs (+%llu warm-up)%s\n%s\n"
-                "  clock %s; timeout %u ms per request",
-                loaded ? "loaded" : "pingpong", o.payload,
-                o.duration_s > 0 ? (std::to_string(o.duration_s) + " s").c_str()
-                                 : (std::to_string(o.count) + " trips").c_str(),
-                o.runs, static_cast<unsigned long long>(o.warmup),
-                loaded ? (", background load " + std::to_string(static_cast<uint64_t>(o.load_rate)) +
-                          " msgs/s (publisher process -> busd -> sink process)").c_str()
-                       : "",
-                who_waits(o, bus, loaded ? "responder, load publisher, sink" : "responder").c_str(),
-                clk.describe().c_str(), o.timeout_ms);
+  const std::string header =
+      std::string("busbench ") + (loaded ? "loaded" : "pingpong") + ": request/reply round trips through busd, " +
+      std::to_string(o.payload) + " B payload, " +
+      (o.duration_s > 0 ? num(o.duration_s) + " s" : std::to_string(o.count) + " trips") + " x " +
+      std::to_string(o.runs) + " runs (+" + std::to_string(o.warmup) + " warm-up)" +
+      (loaded ? ", background load " + num(o.load_rate) + " msgs/s (publisher process -> busd -> sink process)" : "") +
+      "\n" + who_waits(o, bus, loaded ? "responder, load publisher, sink" : "responder") + "\n  clock " +
+      clk.describe() + "; timeout " + std::to_string(o.timeout_ms) + " ms per request";
   Report rep(loaded ? "loaded" : "pingpong", header);
   rep.note(loop_note(o));
   if (o.stall_ms > 0) {

@@ -44,13 +44,13 @@ int run_scatter(const BusOptions& o) {
                        (o.quorum ? "quorum " + std::to_string(need) + " of " + std::to_string(o.workers)
                                  : std::string("all replies")) +
                        ", " + std::to_string(o.payload) + " B payload, " +
-                       (o.duration_s > 0 ? std::to_string(o.duration_s) + " s" : std::to_string(o.count) + " rounds") +
+                       (o.duration_s > 0 ? num(o.duration_s) + " s" : std::to_string(o.count) + " rounds") +
                        " x " + std::to_string(o.runs) + " runs (+" + std::to_string(o.warmup) + " warm-up)\n" +
                        who_waits(o, bus, "workers") + "\n  clock " + clk.describe() + "; deadline " +
                        std::to_string(o.timeout_ms) + " ms per round";
   Report rep("scatter", header);
   rep.set_latency_unit("round");
-  rep.note(o.rate > 0 ? "open loop at " + std::to_string(o.rate) + " rounds/s, coordinated omission corrected (HdrHistogram expected interval)"
+  rep.note(o.rate > 0 ? "open loop at " + num(o.rate) + " rounds/s, coordinated omission corrected (HdrHistogram expected interval)"
                       : "closed loop (the next round starts when the last one ends): NOT corrected for coordinated omission");
   rep.note("a round: " + std::to_string(o.workers) + " send_request() calls, then poll() until " + std::to_string(need) +
            " replies; CPU per million messages counts requests and replies");
