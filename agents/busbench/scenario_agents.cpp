@@ -104,7 +104,9 @@ int run_agents(const BusOptions& o) {
   if (o.services < 1 || o.services > 64) throw std::runtime_error("--services must be 1..64");
   if (o.agent_rate <= 0) throw std::runtime_error("--agent-rate must be positive");
   const double window_s = o.duration_s > 0 ? o.duration_s : 10.0;
-  BusTarget bus(target_options(o));
+  TargetOptions to = target_options(o);
+  to.agents = o.agents + o.services + 8;  // room for busctl and friends
+  BusTarget bus(to);
   const std::string subject = subject_prefix() + ".svc";
 
   Shared<AgentCtl> sctl(o.services);

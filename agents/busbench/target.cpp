@@ -17,6 +17,7 @@
 #include "bus/address.hpp"
 #include "bus/clock.hpp"
 #include "bus/counters.hpp"
+#include "bus/limits.hpp"
 
 namespace bus::bench {
 namespace fs = std::filesystem;
@@ -85,6 +86,7 @@ BusTarget::BusTarget(const TargetOptions& o) {
   {
     std::ofstream f(config);
     f << "[busd]\nwait = \"" << o.busd_wait << "\"\nlog_level = \"warn\"\n";
+    if (o.agents > defaults::kMaxAgents) f << "[limits]\nmax_agents = " << o.agents << "\n";
   }
   const std::string log = dir_ + "/busd.log";
   child_ = Child::fork([&] {
@@ -111,7 +113,7 @@ BusTarget::BusTarget(const TargetOptions& o) {
   }
   if (o.busd_cpu >= 0) pin_process(pid_, o.busd_cpu);
   describe_ = "private busd (wait=" + o.busd_wait + (o.busd_cpu >= 0 ? ", cpu " + std::to_string(o.busd_cpu) : "") +
-              "), " + bin;
+              (o.agents > defaults::kMaxAgents ? ", max_agents " + std::to_string(o.agents) : "") + "), " + bin;
 }
 
 bool BusTarget::alive() {

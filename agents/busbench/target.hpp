@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 
 #include "proc.hpp"
@@ -17,6 +18,8 @@ struct TargetOptions {
   std::string busd_bin;   // "" = $BUSD_BIN, next to busbench, in the build tree, then $PATH
   std::string busd_wait = "adaptive";
   int busd_cpu = -1;      // pin the spawned busd
+  uint32_t agents = 0;    // agents the run connects: above busd's default max_agents, the
+                          // spawned busd's limit is raised to fit (and the header says so)
   bool quiet = false;
 };
 
