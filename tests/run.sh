@@ -9,8 +9,8 @@
 # Stages:
 #   build   release build of everything, -Wall -Wextra -Werror          budget 6 min (seen ~2)
 #   unit    unit + schema + fuzz-corpus replay + stress + integration   budget 5 min (seen ~0.5)
-#   asan    ring, router and integration tests under ASan+UBSan         budget 10 min (seen ~4.7)
-#   tsan    ring and router tests under ThreadSanitizer                  budget 5 min (seen ~0.7)
+#   asan    ring, router, link and integration tests under ASan+UBSan   budget 10 min (seen ~4.9)
+#   tsan    ring, router and link tests under ThreadSanitizer            budget 5 min (seen ~0.6)
 #   fuzz    libFuzzer (clang) on every decoder, FUZZ_SECONDS in all      budget 5 min (seen ~2.9)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +23,10 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 
 # Suites that run under the sanitizers: the ring and the router under both; busd and libbus with
-# real processes (integration) under ASan+UBSan too. Lane and link suites join as they land.
-ASAN_SUITES="ring router integration"
-TSAN_SUITES="ring router"
+# real processes (integration) under ASan+UBSan too; the link session layer under both. Lane
+# suites join as they land.
+ASAN_SUITES="ring router link integration"
+TSAN_SUITES="ring router link"
 
 log() { printf '\n=== %s\n' "$*"; }
 

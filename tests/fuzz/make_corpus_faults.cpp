@@ -1,4 +1,4 @@
-// Writes the seed corpora of fuzz_frames and fuzz_counters: OUTDIR/<target>/<seed>, each under
+// Writes the seed corpora of fuzz_frames, fuzz_counters and fuzz_link: OUTDIR/<target>/<seed>, each under
 // 4 KiB (make_corpus.cpp writes the other targets').
 //   ninja -C <build> fuzz-corpus-faults      (regenerates them in the source tree)
 // Counters pages are written by the real writer (bus/counters/page.hpp) and checked with the
@@ -16,6 +16,7 @@
 #include "corpus_writer.hpp"
 #include "bus/counters.hpp"
 #include "counters/page.hpp"
+#include "link/wire.hpp"
 #include "socket/frame.hpp"
 
 using namespace bus;
@@ -161,11 +162,100 @@ void counters_seeds() {
   write_seed("fuzz_counters", "short", with_mode(0, Bytes(100, 0xAB)));
 }
 
+// ---- fuzz_link: [hold code] then [op][arg lo][arg hi] records (see fuzz_link.cpp)
+struct LinkScript {
+  Bytes b;
+  explicit LinkScript(uint8_t hold) { b.push_back(hold); }
+  void op(uint8_t o, size_t arg) {
+    b.push_back(o);
+    b.push_back(static_cast<uint8_t>(arg));
+    b.push_back(static_cast<uint8_t>(arg >> 8));
+  }
+  void offer(size_t n) { op(0, n); }
+  void output(size_t n7) { op(1, n7); }
+  // A frame from the peer (without the stream's length prefix).
+  void peer(link::FrameType t, uint64_t value, size_t body_len = 0) {
+    std::vector<std::byte> f;
+    link::append_frame(f, t, value, std::vector<std::byte>(body_len, std::byte{0x42}));
+    emit(f);
+  }
+  void peer_resume(uint64_t last, uint64_t sender, uint64_t seen) {
+    std::vector<std::byte> f;
+    link::append_resume(f, last, link::ResumeBody{sender, seen});
+    emit(f);
+  }
+  void emit(const std::vector<std::byte>& f) {
+    const size_t n = f.size() - link::kLengthBytes;
+    op(2, n);
+    for (size_t i = link::kLengthBytes; i < f.size(); ++i) b.push_back(static_cast<uint8_t>(f[i]));
+  }
+};
+
+void link_seeds() {
+  {  // a clean conversation: resume, data both ways, acks
+    LinkScript s(2);
+    s.peer_resume(0, 77, 0);
+    for (int i = 0; i < 5; ++i) s.offer(40 + i);
+    s.output(1000);
+    for (uint64_t q = 1; q <= 4; ++q) s.peer(link::FrameType::Data, q, 30);
+    s.op(3, 0);
+    s.output(1000);
+    s.peer(link::FrameType::Ack, 3);
+    s.peer(link::FrameType::Heartbeat, 123);
+    write_seed("fuzz_link", "conversation", s.b);
+  }
+  {  // a break mid-frame, then a resume that says what the peer got
+    LinkScript s(0);
+    s.peer_resume(0, 77, 0);
+    for (int i = 0; i < 8; ++i) s.offer(300);
+    s.output(20);
+    s.op(5, 0);
+    s.peer_resume(2, 77, 0x5EED);
+    s.output(2000);
+    s.peer(link::FrameType::Ack, 8);
+    write_seed("fuzz_link", "break_and_resume", s.b);
+  }
+  {  // the peer restarts (new session) and its stream starts at a new base
+    LinkScript s(1);
+    s.peer_resume(0, 77, 0);
+    s.peer(link::FrameType::Data, 1, 10);
+    s.peer(link::FrameType::Data, 2, 10);
+    s.op(5, 0);
+    s.peer_resume(0, 78, 0);
+    s.peer(link::FrameType::Data, 40, 10);
+    s.peer(link::FrameType::Data, 41, 10);
+    write_seed("fuzz_link", "peer_restart", s.b);
+  }
+  {  // protocol violations: data before resume, a gap, an ack beyond what was sent, junk
+    LinkScript s(3);
+    s.peer(link::FrameType::Data, 1, 10);
+    s.peer_resume(0, 9, 0);
+    s.peer(link::FrameType::Data, 1, 10);
+    s.peer(link::FrameType::Data, 3, 10);
+    s.peer_resume(0, 9, 0);
+    s.peer(link::FrameType::Ack, 99);
+    s.op(2, 5);
+    for (int i = 0; i < 5; ++i) s.b.push_back(0xFF);
+    write_seed("fuzz_link", "violations", s.b);
+  }
+  {  // a small hold buffer filled, wrapped and drained
+    LinkScript s(0);
+    s.peer_resume(0, 5, 0);
+    for (int round = 0; round < 6; ++round) {
+      for (int i = 0; i < 12; ++i) s.offer(200 + 37 * i);
+      s.output(600);
+      s.peer(link::FrameType::Ack, static_cast<uint64_t>(12 * (round + 1)));
+    }
+    write_seed("fuzz_link", "wraps", s.b);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   return bus::corpus::run(argc, argv, "make_corpus_faults", [] {
     frames_seeds();
     counters_seeds();
+    link_seeds();
   });
 }
