@@ -33,7 +33,8 @@ class FrameReader {
 
   /// The next complete frame, or WouldBlock when more bytes are needed, or TooLarge when the
   /// peer announced a frame above the maximum (the stream is then unusable: close it).
-  /// The span stays valid until the next call to next(), feed() or room().
+  /// The span stays valid until the next feed() or room(): next() never moves data, so a
+  /// caller may collect a batch of frames before using them (the link layer does).
   [[nodiscard]] Result<std::span<const std::byte>> next() noexcept;
 
   /// Bytes buffered but not yet returned as frames (a peer that closes mid-frame leaves some).

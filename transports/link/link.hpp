@@ -1,0 +1,64 @@
+// The Link interface: one connection to a peer busd, of any kind (TCP now; DPDK and RDMA later),
+// driven by busd's link manager from its poll loop. A Link moves link frames (wire.hpp) and
+// knows nothing of subjects; the Session above it (session.hpp) owns sequence numbers, acks and
+// resends; the router above that knows nothing of sockets.
+//
+// Poll mode and batches: transmit() hands the link everything the session has ready (one
+// writev on TCP), receive() returns every complete frame that arrived as views into the link's
+// buffer. One virtual call per batch, none per message; no allocation per message (the frame
+// vector keeps its capacity).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bus/error.hpp"
+#include "link/session.hpp"
+#include "link/wire.hpp"
+
+namespace bus::link {
+
+enum class LinkState : uint8_t {
+  Connecting,  // a connect is in progress (wait for writability)
+  Up,          // bytes flow
+  Down,        // the connection ended (error() says why); the manager reconnects
+};
+
+struct LinkCounters {
+  uint64_t bytes_out = 0, bytes_in = 0;
+  uint64_t frames_in = 0;
+  uint64_t write_calls = 0, read_calls = 0;  // system calls: writev/sendmsg, read/recv
+  uint64_t would_block = 0;                  // writes the kernel refused (socket buffer full)
+};
+
+class Link {
+ public:
+  virtual ~Link() = default;
+
+  [[nodiscard]] virtual LinkState state() const noexcept = 0;
+  /// Why the link went Down (empty while it is not).
+  [[nodiscard]] virtual const std::string& error() const noexcept = 0;
+  /// The descriptor to wait on (readable: receive(); writable: transmit() or connect done), -1 if none.
+  [[nodiscard]] virtual int wait_fd() const noexcept = 0;
+  /// Whether the link has output the kernel did not take yet (wait for writability).
+  [[nodiscard]] virtual bool wants_write() const noexcept = 0;
+
+  /// Completes a connect in progress (call when wait_fd() is writable). Up or Down afterwards.
+  virtual void finish_connect() = 0;
+  /// Writes what `s` has ready (s.next_output()) and reports it (s.wrote()). Returns bytes
+  /// written; 0 with the link still Up when the kernel takes nothing now. Errors: Closed (the
+  /// link went Down: see error()).
+  virtual Result<size_t> transmit(Session& s) = 0;
+  /// Reads what arrived and appends each complete frame to `out`, up to `max` frames. The
+  /// frames are views valid until the next receive(). Errors: Closed (peer hung up or the
+  /// connection broke), BadMessage (garbage: a frame above the maximum or malformed; the link
+  /// is then Down with the reason in error()).
+  virtual Result<size_t> receive(std::vector<Frame>& out, size_t max) = 0;
+  /// Ends the connection (the link is Down).
+  virtual void close(const std::string& why) = 0;
+
+  [[nodiscard]] virtual const LinkCounters& counters() const noexcept = 0;
+};
+
+}  // namespace bus::link
