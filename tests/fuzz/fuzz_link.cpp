@@ -1,6 +1,8 @@
 // Fuzz target: the link layer's decoders, bus::link::parse_frame and bus::link::Session, driven by
 // a hostile peer and by the local side's own calls interleaved at random.
 //
+// Hello frames are also parsed (parse_hello) and, when valid, must encode back to the same bytes.
+//
 // Input: [hold code u8] then records [op u8][arg u8][arg u8] ...:
 //   op % 6 == 0  offer an envelope of arg bytes (0: refused as InvalidArgument)
 //            1   next_output(), read every byte of it, then wrote(arg * 7 bytes, at most all)
@@ -12,6 +14,7 @@
 // (held_frames == offered - freed); deliveries within one peer session are strictly
 // consecutive; Data output always starts with a well-formed frame after a control boundary.
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "fuzz_check.hpp"
@@ -63,6 +66,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           break;  // a link would close the connection; the next ops go on with this one
         }
         touch(f->body);
+        if (f->type == FrameType::Hello) {  // the link manager's: parsed, then refused by the session
+          auto h = parse_hello(*f);
+          if (h) {
+            FUZZ_CHECK(valid_name(h->cluster) && valid_name(h->node) && h->oldest <= h->version);
+            std::vector<std::byte> again;
+            FUZZ_CHECK(append_hello(again, *h).has_value());
+            FUZZ_CHECK(again.size() == kLengthBytes + n);  // the same bytes back
+            FUZZ_CHECK(std::memcmp(again.data() + kLengthBytes, frame.bytes().data(), n) == 0);
+          } else {
+            FUZZ_CHECK(h.error().code() == Errc::BadMessage);
+          }
+        }
         auto in = s.on_frame(*f);
         if (!in) {
           FUZZ_CHECK(in.error().code() == Errc::BadMessage);

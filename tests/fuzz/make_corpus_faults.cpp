@@ -238,6 +238,15 @@ void link_seeds() {
     for (int i = 0; i < 5; ++i) s.b.push_back(0xFF);
     write_seed("fuzz_link", "violations", s.b);
   }
+  {  // a Hello (the link manager's), then a conversation
+    LinkScript s(1);
+    std::vector<std::byte> f;
+    require(link::append_hello(f, link::Hello{1, 1, "east", "host-a"}).has_value(), "hello");
+    s.emit(f);
+    s.peer_resume(0, 7, 0);
+    s.peer(link::FrameType::Data, 1, 16);
+    write_seed("fuzz_link", "hello", s.b);
+  }
   {  // a small hold buffer filled, wrapped and drained
     LinkScript s(0);
     s.peer_resume(0, 5, 0);

@@ -232,6 +232,8 @@ Expected<Session::Inbound> Session::on_frame(const Frame& f) {
     }
     case FrameType::Heartbeat:
       return Inbound::Control;
+    case FrameType::Hello:
+      return fail(Errc::BadMessage, "link Hello after the handshake");
   }
   return fail(Errc::BadMessage, "link frame of unknown type");
 }

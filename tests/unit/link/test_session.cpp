@@ -296,3 +296,52 @@ TEST_CASE("a peer that restarts (new session) is resent everything still held", 
   CHECK(a.s.stats().frames_resent >= 10);
   CHECK(b2.s.stats().peer_restarts == 0);
 }
+
+TEST_CASE("Hello: round trip, and a handshake refused with both sides named", "[link]") {
+  Hello a{1, 1, "east", "host-a"};
+  std::vector<std::byte> bytes;
+  REQUIRE(append_hello(bytes, a));
+  auto f = parse_frame(std::span(bytes).subspan(kLengthBytes));
+  REQUIRE(f);
+  auto h = parse_hello(*f);
+  REQUIRE(h);
+  CHECK(h->cluster == "east");
+  CHECK(h->node == "host-a");
+  CHECK(h->version == 1);
+
+  CHECK(*negotiate(a, Hello{3, 1, "east", "host-b"}) == 1);  // the highest both speak
+  auto newer = negotiate(a, Hello{3, 2, "east", "host-b"});
+  REQUIRE_FALSE(newer);
+  CHECK(newer.error().code() == Errc::Unsupported);
+  CHECK(newer.error().message().find("peer 'host-b' speaks link protocol 2..3, this busd ('host-a') 1..1") !=
+        std::string::npos);
+  auto other = negotiate(a, Hello{1, 1, "west", "host-c"});
+  REQUIRE_FALSE(other);
+  CHECK(other.error().message().find("peer 'host-c' is in cluster 'west', this busd ('host-a') in 'east'") !=
+        std::string::npos);
+
+  CHECK_FALSE(append_hello(bytes, Hello{1, 1, "bad name", "x"}));
+  CHECK_FALSE(append_hello(bytes, Hello{1, 1, "", "x"}));
+  // Malformed bodies: short, a name running past the end, bytes left over, bad characters.
+  auto body_error = [](std::vector<uint8_t> body) {
+    std::vector<std::byte> fr;
+    std::vector<std::byte> b(body.size());
+    std::memcpy(b.data(), body.data(), body.size());
+    append_frame(fr, FrameType::Hello, 0, b);
+    auto pf = parse_frame(std::span(fr).subspan(kLengthBytes));
+    REQUIRE(pf);
+    auto ph = parse_hello(*pf);
+    REQUIRE_FALSE(ph);
+    CHECK(ph.error().code() == Errc::BadMessage);
+    return ph.error().message();
+  };
+  CHECK(body_error({1, 0, 0, 0}).find("too short") != std::string::npos);
+  CHECK(body_error({1, 0, 0, 0, 1, 0, 0, 0, 9, 'a'}).find("runs past") != std::string::npos);
+  CHECK(body_error({1, 0, 0, 0, 1, 0, 0, 0, 1, 'a', 1, 'b', 7}).find("after the node name") != std::string::npos);
+  CHECK(body_error({1, 0, 0, 0, 1, 0, 0, 0, 1, ' ', 1, 'b'}).find("[A-Za-z0-9._-]") != std::string::npos);
+  CHECK(body_error({1, 0, 0, 0, 2, 0, 0, 0, 1, 'a', 1, 'b'}).find("above version") != std::string::npos);
+  // The session refuses a Hello: the handshake is the link manager's, before the session.
+  Session s(SessionOptions{}, 1);
+  s.on_connected();
+  CHECK_FALSE(s.on_frame(*f));
+}
