@@ -249,13 +249,13 @@ void Session::heartbeat(uint64_t stamp) noexcept {
 
 // ---------------------------------------------------------------- connection
 
-void Session::on_connected() noexcept {
+void Session::on_connected(std::span<const std::byte> first) {
   connected_ = true;
   resumed_ = false;
   want_resume_ = true;
   want_ack_ = false;
   want_heartbeat_ = false;
-  ctl_.clear();
+  ctl_.assign(first.begin(), first.end());  // the Resume follows once these are written
   ctl_sent_ = 0;
   rewind_to_after(0);
 }

@@ -71,8 +71,9 @@ class Session {
   void heartbeat(uint64_t stamp) noexcept;
 
   // ---- connection
-  /// A new connection: a Resume goes out first; Data waits for the peer's Resume.
-  void on_connected() noexcept;
+  /// A new connection: `first` (whole frames, e.g. the link manager's Hello) goes out first,
+  /// then a Resume; Data waits for the peer's Resume.
+  void on_connected(std::span<const std::byte> first = {});
   /// The connection is gone: everything not acknowledged will be resent after the next Resume.
   void on_disconnected() noexcept;
   /// The peer's Resume arrived on this connection (Data flows).

@@ -1,0 +1,107 @@
+// One peer busd as busd's link manager sees it: a Link (TCP now) that it dials or accepts, the
+// handshake (Hello: cluster and protocol version), the Session above it (sequence numbers,
+// acks, resume), heartbeats, death detection and reconnection with exponential back-off and
+// jitter. It reads no clock and blocks nowhere: the poll loop passes `now` and calls tick()
+// and receive() when the peer's descriptor is ready (or its timer is due).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "link/link.hpp"
+#include "link/session.hpp"
+#include "link/wire.hpp"
+#include "tcp/tcp_link.hpp"
+
+namespace bus::links {
+
+struct PeerOptions {
+  std::string cluster = "default";
+  std::string node;                 // this busd's name in the cluster
+  tcp::Endpoint address;            // where to dial (dial = true)
+  bool dial = true;                 // false: the peer dials us (adopt() its connections)
+  uint32_t heartbeat_ms = 1000;     // a Heartbeat when nothing else was sent for this long
+  uint32_t dead_after_ms = 3000;    // nothing heard for this long: the connection is dead
+  uint32_t handshake_ms = 2000;     // Hello must arrive within this long
+  uint32_t backoff_min_ms = 50;     // first reconnect delay; doubles up to backoff_max_ms,
+  uint32_t backoff_max_ms = 5000;   // each with +-25% jitter
+  size_t hold_bytes = 8u << 20;     // messages held while the link is down (then refused)
+  uint32_t max_frame = (1u << 20) + 4096;
+};
+
+enum class PeerState : uint8_t {
+  Waiting,     // down; the next dial is due at retry_at() (or, not dialing: an accept)
+  Connecting,  // TCP connect in progress
+  Handshake,   // connected, Hellos being exchanged
+  Up,          // handshake done, the session flows
+};
+[[nodiscard]] const char* to_string(PeerState s) noexcept;
+
+struct PeerCounters {
+  uint64_t connects = 0, disconnects = 0, handshake_failures = 0, heartbeats_sent = 0;
+  uint64_t refused_held_full = 0;  // send() while the hold buffer was full (dropped by the caller)
+};
+
+class Peer {
+ public:
+  Peer(PeerOptions o, uint64_t session_id, uint64_t seed);
+
+  /// Dials when due, finishes connects, sends Hello, Heartbeats and everything ready; declares
+  /// the connection dead after dead_after_ms of silence (or handshake_ms without a Hello).
+  void tick(uint64_t now_ns);
+  /// Reads what arrived; envelopes delivered in order are appended to `out` (views valid until
+  /// the next receive() or tick(), even if the connection failed meanwhile). Other frames are
+  /// handled here; acks and replies go out at the next tick().
+  void receive(std::vector<std::span<const std::byte>>& out, uint64_t now_ns);
+  /// Holds an envelope for the peer (sent when the link is up, resent after a reconnect).
+  /// Errors: WouldBlock (hold buffer full: drop and count), TooLarge.
+  [[nodiscard]] Result<void> send(std::span<const std::byte> envelope);
+  /// An accepted connection for this peer (the manager matched it by the peer's Hello, or this
+  /// peer does not dial). Replaces the current one.
+  void adopt(std::unique_ptr<link::Link> l, uint64_t now_ns);
+  /// Ends the current connection (operator command, shutdown, tests); a dialing peer redials
+  /// after the back-off.
+  void disconnect(const std::string& why, uint64_t now_ns) { fail(why, now_ns); }
+
+  [[nodiscard]] PeerState state() const noexcept { return state_; }
+  /// Why the last connection ended or failed, for the log ("" if none has).
+  [[nodiscard]] const std::string& last_error() const noexcept { return last_error_; }
+  /// The peer's Hello once the handshake is done.
+  [[nodiscard]] const link::Hello& remote() const noexcept { return remote_; }
+  [[nodiscard]] uint64_t retry_at() const noexcept { return retry_at_; }
+  [[nodiscard]] int wait_fd() const noexcept { return link_ ? link_->wait_fd() : -1; }
+  [[nodiscard]] bool wants_write() const noexcept { return link_ && link_->wants_write(); }
+  [[nodiscard]] const link::Session& session() const noexcept { return session_; }
+  [[nodiscard]] const PeerCounters& counters() const noexcept { return c_; }
+
+ private:
+  void start_link(std::unique_ptr<link::Link> l, uint64_t now_ns);
+  void fail(const std::string& why, uint64_t now_ns);
+  void flush(uint64_t now_ns);
+
+  PeerOptions o_;
+  link::Session session_;
+  std::unique_ptr<link::Link> link_;
+  std::unique_ptr<link::Link> retired_;  // the link that just failed, kept until the next call
+  PeerState state_ = PeerState::Waiting;
+  std::string last_error_;
+  link::Hello local_;
+  link::Hello remote_;
+  bool hello_sent_ = false;
+  std::vector<std::byte> hello_bytes_;
+  size_t hello_written_ = 0;
+  uint64_t state_since_ = 0;
+  uint64_t last_heard_ = 0;
+  uint64_t last_sent_ = 0;
+  uint64_t retry_at_ = 0;
+  uint64_t backoff_ms_ = 0;
+  std::mt19937_64 rng_;
+  std::vector<link::Frame> frames_;
+  PeerCounters c_;
+};
+
+}  // namespace bus::links
