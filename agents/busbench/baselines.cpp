@@ -729,6 +729,43 @@ double rtt_tcp(const RttParams& p, const Clock& clk, Histogram& h) {
   return seconds;
 }
 
+double stream_tcp(uint32_t record_bytes, uint64_t records, uint32_t batch) {
+  const std::string who = "stream_tcp";
+  if (record_bytes == 0 || records == 0 || batch == 0) fail(who + ": record size, count and batch must be positive");
+  auto sockets = tcp_pair();
+  Fd& mine = sockets.first;
+  Fd& theirs = sockets.second;
+  const size_t chunk = size_t{record_bytes} * batch;
+  std::vector<std::byte> out(chunk, std::byte{0x5a});  // the child's batch, allocated before fork()
+  ChildProcess child(who, [&]() noexcept -> int {
+    mine.reset();
+    for (uint64_t sent = 0; sent < records; sent += batch) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(batch, records - sent)) * record_bytes;
+      if (const Io r = send_all(theirs.get(), out.data(), n); r != Io::Ok) return child_status(r);
+    }
+    return kChildOk;
+  });
+  theirs.reset();
+  std::vector<std::byte> in(64 * 1024);
+  const uint64_t want = records * record_bytes;
+  uint64_t got = 0;
+  const uint64_t t0 = clock::mono_ns();
+  while (got < want) {
+    const ssize_t n = ::recv(mine.get(), in.data(), in.size(), 0);
+    if (n > 0) {
+      got += static_cast<uint64_t>(n);
+      keep(in.data());
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    fail(who + ": receive after " + std::to_string(got) + " of " + std::to_string(want) + " bytes: " +
+         (n == 0 ? std::string("closed") : std::string(std::strerror(errno))) + child.exit_note(1'000'000'000));
+  }
+  const double secs = static_cast<double>(clock::mono_ns() - t0) / 1e9;
+  child.join();
+  return static_cast<double>(records) / secs;
+}
+
 double stream_ring_copy(uint32_t record_bytes, uint64_t records, uint32_t batch, int cpu_producer,
                         int cpu_consumer) {
   const std::string who = "stream_ring_copy";

@@ -45,6 +45,12 @@ double rtt_tcp(const RttParams& p, const Clock& clk, Histogram& h);
 /// from a source buffer, the consumer (the calling thread) memcpy's it out to a destination
 /// buffer; one publish() per `batch` records. Spin waits; a side that waits 10 s fails the run
 /// (std::runtime_error). The calling thread's affinity is restored before the call returns.
+/// One-way throughput of TCP over loopback between two processes, in records per second: the
+/// child sends `records` records of `record_bytes`, `batch` of them per send() (TCP_NODELAY),
+/// the calling process reads 64 KiB at a time until every byte has arrived. What a socket-based
+/// bus starts from; the same batching as the bus run it sits next to.
+double stream_tcp(uint32_t record_bytes, uint64_t records, uint32_t batch);
+
 double stream_ring_copy(uint32_t record_bytes, uint64_t records, uint32_t batch, int cpu_producer,
                         int cpu_consumer);
 

@@ -178,8 +178,13 @@ void Report::print(std::FILE* out) const {
   if (!thr_.empty()) {
     double base_rate = 0;
     std::vector<double> base_runs;
-    for (const auto& r : thr_) {
-      if (r.baseline) base_runs = r.msgs_per_s;
+    std::string base_name;
+    for (const auto& r : thr_) {  // ratios are against the first baseline row
+      if (r.baseline) {
+        base_runs = r.msgs_per_s;
+        base_name = r.name;
+        break;
+      }
     }
     if (!base_runs.empty()) base_rate = median(base_runs);
     std::fprintf(out, "\nthroughput, one way (median of runs)  %12s %10s %10s %10s %9s\n", "msgs/s",
@@ -196,6 +201,7 @@ void Report::print(std::FILE* out) const {
                    m * r.record_bytes / 1e6, *lo, *hi, ratios.empty() ? 0.0 : median(ratios));
     }
     (void)base_rate;
+    if (!base_name.empty()) std::fprintf(out, "  vs base: median of same-run ratios to %s\n", base_name.c_str());
     for (const auto& r : thr_) {
       if (!r.note.empty()) std::fprintf(out, "  %s: %s\n", r.name.c_str(), r.note.c_str());
     }

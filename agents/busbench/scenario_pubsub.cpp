@@ -126,6 +126,12 @@ int run_pubsub(const BusOptions& o) {
                                                                          std::to_string(a) + "," + std::to_string(b),
                      true, record)
           .msgs_per_s.push_back(stream_ring_copy(record, std::max<uint64_t>(o.count, 100'000), o.batch, a, b));
+      progress(o, run, "raw TCP loopback streaming");
+      rep.throughput("raw TCP loopback, batch " + std::to_string(o.batch),
+                     "two processes, " + std::to_string(record) + " B records, " + std::to_string(o.batch) +
+                         " per send(), TCP_NODELAY: what a socket-based bus starts from",
+                     true, record)
+          .msgs_per_s.push_back(stream_tcp(record, std::max<uint64_t>(o.count, 100'000), o.batch));
       // The per-message encoding costs busbench's publisher and busd pay, one thread.
       constexpr uint64_t kIter = 200'000;
       MessageMeta meta;

@@ -112,6 +112,15 @@ TEST_CASE("ring streaming with copies in and out runs for odd record sizes and b
   CHECK_THROWS_AS(bus::bench::stream_ring_copy(64, 1000, 0, -1, -1), std::runtime_error);
 }
 
+TEST_CASE("TCP streaming between two processes moves every byte, batched or not", "[baselines]") {
+  for (uint32_t batch : {1u, 32u, 1000u}) {
+    INFO("batch " << batch);
+    CHECK(bus::bench::stream_tcp(200, 20'001, batch) > 0);  // a last batch that is short
+  }
+  CHECK(bus::bench::stream_tcp(1, 5'000, 7) > 0);
+  CHECK_THROWS_AS(bus::bench::stream_tcp(64, 1000, 0), std::runtime_error);
+}
+
 TEST_CASE("a side that cannot start fails the run quickly, with no child left", "[baselines]") {
   // No machine this runs on has cpu 1000: the side that pins to it fails at once.
   constexpr int kNoSuchCpu = 1000;
