@@ -14,7 +14,6 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -37,6 +36,7 @@
 #include <vector>
 
 #include "bus/clock.hpp"
+#include "proc.hpp"
 #include "shm/layout.hpp"
 #include "shm/ring.hpp"
 #include "shm/segment.hpp"
@@ -218,17 +218,18 @@ size_t page_round(size_t n) {
 
 // ---- child processes ----
 
-// Exit statuses of a baseline's child.
+// Exit statuses of a baseline's child (Child::fork exits 125 when the parent was already gone
+// and 1 when an exception escaped; a child killed by signal n reports 128 + n).
 enum ChildExit : int {
   kChildOk = 0,
-  kChildOrphaned = 90,
-  kChildPinFailed,
+  kChildException = 1,
+  kChildPinFailed = 90,
   kChildIoError,
   kChildTimeout,
   kChildPeerClosed,
   kChildAborted,
   kChildBadWake,
-  kChildException,
+  kChildOrphaned = 125,
 };
 
 const char* child_exit_text(int code) noexcept {
@@ -246,64 +247,26 @@ const char* child_exit_text(int code) noexcept {
   }
 }
 
-std::string describe_exit(bool exited, int value) {
-  if (exited) {
-    return "exited with status " + std::to_string(value) + " (" + child_exit_text(value) + ")";
-  }
-  return "was killed by signal " + std::to_string(value);
+std::string describe_exit(int code) {
+  if (code >= 128) return "was killed by signal " + std::to_string(code - 128);
+  return "exited with status " + std::to_string(code) + " (" + child_exit_text(code) + ")";
 }
 
-std::string describe_wait_status(int st) {
-  if (WIFEXITED(st)) return describe_exit(true, WEXITSTATUS(st));
-  if (WIFSIGNALED(st)) return describe_exit(false, WTERMSIG(st));
-  return "stopped (status " + std::to_string(st) + ")";
-}
-
-/// A fork()ed child running `body` (which returns an exit status). The child dies with the
-/// thread that forked it (PR_SET_PDEATHSIG; the getppid() check catches a parent that died before
-/// the prctl), leaves with _exit() (no atexit handlers, no stdio flush, never back into the
-/// caller's code), and is killed and reaped when this object is destroyed unless join() reaped it.
+/// A baseline's peer process: a Child (proc.hpp: dies with busbench, leaves with _exit(),
+/// killed and reaped when destroyed) whose exit status is told in errors.
 class ChildProcess {
  public:
   template <class Body>
-  ChildProcess(std::string who, Body&& body) : who_(std::move(who)) {
-    const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid < 0) fail_errno(who_ + ": fork");
-    if (pid == 0) {
-      int rc = kChildException;
-      try {
-        if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(kChildOrphaned);
-        rc = body();
-      } catch (...) {
-        rc = kChildException;
-      }
-      ::_exit(rc);
-    }
-    pid_ = pid;
-  }
-  ~ChildProcess() { kill_and_reap(); }
-  ChildProcess(const ChildProcess&) = delete;
-  ChildProcess& operator=(const ChildProcess&) = delete;
+  ChildProcess(std::string who, Body&& body) : who_(std::move(who)), child_(Child::fork([&body] { return body(); })) {}
 
-  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  [[nodiscard]] pid_t pid() const noexcept { return child_.pid(); }
 
   /// For error messages: if the child exits within `patience_ns`, reaps it and returns
   /// " (the child process exited with ...)"; otherwise "" (and the destructor kills it).
   std::string exit_note(uint64_t patience_ns) noexcept {
     try {
-      const uint64_t give_up = clock::mono_ns() + patience_ns;
-      while (pid_ > 0) {
-        int st = 0;
-        const pid_t r = ::waitpid(pid_, &st, WNOHANG);
-        if (r == pid_) {
-          pid_ = -1;
-          return " (the child process " + describe_wait_status(st) + ")";
-        }
-        if ((r < 0 && errno != EINTR) || clock::mono_ns() > give_up) break;
-        const timespec nap{0, 1'000'000};
-        ::nanosleep(&nap, nullptr);
-      }
+      const int code = child_.wait(static_cast<int>(patience_ns / 1'000'000));
+      if (code >= 0) return " (the child process " + describe_exit(code) + ")";
     } catch (...) {
     }
     return {};
@@ -312,38 +275,14 @@ class ChildProcess {
   /// Waits (up to 10 s) for the child to exit by itself and reaps it; throws unless it
   /// finished cleanly.
   void join() {
-    const uint64_t give_up = clock::mono_ns() + kPatienceNs;
-    for (;;) {
-      int st = 0;
-      const pid_t r = ::waitpid(pid_, &st, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        if (WIFEXITED(st) && WEXITSTATUS(st) == kChildOk) return;
-        fail(who_ + ": the child process " + describe_wait_status(st));
-      }
-      if (r < 0 && errno != EINTR) {
-        const int e = errno;
-        pid_ = -1;  // ECHILD: reaped elsewhere (SIGCHLD ignored?), nothing left to kill
-        fail_errno(who_ + ": waitpid", e);
-      }
-      if (clock::mono_ns() > give_up) fail(who_ + ": the child process did not exit within 10 s");
-      const timespec nap{0, 200'000};
-      ::nanosleep(&nap, nullptr);
-    }
+    const int code = child_.wait(static_cast<int>(kPatienceNs / 1'000'000));
+    if (code < 0) fail(who_ + ": the child process did not exit within 10 s");
+    if (code != kChildOk) fail(who_ + ": the child process " + describe_exit(code));
   }
 
  private:
-  void kill_and_reap() noexcept {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    int st = 0;
-    while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = -1;
-  }
-
   std::string who_;
-  pid_t pid_ = -1;
+  Child child_;
 };
 
 // ---- blocking I/O helpers (no exceptions: the child uses them too) ----
@@ -471,7 +410,7 @@ class Watchdog {
           info.si_pid == child_) {
         const bool exited = info.si_code == CLD_EXITED;
         if (!exited || info.si_status != kChildOk) {
-          fire("the child process " + describe_exit(exited, info.si_status));
+          fire("the child process " + describe_exit(exited ? info.si_status : 128 + info.si_status));
           return;
         }
       }

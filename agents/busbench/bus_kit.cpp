@@ -140,7 +140,7 @@ void CpuMeter::stop(Report& rep, double messages) {
 int pin_of(const BusOptions& o, size_t i) { return i < o.pin.size() ? o.pin[i] : -1; }
 
 void run_rtt_baselines(Report& rep, const BusOptions& o, const Clock& clk, uint64_t rounds) {
-  AffinityGuard keep;  // the baselines pin; busbench's own agent runs are pinned per --pin only
+  // Each baseline pins its own sides and gives the calling thread its affinity back.
   const bool two = online_cpus() >= 2;
   RttParams p;
   p.payload = o.payload;

@@ -126,14 +126,6 @@ bool pin_process(pid_t pid, int cpu) noexcept {
   return ::sched_setaffinity(pid, sizeof set, &set) == 0;
 }
 
-AffinityGuard::AffinityGuard() noexcept {
-  ok_ = ::pthread_getaffinity_np(::pthread_self(), sizeof saved_, &saved_) == 0;
-}
-
-AffinityGuard::~AffinityGuard() {
-  if (ok_) ::pthread_setaffinity_np(::pthread_self(), sizeof saved_, &saved_);
-}
-
 int online_cpus() noexcept {
   cpu_set_t set;
   if (::sched_getaffinity(0, sizeof set, &set) != 0) return 1;

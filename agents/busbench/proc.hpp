@@ -54,18 +54,6 @@ Memory memory_of(pid_t pid);
 /// Pins the calling thread (cpu >= 0) or the process `pid` to one CPU. False if refused.
 bool pin_thread(int cpu) noexcept;
 bool pin_process(pid_t pid, int cpu) noexcept;
-/// Saves the calling thread's CPU affinity and puts it back when destroyed (baselines pin).
-class AffinityGuard {
- public:
-  AffinityGuard() noexcept;
-  ~AffinityGuard();
-  AffinityGuard(const AffinityGuard&) = delete;
-  AffinityGuard& operator=(const AffinityGuard&) = delete;
-
- private:
-  cpu_set_t saved_{};
-  bool ok_ = false;
-};
 /// CPUs this process may run on.
 int online_cpus() noexcept;
 

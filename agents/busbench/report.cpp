@@ -6,10 +6,13 @@
 #include <fstream>
 #include <functional>
 
+#include "format.hpp"  // busctl's json_string: escaped, always valid UTF-8
 #include "plot.hpp"
 
 namespace bus::bench {
 namespace {
+
+using ctl::json_string;
 
 const LatencyRow* baseline_of(const std::vector<LatencyRow>& rows) {
   for (const auto& r : rows) {
@@ -38,23 +41,6 @@ std::string file_safe(const std::string& s) {
   std::string out;
   for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) != 0) ? c : '_';
   return out;
-}
-
-std::string json_str(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      out += b;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
 }
 
 }  // namespace
@@ -176,7 +162,6 @@ void Report::print(std::FILE* out) const {
     }
   }
   if (!thr_.empty()) {
-    double base_rate = 0;
     std::vector<double> base_runs;
     std::string base_name;
     for (const auto& r : thr_) {  // ratios are against the first baseline row
@@ -186,7 +171,6 @@ void Report::print(std::FILE* out) const {
         break;
       }
     }
-    if (!base_runs.empty()) base_rate = median(base_runs);
     std::fprintf(out, "\nthroughput, one way (median of runs)  %12s %10s %10s %10s %9s\n", "msgs/s",
                  "MB/s", "min", "max", "vs base");
     for (const auto& r : thr_) {
@@ -200,7 +184,6 @@ void Report::print(std::FILE* out) const {
                    (r.name + (r.baseline ? " (baseline)" : "")).c_str(), m,
                    m * r.record_bytes / 1e6, *lo, *hi, ratios.empty() ? 0.0 : median(ratios));
     }
-    (void)base_rate;
     if (!base_name.empty()) std::fprintf(out, "  vs base: median of same-run ratios to %s\n", base_name.c_str());
     for (const auto& r : thr_) {
       if (!r.note.empty()) std::fprintf(out, "  %s: %s\n", r.name.c_str(), r.note.c_str());
@@ -235,13 +218,13 @@ void Report::print(std::FILE* out) const {
 bool Report::write_json(const std::string& path) const {
   std::ofstream f(path);
   if (!f) return false;
-  f << "{\n  \"scenario\": " << json_str(scenario_) << ",\n  \"header\": " << json_str(header_);
+  f << "{\n  \"scenario\": " << json_string(scenario_) << ",\n  \"header\": " << json_string(header_);
   f << ",\n  \"latency_ns\": [";
   const LatencyRow* base = baseline_of(lat_);
   for (size_t i = 0; i < lat_.size(); ++i) {
     const auto& r = lat_[i];
     auto m = [&](double LatencySummary::*fld) { return med_field(r.runs, fld); };
-    f << (i ? "," : "") << "\n    {\"name\": " << json_str(r.name) << ", \"note\": " << json_str(r.note)
+    f << (i ? "," : "") << "\n    {\"name\": " << json_string(r.name) << ", \"note\": " << json_string(r.note)
       << ", \"baseline\": " << (r.baseline ? "true" : "false") << ", \"runs\": " << r.runs.size()
       << ", \"p50\": " << m(&LatencySummary::p50) << ", \"p90\": " << m(&LatencySummary::p90)
       << ", \"p99\": " << m(&LatencySummary::p99) << ", \"p99_9\": " << m(&LatencySummary::p999)
@@ -255,7 +238,7 @@ bool Report::write_json(const std::string& path) const {
       bool first = true;
       for (const auto& b : lat_) {
         if (!b.baseline) continue;
-        f << (first ? "" : ", ") << json_str(b.name) << ": {\"p50\": " << med_ratio(r, b, &LatencySummary::p50)
+        f << (first ? "" : ", ") << json_string(b.name) << ": {\"p50\": " << med_ratio(r, b, &LatencySummary::p50)
           << ", \"p99\": " << med_ratio(r, b, &LatencySummary::p99) << "}";
         first = false;
       }
@@ -268,7 +251,7 @@ bool Report::write_json(const std::string& path) const {
   f << "\n  ],\n  \"throughput\": [";
   for (size_t i = 0; i < thr_.size(); ++i) {
     const auto& r = thr_[i];
-    f << (i ? "," : "") << "\n    {\"name\": " << json_str(r.name) << ", \"note\": " << json_str(r.note)
+    f << (i ? "," : "") << "\n    {\"name\": " << json_string(r.name) << ", \"note\": " << json_string(r.note)
       << ", \"baseline\": " << (r.baseline ? "true" : "false") << ", \"record_bytes\": " << r.record_bytes
       << ", \"msgs_per_s\": " << median(r.msgs_per_s) << ", \"per_run\": [";
     for (size_t k = 0; k < r.msgs_per_s.size(); ++k) f << (k ? ", " : "") << r.msgs_per_s[k];
@@ -276,20 +259,20 @@ bool Report::write_json(const std::string& path) const {
   }
   f << "\n  ],\n  \"cost_ns_per_op\": [";
   for (size_t i = 0; i < cost_.size(); ++i) {
-    f << (i ? "," : "") << "\n    {\"name\": " << json_str(cost_[i].name)
+    f << (i ? "," : "") << "\n    {\"name\": " << json_string(cost_[i].name)
       << ", \"ns\": " << median(cost_[i].ns_per_op) << "}";
   }
-  f << "\n  ],\n  \"latency_unit\": " << json_str(latency_unit_) << ",\n  \"hops_ns\": [";
+  f << "\n  ],\n  \"latency_unit\": " << json_string(latency_unit_) << ",\n  \"hops_ns\": [";
   for (size_t i = 0; i < hops_.size(); ++i) {
     const auto& r = hops_[i];
     auto m = [&](double LatencySummary::*fld) { return med_field(r.runs, fld); };
-    f << (i ? "," : "") << "\n    {\"name\": " << json_str(r.name) << ", \"p50\": " << m(&LatencySummary::p50)
+    f << (i ? "," : "") << "\n    {\"name\": " << json_string(r.name) << ", \"p50\": " << m(&LatencySummary::p50)
       << ", \"p90\": " << m(&LatencySummary::p90) << ", \"p99\": " << m(&LatencySummary::p99)
       << ", \"mean\": " << m(&LatencySummary::mean) << "}";
   }
   f << "\n  ],\n  \"processes\": [";
   for (size_t i = 0; i < proc_.size(); ++i) {
-    f << (i ? "," : "") << "\n    {\"name\": " << json_str(proc_[i].name) << ", \"note\": " << json_str(proc_[i].note)
+    f << (i ? "," : "") << "\n    {\"name\": " << json_string(proc_[i].name) << ", \"note\": " << json_string(proc_[i].note)
       << ", \"cpu_s_per_million\": " << median(proc_[i].cpu_s_per_million) << "}";
   }
   f << "\n  ],\n  \"facts\": [";
@@ -298,13 +281,13 @@ bool Report::write_json(const std::string& path) const {
     const double v = x.values.empty() ? 0
                      : x.worst_is_max ? *std::max_element(x.values.begin(), x.values.end())
                                       : median(x.values);
-    f << (i ? "," : "") << "\n    {\"name\": " << json_str(x.name) << ", \"unit\": " << json_str(x.unit)
+    f << (i ? "," : "") << "\n    {\"name\": " << json_string(x.name) << ", \"unit\": " << json_string(x.unit)
       << ", \"value\": " << v << ", \"per_run\": [";
     for (size_t k = 0; k < x.values.size(); ++k) f << (k ? ", " : "") << x.values[k];
     f << "]}";
   }
   f << "\n  ],\n  \"notes\": [";
-  for (size_t i = 0; i < notes_.size(); ++i) f << (i ? ", " : "") << "\n    " << json_str(notes_[i]);
+  for (size_t i = 0; i < notes_.size(); ++i) f << (i ? ", " : "") << "\n    " << json_string(notes_[i]);
   f << "\n  ]\n}\n";
   return static_cast<bool>(f);
 }

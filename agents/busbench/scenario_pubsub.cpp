@@ -118,7 +118,7 @@ int run_pubsub(const BusOptions& o) {
   for (int run = 0; run < o.runs; ++run) {
     if (o.baseline) {
       progress(o, run, "raw ring, copy in and out");
-      AffinityGuard keep_affinity;
+      // stream_ring_copy pins its sides and gives this thread its affinity back.
       const int a = pin_of(o, 0) >= 0 ? pin_of(o, 0) : (online_cpus() >= 2 ? 0 : -1);
       const int b = pin_of(o, 1) >= 0 ? pin_of(o, 1) : (online_cpus() >= 2 ? 1 : -1);
       rep.throughput("raw SPSC ring, batch " + std::to_string(o.batch), "records of " + std::to_string(record) +

@@ -1,8 +1,6 @@
 // busbench ring: the shared-memory ring alone, between two threads, next to baselines measured
 // in the same run: a plain two-thread ping-pong on one cache line (the floor for a round trip)
 // and moodycamel::ConcurrentQueue (a well-known queue, for streaming throughput).
-#include <pthread.h>
-#include <sched.h>
 
 #include <array>
 #include <atomic>
@@ -14,6 +12,7 @@
 
 #include "baselines.hpp"
 #include "clock.hpp"
+#include "proc.hpp"
 #include "report.hpp"
 #include "scenarios.hpp"
 #include "shm/ring.hpp"
@@ -25,14 +24,6 @@ namespace {
 using shm::RingConsumer;
 using shm::RingProducer;
 using shm::Deadline;
-
-bool pin(int cpu) {
-  if (cpu < 0) return true;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  return pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
-}
 
 // Keeps the compiler from dropping work whose result is unused.
 inline void keep(const void* p) noexcept { asm volatile("" : : "r"(p) : "memory"); }
@@ -73,7 +64,7 @@ void rtt_ring(const RingOptions& o, const Clock& clk, Histogram& h, double& seco
   const auto patience = Deadline::after(10'000'000'000ull);  // a stuck peer fails the run
   Shared shared;
   std::thread pong([&req, &rep, &shared, total, len, patience, ws = o.wait, cpu = o.cpu_pong] {
-    pin(cpu);
+    pin_thread(cpu);
     for (uint64_t i = 0; i < total; ++i) {
       auto in = req.cons.wait_peek(ws, patience);
       auto out = rep.prod.claim(len, ws, patience);
@@ -118,7 +109,7 @@ double stream_ring(const RingOptions& o, uint32_t batch) {
   const auto patience = Deadline::after(10'000'000'000ull);
   Shared shared;
   std::thread prod([&r, &shared, n, len, batch, patience, ws = o.wait, cpu = o.cpu_pong] {
-    pin(cpu);
+    pin_thread(cpu);
     std::vector<std::byte> msg(len, std::byte{7});
     for (uint64_t i = 0; i < n;) {
       const uint64_t end = std::min<uint64_t>(n, i + batch);
@@ -134,7 +125,7 @@ double stream_ring(const RingOptions& o, uint32_t batch) {
       r.prod.publish();
     }
   });
-  pin(o.cpu_ping);
+  pin_thread(o.cpu_ping);
   const uint64_t t0 = clock::mono_ns();
   uint64_t got = 0;
   bool ok = true;
@@ -172,7 +163,7 @@ double stream_moodycamel(const RingOptions& o) {
   moodycamel::ConcurrentQueue<Msg> q(o.capacity / N, 1, 0);  // blocks preallocated: no allocation
   const uint64_t n = o.stream;
   std::thread prod([&q, n, cpu = o.cpu_pong] {
-    pin(cpu);
+    pin_thread(cpu);
     moodycamel::ProducerToken tok(q);
     std::array<Msg, kBulk> out{};
     for (uint64_t i = 0; i < n;) {
@@ -181,7 +172,7 @@ double stream_moodycamel(const RingOptions& o) {
       i += k;
     }
   });
-  pin(o.cpu_ping);
+  pin_thread(o.cpu_ping);
   moodycamel::ConsumerToken tok(q);
   std::array<Msg, kBulk> in{};
   const uint64_t t0 = clock::mono_ns();
@@ -228,7 +219,7 @@ int run_ring(const RingOptions& o) {
                 o.cpu_ping, o.cpu_pong, static_cast<unsigned long long>(o.capacity),
                 clk.describe().c_str());
   Report rep("ring", header);
-  if (!pin(o.cpu_ping)) std::fprintf(stderr, "busbench: could not pin to cpu %d\n", o.cpu_ping);
+  if (!pin_thread(o.cpu_ping)) std::fprintf(stderr, "busbench: could not pin to cpu %d\n", o.cpu_ping);
   const bool have_baseline_stream = o.payload == 64 || o.payload == 256 || o.payload == 1024;
   for (int run = 0; run < o.runs; ++run) {
     auto progress = [&](const char* what) {

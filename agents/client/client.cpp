@@ -243,10 +243,11 @@ void Client::Impl::wait_inbound(uint64_t deadline_ns) {
   if (wait.kind != shm::WaitKind::Block) {
     const uint64_t spin = wait.kind == shm::WaitKind::Adaptive ? wait.spin_ns : 10 * kMs;
     const uint64_t until = std::min(deadline_ns, clock::mono_ns() + spin);
-    // Adaptive: the ring's adaptive wait spins politely (yields every 64 polls); `until` ends
-    // its spin phase before it would sleep on the ring alone (this sleeps on the socket too).
+    // Adaptive: the ring's adaptive wait spins politely (yields every 64 polls) and, with no
+    // spin limit of its own, never sleeps on the ring alone: `until` ends it (this sleeps on the
+    // socket too).
     const shm::WaitStrategy spin_as = wait.kind == shm::WaitKind::Yield      ? shm::WaitStrategy::yield()
-                                      : wait.kind == shm::WaitKind::Adaptive ? shm::WaitStrategy::adaptive(spin + 1)
+                                      : wait.kind == shm::WaitKind::Adaptive ? shm::WaitStrategy::adaptive(shm::kForever)
                                                                              : shm::WaitStrategy::spin();
     if (in.wait_peek(spin_as, shm::Deadline::at(until))) {
       return;
