@@ -219,9 +219,11 @@ Expected<void> Client::Impl::connect_once() {
   auto reg = control::CreateRegisterDirect(fbb, opts.name.c_str(), &caps);
   if (auto s = send_control(control::Body::Register, reg.Union()); !s) return s;
   uint64_t seg_size = 0, to_busd = 0, to_agent = 0;
+  std::string given_inbox;
   r = await(control::Body::Registered, [&](const control::ControlMessage& m) {
     const auto* g = m.body_as_Registered();
     agent_id = g->agent_id();
+    if (g->inbox() != nullptr) given_inbox = g->inbox()->str();
     seg_size = g->segment_size();
     to_busd = g->to_busd_offset();
     to_agent = g->to_agent_offset();
@@ -246,7 +248,8 @@ Expected<void> Client::Impl::connect_once() {
   if (!i) return tl::unexpected(i.error());
   out = std::move(*o);
   in = std::move(*i);
-  inbox = "_INBOX." + std::to_string(agent_id);
+  // busd names the inbox (with links: "_INBOX.<node>.<id>"); an older busd does not.
+  inbox = given_inbox.empty() ? std::string("_INBOX.").append(std::to_string(agent_id)) : std::move(given_inbox);
   request_templates.clear();  // their reply_to names the old inbox
   return {};
 }

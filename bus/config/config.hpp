@@ -1,4 +1,5 @@
-// busd's configuration: a TOML file (busd.toml) with the tables [busd], [limits] and [[acl]].
+// busd's configuration: a TOML file (busd.toml) with the tables [busd], [limits], [cluster],
+// [[acl]] and [[links]].
 //
 // Every knob has one default, here: the member initializers below (sizes from bus/limits.hpp).
 // default_config_text() is the embedded default document, written out from these values with a
@@ -47,6 +48,31 @@ struct Limits {
   friend bool operator==(const Limits&, const Limits&) = default;
 };
 
+/// [cluster]: this busd's place among its peers, the TCP listener, and link timings.
+struct Cluster {
+  std::string name = "default";  // peers of another cluster name are refused at the handshake
+  std::string node;              // this busd's name among its peers; "" = the host name
+  /// The TCP listener for peer busds (and remote agents): "" = none; "7400" or ":7400" =
+  /// 127.0.0.1:7400 (loopback); "host:port" or "[v6]:port" binds there (an explicit choice).
+  std::string listen;
+  uint32_t heartbeat_ms = 500;     // a heartbeat when nothing else was sent for this long
+  uint32_t dead_after_ms = 2000;   // nothing heard from a peer for this long: the link is down
+  uint32_t handshake_ms = 2000;    // a new connection must finish its Hello within this long
+  uint32_t backoff_min_ms = 50;    // first redial delay; doubles per failure up to
+  uint32_t backoff_max_ms = 5000;  // this, each with +-25% jitter
+  uint64_t hold_bytes = 8ull << 20;  // per peer: messages held while its link is down; past it dropped and counted
+
+  friend bool operator==(const Cluster&, const Cluster&) = default;
+};
+
+/// One [[links]] table: a peer busd this one dials.
+struct LinkConfig {
+  std::string kind = "tcp";  // tcp (dpdk and rdma come with their transports)
+  std::string peer;          // "host:port" or "[v6]:port" of the peer's [cluster] listen
+
+  friend bool operator==(const LinkConfig&, const LinkConfig&) = default;
+};
+
 struct Config {
   /// Control socket path; "" = busd's default lookup ($BUS_SOCKET, $XDG_RUNTIME_DIR/busd.sock,
   /// /run/busd/busd.sock).
@@ -63,6 +89,8 @@ struct Config {
   bool acl_owner_all = true;      // busd's own uid may do everything (before the [[acl]] rules)
   Limits limits;
   std::vector<AclRule> acl;
+  Cluster cluster;
+  std::vector<LinkConfig> links;
 
   friend bool operator==(const Config&, const Config&) = default;
 };
@@ -92,8 +120,9 @@ inline constexpr size_t kMaxConfigFileSize = 1u << 20;
 /// For a reload (SIGHUP): the keys that differ between `before` and `after`, as dotted names
 /// ("busd.log_level", "limits.max_agents", "acl"). Keys that take effect on reload are
 /// returned; keys that need a restart (socket, socket_mode, socket_group, shm_dir, wait,
-/// max_message_size, ring_capacity) are appended to *not_reloadable instead (when not null), so
-/// that the daemon can warn and keep their old values. Both lists are in document order.
+/// max_message_size, ring_capacity, every cluster.* key, and "links" for the [[links]] tables)
+/// are appended to *not_reloadable instead (when not null), so that the daemon can warn and keep
+/// their old values. Both lists are in document order.
 [[nodiscard]] std::vector<std::string> reloadable_diff(const Config& before, const Config& after,
                                                        std::vector<std::string>* not_reloadable);
 

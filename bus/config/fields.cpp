@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <iterator>
+#include <optional>
 
 #include "shm/layout.hpp"
 #include "shm/wait.hpp"
@@ -59,6 +61,91 @@ std::string check_wait(std::string_view v) {
   return ws ? std::string() : ws.error().detail();
 }
 
+constexpr size_t kMaxNodeName = 255;
+constexpr size_t kMaxHostName = 253;  // a DNS name
+constexpr size_t kMaxPortDigits = 10;  // more cannot be a port (and cannot overflow below)
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+bool is_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '.' ||
+         c == '_' || c == '-';
+}
+
+bool is_name(std::string_view v, size_t max) {
+  return !v.empty() && v.size() <= max && std::all_of(v.begin(), v.end(), is_name_char);
+}
+
+bool is_hex_digit(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// The inside of [...]: hex digits, ':' and '.' (an embedded IPv4), at least one ':', then an
+// optional %zone (an interface name).
+bool is_v6(std::string_view v) {
+  std::string_view zone;
+  if (const size_t pct = v.find('%'); pct != std::string_view::npos) {
+    zone = v.substr(pct + 1);
+    v = v.substr(0, pct);
+    if (!is_name(zone, kMaxNodeName)) return false;
+  }
+  return v.find(':') != std::string_view::npos && v.size() <= 45 &&  // INET6_ADDRSTRLEN - 1
+         std::all_of(v.begin(), v.end(),
+                     [](char c) { return is_hex_digit(c) || c == ':' || c == '.'; });
+}
+
+// Decimal digits only; std::nullopt for anything else (a sign, a space, nothing).
+std::optional<uint64_t> port_number(std::string_view v) {
+  if (v.empty() || v.size() > kMaxPortDigits || !std::all_of(v.begin(), v.end(), is_digit)) {
+    return std::nullopt;
+  }
+  uint64_t n = 0;
+  for (const char c : v) n = n * 10 + static_cast<uint64_t>(c - '0');
+  return n;
+}
+
+std::string port_problem(std::string_view v) {
+  return "port must be in [1, " + std::to_string(kMaxPort) + "], got " + quoted(v);
+}
+
+std::string check_cluster_name(std::string_view v) {
+  if (v.size() > kMaxNodeName) {
+    return "must be at most " + std::to_string(kMaxNodeName) + " characters, got " +
+           std::to_string(v.size());
+  }
+  if (is_name(v, kMaxNodeName)) return {};
+  return "must be 1 to 255 characters of A-Z a-z 0-9 . _ -, got " + quoted(v);
+}
+
+std::string check_node(std::string_view v) {
+  if (v.size() > kMaxNodeName) {
+    return "must be at most " + std::to_string(kMaxNodeName) + " characters, got " +
+           std::to_string(v.size());
+  }
+  if (v.empty() || is_name(v, kMaxNodeName)) return {};
+  return "must be \"\" (the host name) or 1 to 255 characters of A-Z a-z 0-9 . _ -, got " +
+         quoted(v);
+}
+
+std::string check_listen(std::string_view v) {
+  if (v.empty()) return {};
+  std::string_view port = v;  // "7400" or ":7400": a port on the loopback address
+  if (port.front() == ':') port.remove_prefix(1);
+  HostPort syntax = HostPort::Shape;
+  if (const auto n = port_number(port)) {
+    syntax = *n >= 1 && *n <= kMaxPort ? HostPort::Ok : HostPort::Port;
+  } else {
+    syntax = host_port(v);
+  }
+  switch (syntax) {
+    case HostPort::Ok: return {};
+    case HostPort::Port: return port_problem(v);
+    case HostPort::Shape: break;
+  }
+  return "must be \"\" (no listener), a port (loopback), \"host:port\" or \"[v6]:port\", got " +
+         quoted(v);
+}
+
 constexpr Field kFields[] = {
     {"busd", "socket", Form::Text, &Config::socket, true, 0, 0, check_socket,
      "Control socket path; \"\" = $BUS_SOCKET, else $XDG_RUNTIME_DIR/busd.sock, "
@@ -100,20 +187,97 @@ constexpr Field kFields[] = {
      shm::kMinCapacity, shm::kMaxCapacity, nullptr,
      "Data bytes of each shared-memory ring, a power of two; 0 = the smallest ring that takes "
      "max_message_size."},
+
+    {"cluster", "name", Form::Text, &Cluster::name, true, 0, 0, check_cluster_name,
+     "Cluster name (1 to 255 of A-Z a-z 0-9 . _ -): peers of another cluster name are refused at "
+     "the handshake."},
+    {"cluster", "node", Form::Text, &Cluster::node, true, 0, 0, check_node,
+     "This busd's name among its peers (the same characters as name); \"\" = the host name."},
+    {"cluster", "listen", Form::Text, &Cluster::listen, true, 0, 0, check_listen,
+     "TCP listener for peer busds and remote agents: \"\" = none; \"7400\" or \":7400\" = "
+     "127.0.0.1:7400 (loopback); \"host:port\" or \"[v6]:port\" binds there."},
+    {"cluster", "heartbeat_ms", Form::Integer, &Cluster::heartbeat_ms, true, 10, 600'000, nullptr,
+     "A heartbeat to a peer when nothing else was sent to it for this long."},
+    {"cluster", "dead_after_ms", Form::Integer, &Cluster::dead_after_ms, true, 30, 3'600'000,
+     nullptr,
+     "Nothing heard from a peer for this long: its link is down. More than heartbeat_ms."},
+    {"cluster", "handshake_ms", Form::Integer, &Cluster::handshake_ms, true, 10, 600'000, nullptr,
+     "A new peer connection must finish its Hello within this long."},
+    {"cluster", "backoff_min_ms", Form::Integer, &Cluster::backoff_min_ms, true, 1, 600'000,
+     nullptr,
+     "First redial delay after a link fails; it doubles per failure up to backoff_max_ms."},
+    {"cluster", "backoff_max_ms", Form::Integer, &Cluster::backoff_max_ms, true, 1, 600'000,
+     nullptr, "Longest redial delay, at least backoff_min_ms (each delay has +-25% jitter)."},
+    {"cluster", "hold_bytes", Form::Integer, &Cluster::hold_bytes, true, 64 * kKiB, 1024 * kMiB,
+     nullptr,
+     "Per peer: bytes of messages held while its link is down; past it they are dropped and "
+     "counted."},
 };
 
 // Every uint32_t field's range fits its type (set() casts).
 static_assert(std::all_of(std::begin(kFields), std::end(kFields), [](const Field& f) {
-  return std::holds_alternative<uint64_t Limits::*>(f.member) || f.max <= UINT32_MAX;
+  return std::holds_alternative<uint64_t Limits::*>(f.member) ||
+         std::holds_alternative<uint64_t Cluster::*>(f.member) || f.max <= UINT32_MAX;
 }));
+
+// Every key is in a table of kTables, and the keys of one table are contiguous (render() writes
+// a [table] header where the table changes).
+static_assert([] {
+  for (size_t i = 0; i < std::size(kFields); ++i) {
+    if (std::find(std::begin(kTables), std::end(kTables), kFields[i].table) == std::end(kTables)) {
+      return false;
+    }
+    for (size_t j = i + 1; j < std::size(kFields); ++j) {
+      if (kFields[j].table == kFields[i].table && kFields[j - 1].table != kFields[i].table) {
+        return false;
+      }
+    }
+  }
+  return true;
+}());
 
 }  // namespace
 
 std::span<const Field> fields() noexcept { return kFields; }
 
+HostPort host_port(std::string_view v, std::string* key) {
+  std::string_view host;
+  std::string_view port;
+  if (!v.empty() && v.front() == '[') {
+    const size_t close = v.find(']');
+    if (close == std::string_view::npos || close + 1 >= v.size() || v[close + 1] != ':') {
+      return HostPort::Shape;
+    }
+    host = v.substr(1, close - 1);
+    port = v.substr(close + 2);
+    if (!is_v6(host)) return HostPort::Shape;
+  } else {
+    const size_t colon = v.find(':');
+    if (colon == std::string_view::npos || v.find(':', colon + 1) != std::string_view::npos) {
+      return HostPort::Shape;
+    }
+    host = v.substr(0, colon);
+    port = v.substr(colon + 1);
+    if (!is_name(host, kMaxHostName)) return HostPort::Shape;
+  }
+  const auto n = port_number(port);
+  if (!n) return HostPort::Shape;
+  if (*n < 1 || *n > kMaxPort) return HostPort::Port;
+  if (key != nullptr) {
+    key->clear();
+    for (const char c : host) {
+      key->push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c);
+    }
+    key->push_back('#');
+    key->append(std::to_string(*n));
+  }
+  return HostPort::Ok;
+}
+
 const std::string* text_of(const Config& c, const Field& f) noexcept {
-  const auto* m = std::get_if<std::string Config::*>(&f.member);
-  return m != nullptr ? &(c.**m) : nullptr;
+  if (const auto* m = std::get_if<std::string Config::*>(&f.member)) return &(c.**m);
+  if (const auto* m = std::get_if<std::string Cluster::*>(&f.member)) return &(c.cluster.**m);
+  return nullptr;
 }
 
 bool flag_of(const Config& c, const Field& f) noexcept {
@@ -125,11 +289,14 @@ uint64_t number_of(const Config& c, const Field& f) noexcept {
   if (const auto* m = std::get_if<uint32_t Config::*>(&f.member)) return c.**m;
   if (const auto* m = std::get_if<uint32_t Limits::*>(&f.member)) return c.limits.**m;
   if (const auto* m = std::get_if<uint64_t Limits::*>(&f.member)) return c.limits.**m;
+  if (const auto* m = std::get_if<uint32_t Cluster::*>(&f.member)) return c.cluster.**m;
+  if (const auto* m = std::get_if<uint64_t Cluster::*>(&f.member)) return c.cluster.**m;
   return 0;
 }
 
 void set(Config& c, const Field& f, std::string v) {
   if (const auto* m = std::get_if<std::string Config::*>(&f.member)) c.**m = std::move(v);
+  if (const auto* m = std::get_if<std::string Cluster::*>(&f.member)) c.cluster.**m = std::move(v);
 }
 
 void set(Config& c, const Field& f, bool v) {
@@ -143,6 +310,10 @@ void set(Config& c, const Field& f, uint64_t v) {
     c.limits.**m = static_cast<uint32_t>(v);
   }
   if (const auto* m = std::get_if<uint64_t Limits::*>(&f.member)) c.limits.**m = v;
+  if (const auto* m = std::get_if<uint32_t Cluster::*>(&f.member)) {
+    c.cluster.**m = static_cast<uint32_t>(v);
+  }
+  if (const auto* m = std::get_if<uint64_t Cluster::*>(&f.member)) c.cluster.**m = v;
 }
 
 std::string toml_value(const Config& c, const Field& f) {

@@ -1,5 +1,5 @@
-// Private to bus/config: the table of scalar keys ([busd] and [limits]) that parsing, rendering,
-// "did you mean" suggestions and reloadable_diff all read, so a key is described once.
+// Private to bus/config: the table of scalar keys ([busd], [limits] and [cluster]) that parsing,
+// rendering, "did you mean" suggestions and reloadable_diff all read, so a key is described once.
 #pragma once
 
 #include <cstdint>
@@ -21,10 +21,11 @@ enum class Form : uint8_t {
 };
 
 using Member = std::variant<std::string Config::*, bool Config::*, uint32_t Config::*,
-                            uint32_t Limits::*, uint64_t Limits::*>;
+                            uint32_t Limits::*, uint64_t Limits::*, std::string Cluster::*,
+                            uint32_t Cluster::*, uint64_t Cluster::*>;
 
 struct Field {
-  std::string_view table;  // "busd" or "limits"
+  std::string_view table;  // "busd", "limits" or "cluster"
   std::string_view name;
   Form form;
   Member member;
@@ -39,9 +40,10 @@ struct Field {
 /// Every scalar key, in document order.
 [[nodiscard]] std::span<const Field> fields() noexcept;
 
-/// The tables of the document, in order, and the keys of one [[acl]] table.
-inline constexpr std::string_view kTables[] = {"busd", "limits", "acl"};
+/// The tables of the document, in order, and the keys of one [[acl]] and one [[links]] table.
+inline constexpr std::string_view kTables[] = {"busd", "limits", "cluster", "acl", "links"};
 inline constexpr std::string_view kAclKeys[] = {"uid", "gid", "name", "publish", "subscribe"};
+inline constexpr std::string_view kLinkKeys[] = {"kind", "peer"};
 /// Largest uid/gid in an [[acl]] rule ((uid_t)-1 means "no id" to the kernel).
 inline constexpr uint64_t kMaxId = UINT32_MAX - 1;
 
@@ -54,6 +56,18 @@ void set(Config& c, const Field& f, uint64_t v);  // v within the field's range
 
 /// The field's value in `c` as a TOML value ("0660" for a mode, 1_048_576 for a large number).
 [[nodiscard]] std::string toml_value(const Config& c, const Field& f);
+
+/// The syntax of "host:port" and "[v6]:port" (no look-up): Ok, or what is wrong with it.
+enum class HostPort : uint8_t {
+  Ok,
+  Shape,  // not host:port or [v6]:port (no port, a bad host, several colons without brackets)
+  Port,   // the shape is right but the port is not in [1, 65535]
+};
+/// "host:port" (a name or IPv4 address: A-Z a-z 0-9 . _ -) or "[v6]:port" (hex digits, ':' and
+/// '.', and an optional %zone). On Ok, *key (when not null) is the endpoint with the host in
+/// lower case and the port as a plain number, so that two spellings of one peer compare equal.
+[[nodiscard]] HostPort host_port(std::string_view v, std::string* key = nullptr);
+inline constexpr uint32_t kMaxPort = 65535;
 
 // Text helpers (text.cpp).
 /// A TOML basic string: quotes, backslash and control characters escaped.

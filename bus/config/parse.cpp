@@ -3,6 +3,8 @@
 // this set-up boundary, and nowhere else.
 #include <cstdio>
 #include <optional>
+#include <utility>
+#include <vector>
 #include <toml++/toml.h>
 
 #include "config/config.hpp"
@@ -64,7 +66,7 @@ class Reader {
   void document(const toml::table& root) {
     for (const auto& [k, v] : root) {
       const std::string_view name = k.str();
-      if (name == "busd" || name == "limits") {
+      if (name == "busd" || name == "limits" || name == "cluster") {
         if (const toml::table* t = v.as_table()) {
           section(name, *t);
         } else {
@@ -73,6 +75,8 @@ class Reader {
         }
       } else if (name == "acl") {
         acl(v);
+      } else if (name == "links") {
+        links(v);
       } else {
         unknown(k, v, "", detail::kTables);
       }
@@ -150,6 +154,7 @@ class Reader {
   void read(const Field& f, const toml::node& v) {
     const std::string key = std::string(f.table) + "." + std::string(f.name);
     const auto bad = [&](const std::string& what) { problem(v.source(), key, what); };
+    given_.emplace_back(&f, v.source());
     switch (f.form) {
       case Form::Text: {
         const auto s = string_value(v, key);
@@ -305,7 +310,115 @@ class Reader {
     }
   }
 
+  void links(const toml::node& v) {
+    const toml::array* links = v.as_array();
+    if (links == nullptr || (!links->empty() && !links->is_array_of_tables())) {
+      problem(v.source(), "links", "must be an array of tables ([[links]]), got " + describe(v));
+      return;
+    }
+    std::vector<std::string> peers;  // host_port() keys of the links read so far ("" = none)
+    for (size_t i = 0; i < links->size(); ++i) {
+      link("links[" + std::to_string(i) + "]", *links->get(i)->as_table(), peers);
+    }
+  }
+
+  void link(const std::string& path, const toml::table& t, std::vector<std::string>& peers) {
+    const size_t problems_before = problems_;
+    LinkConfig l;
+    std::string peer_key;
+    bool has_peer = false;
+    for (const auto& [k, v] : t) {
+      const std::string_view name = k.str();
+      const std::string key = path + "." + std::string(name);
+      if (name == "kind") {
+        const auto s = string_value(v, key);
+        if (!s) continue;
+        if (*s == "dpdk" || *s == "rdma") {
+          problem(v.source(), key,
+                  detail::quoted(*s)
+                      .append(" links are not available yet (the ")
+                      .append(*s == "dpdk" ? "DPDK" : "RDMA")
+                      .append(" transport is a later issue); use \"tcp\""));
+          continue;
+        }
+        if (*s != "tcp") {
+          problem(v.source(), key, "must be one of tcp, dpdk, rdma, got " + describe(v));
+          continue;
+        }
+        l.kind = std::string(*s);
+      } else if (name == "peer") {
+        has_peer = true;
+        const auto s = string_value(v, key);
+        if (!s) continue;
+        switch (detail::host_port(*s, &peer_key)) {
+          case detail::HostPort::Ok: break;
+          case detail::HostPort::Port:
+            problem(v.source(), key, "port must be in [1, " + std::to_string(detail::kMaxPort) +
+                                         "], got " + describe(v));
+            continue;
+          case detail::HostPort::Shape:
+            problem(v.source(), key, "must be \"host:port\" or \"[v6]:port\", got " + describe(v));
+            continue;
+        }
+        for (size_t j = 0; j < peers.size(); ++j) {
+          if (peers[j] == peer_key) {
+            problem(v.source(), key,
+                    describe(v) + " is already the peer of links[" + std::to_string(j) +
+                        "] (one link per peer)");
+            break;
+          }
+        }
+        l.peer = std::string(*s);
+      } else {
+        unknown(k, v, path, detail::kLinkKeys);
+      }
+    }
+    if (!has_peer && problems_ == problems_before) {
+      problem(t.source(), path,
+              "peer is required (\"host:port\" or \"[v6]:port\" of the peer busd's [cluster] "
+              "listen)");
+    }
+    peers.push_back(l.peer.empty() ? std::string() : std::move(peer_key));
+    cfg_.links.push_back(std::move(l));
+  }
+
+  // Where the file gives the key, if it does.
+  const toml::source_region* given(std::string_view table, std::string_view name) const {
+    for (const auto& [f, at] : given_) {
+      if (f->table == table && f->name == name) return &at;
+    }
+    return nullptr;
+  }
+
+  // `low` must be below `high` (or at most `high` when `equal_ok`). Reported at `high` where the
+  // file gives it, else at `low` (a default cannot be the problem alone).
+  void ordered(std::string_view low, uint64_t low_v, std::string_view high, uint64_t high_v,
+               bool equal_ok) {
+    if (low_v < high_v || (equal_ok && low_v == high_v)) return;
+    const std::string low_key = std::string("cluster.").append(low);
+    const std::string high_key = std::string("cluster.").append(high);
+    if (const toml::source_region* at = given("cluster", high)) {
+      problem(*at, high_key,
+              std::to_string(high_v)
+                  .append(equal_ok ? " must be at least " : " must be greater than ")
+                  .append(low_key)
+                  .append(" = ")
+                  .append(std::to_string(low_v)));
+    } else {
+      const toml::source_region* at_low = given("cluster", low);
+      problem(at_low != nullptr ? *at_low : toml::source_region{}, low_key,
+              std::to_string(low_v)
+                  .append(equal_ok ? " must be at most " : " must be less than ")
+                  .append(high_key)
+                  .append(" = ")
+                  .append(std::to_string(high_v)));
+    }
+  }
+
   void cross_checks() {
+    const Cluster& c = cfg_.cluster;
+    ordered("heartbeat_ms", c.heartbeat_ms, "dead_after_ms", c.dead_after_ms, false);
+    ordered("backoff_min_ms", c.backoff_min_ms, "backoff_max_ms", c.backoff_max_ms, true);
     const uint64_t needed = shm::capacity_for(cfg_.limits.max_message_size);
     if (ring_derive_) {
       cfg_.limits.ring_capacity = needed;
@@ -324,6 +437,8 @@ class Reader {
   // where the file gives it.
   bool ring_derive_ = true;
   toml::source_region ring_line_;
+  // The scalar keys the file gives, and where.
+  std::vector<std::pair<const Field*, toml::source_region>> given_;
   std::optional<Problem> first_;
   size_t problems_ = 0;
 };

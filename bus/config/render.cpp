@@ -37,6 +37,17 @@ constexpr std::string_view kAclExample =
     "# publish = [\"svc.work.>\"]      # subjects it may publish to\n"
     "# subscribe = [\"svc.plan.*\", \"$bus.agents.>\"]   # subjects it may subscribe to\n";
 
+constexpr std::string_view kLinksHelp =
+    "# Peer busds this one dials, one [[links]] table each (restart). kind: \"tcp\" (dpdk\n"
+    "# and rdma come with their transports); peer: \"host:port\" or \"[v6]:port\" of the\n"
+    "# peer's [cluster] listen. One link per peer; a peer that dials this busd needs no\n"
+    "# table here. For example:\n";
+
+constexpr std::string_view kLinksExample =
+    "# [[links]]\n"
+    "# kind = \"tcp\"\n"
+    "# peer = \"10.0.0.2:7400\"\n";
+
 constexpr size_t kWidth = 100;  // comment lines wrap before this column
 
 // "# text" wrapped at word boundaries.
@@ -49,8 +60,9 @@ std::string comment_lines(std::string_view text) {
     if (end == std::string_view::npos) end = text.size();
     const std::string_view word = text.substr(at, end - at);
     if (line.size() > 1 && line.size() + 1 + word.size() > kWidth) {
-      out += line + "\n";
-      line = "#";
+      out += line;
+      out += '\n';
+      line.assign(1, '#');  // (not line = "#": GCC 12 warns falsely, -Wrestrict at -O3)
     }
     line += ' ';
     line += word;
@@ -99,7 +111,7 @@ std::string render(const Config& cfg) {
   }
   out += "\n";
   out += kAclHelp;
-  if (cfg.acl.empty()) return out + std::string(kAclExample);
+  if (cfg.acl.empty()) out += kAclExample;
   for (const AclRule& r : cfg.acl) {
     out += "\n[[acl]]\n";
     if (r.uid) out += "uid = " + std::to_string(*r.uid) + "\n";
@@ -107,6 +119,14 @@ std::string render(const Config& cfg) {
     out += "name = " + detail::quoted(r.name) + "\n";
     out += "publish = " + string_array(r.publish) + "\n";
     out += "subscribe = " + string_array(r.subscribe) + "\n";
+  }
+  out += "\n";
+  out += kLinksHelp;
+  if (cfg.links.empty()) out += kLinksExample;
+  for (const LinkConfig& l : cfg.links) {
+    out += "\n[[links]]\n";
+    out += "kind = " + detail::quoted(l.kind) + "\n";
+    out += "peer = " + detail::quoted(l.peer) + "\n";
   }
   return out;
 }
@@ -129,6 +149,9 @@ std::vector<std::string> reloadable_diff(const Config& before, const Config& aft
     }
   }
   if (before.acl != after.acl) live.emplace_back("acl");
+  if (before.links != after.links && not_reloadable != nullptr) {
+    not_reloadable->emplace_back("links");
+  }
   return live;
 }
 

@@ -67,7 +67,7 @@ struct Agent {
 };
 
 /// epoll user data: what became ready.
-enum class Source : uint32_t { Listener = 1, Signal, Timer, AgentSocket, AgentData, AgentSpace };
+enum class Source : uint32_t { Listener = 1, Signal, Timer, AgentSocket, AgentData, AgentSpace, LinkListener, Link, Greeter };
 inline uint64_t tag(Source s, uint32_t id = 0) noexcept {
   return (static_cast<uint64_t>(s) << 32) | id;
 }

@@ -30,7 +30,8 @@ std::string versions(uint32_t lo, uint32_t hi) {
 
 bool valid_agent_name(std::string_view n) {
   if (n.empty() || n.size() > 63) return false;
-  return std::all_of(n.begin(), n.end(), [](char c) { return c > ' ' && c < 0x7F; });
+  // '@' names agents of other hosts ("name@node").
+  return std::all_of(n.begin(), n.end(), [](char c) { return c > ' ' && c < 0x7F && c != '@'; });
 }
 
 }  // namespace
@@ -212,7 +213,8 @@ Expected<void> Daemon::give_rings(Agent& a) {
   if (!to) return tl::unexpected(to.error());
   a.from = std::move(*from);
   a.to = std::move(*to);
-  auto reg = control::CreateRegisteredDirect(fbb_, a.id, a.name.c_str(), bytes.size(), 0, ring);
+  const std::string inbox = inbox_of(a.id);
+  auto reg = control::CreateRegisteredDirect(fbb_, a.id, a.name.c_str(), bytes.size(), 0, ring, inbox.c_str());
   const int fds[5] = {a.segment.fd(), a.fds[0].fd(), a.fds[1].fd(), a.fds[2].fd(), a.fds[3].fd()};
   send_control(a, control::Body::Registered, reg.Union(), fds);
   epoll_event ev{};
@@ -229,7 +231,7 @@ void Daemon::on_register(Agent& a, const control::ControlMessage& m) {
   const std::string name = r->name()->str();
   const auto& lim = opts_.config.limits;
   if (!valid_agent_name(name)) {
-    send_error(a, m.seq(), Errc::InvalidArgument, "agent name '" + name + "': 1..63 printable characters, no spaces");
+    send_error(a, m.seq(), Errc::InvalidArgument, "agent name '" + name + "': 1..63 printable characters, no spaces or '@'");
     remove_agent(a, "bad name");
     return;
   }
@@ -314,6 +316,7 @@ void Daemon::on_subscribe(Agent& a, const control::ControlMessage& m) {
     return;
   }
   a.subs.emplace(sid, Agent::Sub{std::string(pattern), gid, counters_.pattern_open(pattern)});
+  interest_up(pattern, gid);
   if (a.stats) counters::bump(a.stats->subscriptions);
   send_ok(a, m.seq());
 }
@@ -326,6 +329,7 @@ void Daemon::on_unsubscribe(Agent& a, const control::ControlMessage& m) {
     return;
   }
   trie_.erase(it->second.pattern, router::SubRef{a.id, sid, it->second.group});
+  interest_down(it->second.pattern, it->second.group);
   if (it->second.group != 0) groups_.release_group(it->second.group);
   counters_.pattern_close(it->second.pattern);
   if (a.stats) counters::drop_by(a.stats->subscriptions);
@@ -346,14 +350,32 @@ void Daemon::on_find_agents(Agent& a, const control::ControlMessage& m) {
     found.push_back(control::CreateAgentInfoDirect(fbb_, o->name.c_str(), o->id, &caps,
                                                    static_cast<uint32_t>(o->cred.pid), o->cred.uid));
   }
+  // Agents on peer busds, as "name@node" (no pid or uid: those are the other host's).
+  for (const auto& p : peers_) {
+    for (const auto& [id, ra] : p->agents) {
+      if (!glob_match(glob, ra.name)) continue;
+      if (!cap.empty() && std::find(ra.capabilities.begin(), ra.capabilities.end(), cap) == ra.capabilities.end()) continue;
+      std::vector<flatbuffers::Offset<flatbuffers::String>> caps;
+      for (const auto& c : ra.capabilities) caps.push_back(fbb_.CreateString(c));
+      found.push_back(control::CreateAgentInfoDirect(fbb_, ra.name.c_str(), id, &caps, 0, 0));
+    }
+  }
   auto list = control::CreateAgentListDirect(fbb_, m.seq(), &found);
   send_control(a, control::Body::AgentList, list.Union());
 }
 
 void Daemon::presence(const Agent& a, control::PresenceEvent ev) {
-  std::vector<flatbuffers::Offset<flatbuffers::String>> caps;
-  for (const auto& c : a.capabilities) caps.push_back(fbb_.CreateString(c));
-  auto p = control::CreatePresenceDirect(fbb_, ev, a.name.c_str(), a.id, &caps);
+  remote_presence(a.name, a.id, a.capabilities, ev);
+  presence_to_peers(a, ev == control::PresenceEvent::Joined ? links::PresenceOp::Joined
+                       : ev == control::PresenceEvent::Left ? links::PresenceOp::Left
+                                                            : links::PresenceOp::Died);
+}
+
+void Daemon::remote_presence(std::string_view name, uint32_t id, std::span<const std::string> caps,
+                             control::PresenceEvent ev) {
+  std::vector<flatbuffers::Offset<flatbuffers::String>> offs;
+  for (const auto& c : caps) offs.push_back(fbb_.CreateString(c));
+  auto p = control::CreatePresence(fbb_, ev, fbb_.CreateString(name.data(), name.size()), id, fbb_.CreateVector(offs));
   auto msg = control::CreateControlMessage(fbb_, ++control_seq_, control::Body::Presence, p.Union());
   control::FinishControlMessageBuffer(fbb_, msg);
   const std::vector<std::byte> payload(reinterpret_cast<const std::byte*>(fbb_.GetBufferPointer()),
@@ -385,6 +407,7 @@ void Daemon::remove_agent(Agent& a, const char* why, bool drain) {
   ::epoll_ctl(epoll_, EPOLL_CTL_DEL, a.fds[0].fd(), nullptr);
   ::epoll_ctl(epoll_, EPOLL_CTL_DEL, a.fds[3].fd(), nullptr);
   for (const auto& [sid, sub] : a.subs) {
+    interest_down(sub.pattern, sub.group);
     if (sub.group != 0) groups_.release_group(sub.group);
     counters_.pattern_close(sub.pattern);
   }
@@ -393,6 +416,9 @@ void Daemon::remove_agent(Agent& a, const char* why, bool drain) {
   // Nobody waits for deliveries to it any more.
   for (Agent* o : active_) {
     std::erase_if(o->owed, [&](const router::SubRef& r) { return r.agent == a.id; });
+  }
+  for (auto& p : peers_) {
+    std::erase_if(p->owed, [&](const router::SubRef& r) { return r.agent == a.id; });
   }
   std::erase(dirty_, &a);
   names_.erase(a.name);
@@ -460,6 +486,8 @@ void Daemon::reload() {
   applied.limits.ring_capacity = opts_.config.limits.ring_capacity;
   applied.limits.max_agents = opts_.config.limits.max_agents;  // sizes the counters page
   applied.wait = opts_.config.wait;
+  applied.cluster = opts_.config.cluster;  // links and the listener are made at start
+  applied.links = opts_.config.links;
   opts_.config = std::move(applied);
   log::set_level(opts_.config.log_level);
   // New grants for everyone; subscriptions the new ACL no longer allows are revoked.

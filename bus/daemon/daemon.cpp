@@ -111,6 +111,8 @@ Expected<int> listen_at(const std::string& path, uint32_t mode, const std::strin
 Daemon::Daemon(Options opts) : opts_(std::move(opts)) {}
 
 Daemon::~Daemon() {
+  peers_.clear();
+  greeters_.clear();
   for (auto& [id, a] : agents_) {
     if (a->sock >= 0) ::close(a->sock);
   }
@@ -173,6 +175,7 @@ Expected<void> Daemon::start() {
   add(listener_, Source::Listener);
   add(signal_fd_, Source::Signal);
   add(timer_fd_, Source::Timer);
+  if (auto links = start_links(); !links) return links;
   counters_.heartbeat(clock::real_ns());
   log::info("busd_started", {{"socket", socket_path_}, {"counters", counters_path},
                              {"pid", ::getpid()}, {"wait", shm::to_string(wait_)},
@@ -216,6 +219,11 @@ void Daemon::handle_events(int timeout_ms) {
       case Source::AgentSocket:
         if (Agent* a = agent(id)) on_agent_socket(*a, evs[i].events);
         break;
+      case Source::LinkListener: accept_links(); break;
+      case Source::Link:
+        if (id < peers_.size()) peers_[id]->readable = true;
+        break;
+      case Source::Greeter: on_greeter(id); break;
       case Source::AgentData:
       case Source::AgentSpace:
         // The ring itself is polled by the loop; the eventfd only woke us. disarm drains it.
@@ -261,10 +269,16 @@ int Daemon::run() {
   uint64_t last_events = clock::mono_ns();
   uint64_t idle_since = 0;
   uint32_t spins = 0;
+  // With links, sockets are looked at every 20 us while busy and on every idle poll, so that
+  // a message from a peer does not wait for the millisecond check.
+  const bool linked = clustered();
+  const uint64_t events_every = linked ? 20'000 : kMs;
   while (!stop_now_) {
     reap();
-    const size_t moved = route_all(256);
+    size_t moved = route_all(256);
+    if (linked) moved += poll_links();
     publish_dirty();
+    if (linked) flush_links(clock::mono_ns());
     for (uint32_t id : condemned_) {
       if (Agent* a = agent(id)) remove_agent(*a, "corrupt ring", false);
     }
@@ -279,7 +293,7 @@ int Daemon::run() {
     if (moved > 0) {
       idle_since = 0;
       // Busy: look at sockets and signals once a millisecond, not per message.
-      if (now - last_events >= kMs) {
+      if (now - last_events >= events_every) {
         handle_events(0);
         last_events = now;
       }
@@ -297,13 +311,13 @@ int Daemon::run() {
       } else {
         shm::cpu_relax();
       }
-      if (now - last_events >= kMs) {
+      if (linked || now - last_events >= kMs) {
         handle_events(0);
         last_events = now;
       }
       continue;
     }
-    uint64_t timeout = kTickNs;
+    uint64_t timeout = std::min(kTickNs, link_timeout_ns());
     if (!deadlines_.empty()) timeout = deadlines_.top().first > now ? std::min(timeout, deadlines_.top().first - now) : 0;
     if (stopping_) timeout = std::min<uint64_t>(timeout, 10 * kMs);
     sleep_until_ready(timeout);
@@ -313,6 +327,7 @@ int Daemon::run() {
   // Stop: tell everyone, close everything, leave nothing behind.
   for (Agent* a : std::vector<Agent*>(active_)) remove_agent(*a, "busd stopping");
   reap();
+  stop_links();
   log::info("busd_stopped", {{"messages_in", counters_.get(counters::Global::messages_in)},
                              {"messages_out", counters_.get(counters::Global::messages_out)}});
   return 0;

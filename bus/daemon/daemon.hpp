@@ -17,10 +17,74 @@
 #include "bus/envelope.hpp"
 #include "config/config.hpp"
 #include "counters/page.hpp"
+#include "links/body.hpp"
+#include "links/peer.hpp"
 #include "router/queue_groups.hpp"
 #include "router/trie.hpp"
+#include "tcp/tcp_link.hpp"
 
 namespace bus::daemon {
+
+/// Router subscriber ids at or above this stand for peer busds (kPeerBase + the peer's index):
+/// the peer's interests sit in the trie beside local subscriptions, so one match and one queue
+/// group choice covers both. Agent ids count up from 1 and never get here.
+inline constexpr uint32_t kPeerBase = 0xF000'0000u;
+
+/// Where a reply subject points: "_INBOX.<id>" (node empty: this host) or "_INBOX.<node>.<id>".
+/// agent is 0 when the id is malformed.
+struct InboxTarget {
+  std::string_view node;
+  uint32_t agent = 0;
+};
+[[nodiscard]] InboxTarget inbox_target(std::string_view subject) noexcept;
+
+/// One peer busd (links.cpp): the Peer that runs the connection and session, and what this busd
+/// knows of the other side.
+struct PeerSlot {
+  uint32_t index = 0;
+  std::string label;   // for logs: the configured address, or "<node> (dialed in)"
+  bool dials = false;  // from [[links]]; otherwise the peer dialed this busd
+  std::unique_ptr<links::Peer> peer;
+  links::PeerState last_state = links::PeerState::Waiting;
+  std::string node;             // the peer's node name, from its first Hello
+  uint64_t known_session = 0;   // the peer incarnation whose interests and agents are held here
+  int fd = -1;                  // as registered with epoll
+  uint32_t events = 0;
+  bool readable = false;
+  std::string last_logged;      // the last failure logged (a redial failing alike stays quiet)
+
+  struct Interest {
+    std::string pattern;
+    uint32_t group = 0;  // this busd's id of the group name
+  };
+  std::unordered_map<uint32_t, Interest> interest;  // by the peer's interest id
+  struct RemoteAgent {
+    std::string name;  // "name@node"
+    std::vector<std::string> capabilities;
+  };
+  std::unordered_map<uint32_t, RemoteAgent> agents;  // by the agent's id on the peer
+
+  // Receiving: the bodies of the last receive() not routed yet. When a local ring is full the
+  // rest is copied into held_in (8-byte aligned slots) and routed on later passes.
+  std::vector<std::span<const std::byte>> in;
+  size_t in_next = 0;
+  std::vector<uint64_t> held_in;     // first the head envelope (held_head bytes), then the rest
+  size_t held_head = 0;
+  std::vector<router::SubRef> owed;  // deliveries the head message still owes
+  bool broken = false;               // this busd just cut it for breaking the protocol
+
+  // Sending: the interest ids of this peer that the message being routed goes to.
+  std::vector<uint32_t> route_ids;
+  bool touched = false;
+  bool up() const noexcept { return peer->state() == links::PeerState::Up; }
+};
+
+/// An accepted link connection whose Hello has not arrived yet.
+struct Greeter {
+  std::unique_ptr<link::Link> link;
+  std::string from;
+  uint64_t deadline_ns = 0;
+};
 
 struct Options {
   config::Config config;
@@ -61,6 +125,9 @@ class Daemon {
   void remove_agent(Agent& a, const char* why, bool drain = true);
   void reap();
   void presence(const Agent& a, control::PresenceEvent ev);
+  /// Publishes a presence event here (a local agent's, or a remote one's as "name@node").
+  void remote_presence(std::string_view name, uint32_t id, std::span<const std::string> caps,
+                       control::PresenceEvent ev);
   void heartbeats();
   void reload();
   void begin_shutdown();
@@ -80,8 +147,53 @@ class Daemon {
   void publish_dirty();
   void answer_error(Agent& requester, uint64_t request_id, Errc code, std::string_view detail);
   void expire_requests(uint64_t now_ns);
-  void forget_requests_of(uint32_t agent);
+  /// The requests `agent` made are dropped; those waiting only on it are answered with `code`.
+  void forget_requests_of(uint32_t agent, Errc code = Errc::NoResponders,
+                          std::string_view why = "the responder went away before replying");
+  /// A Reply/Error for `agent`'s request `id` arrived: the request is no longer pending.
+  void settle_pending(uint32_t agent, uint64_t id);
+  /// "_INBOX.<id>" (standalone) or "_INBOX.<node>.<id>" (with links).
+  [[nodiscard]] std::string inbox_of(uint32_t agent) const;
   void system_publish(std::string_view subject, std::span<const std::byte> payload);
+
+  // ---- links to peer busds (links.cpp)
+  Expected<void> start_links();
+  void stop_links();
+  void accept_links();
+  void on_greeter(uint32_t id);
+  /// Routes what arrived from peers (and what waited for room); returns how many moved.
+  size_t poll_links();
+  /// Runs every peer's state machine and writes what is ready; logs ups and downs.
+  void flush_links(uint64_t now_ns);
+  void on_peer_up(PeerSlot& p);
+  void on_peer_down(PeerSlot& p);
+  void forget_peer_state(PeerSlot& p);
+  void watch_peer(PeerSlot& p);
+  /// One body from a peer; false when a local ring is full (try again later).
+  bool route_remote(PeerSlot& p, std::span<const std::byte> body);
+  bool route_remote_message(PeerSlot& p, const links::Body& b);
+  bool deliver_owed_remote(PeerSlot& p, std::span<const std::byte> bytes);
+  void stall_remote(PeerSlot& p);
+  void apply_interest(PeerSlot& p, const links::Body& b);
+  void apply_presence(PeerSlot& p, const links::Body& b);
+  /// Removes the peer refs from deliveries_ and sends the message to those peers, once each,
+  /// with the interest ids that chose them. Never waits: a full hold buffer drops (counted).
+  void send_to_peers(const EnvelopeView& v, std::span<const std::byte> bytes);
+  bool send_message(PeerSlot& p, std::span<const uint32_t> ids, const EnvelopeView& v, std::span<const std::byte> bytes);
+  /// A local subscription came or went: the peers learn when a (pattern, group) appears or goes.
+  void interest_up(std::string_view pattern, uint32_t group);
+  void interest_down(std::string_view pattern, uint32_t group);
+  void send_control_body(PeerSlot& p, std::span<const std::byte> body);
+  void presence_to_peers(const Agent& a, links::PresenceOp op);
+  /// A reply subject of another node: sent to that peer (true), or dropped and counted.
+  bool forward_reply(std::string_view node, std::span<const std::byte> bytes, const EnvelopeView& v);
+  /// Answers a request that came over a link with an error, back over the link.
+  void answer_remote(PeerSlot& p, const EnvelopeView& request, Errc code, std::string_view detail);
+  PeerSlot* peer_by_node(std::string_view node) noexcept;
+  /// A new slot at the end of peers_ (dialing `address`, or waiting to be dialed).
+  PeerSlot& add_peer(std::string label, const tcp::Endpoint* address);
+  [[nodiscard]] bool clustered() const noexcept { return link_listener_.fd() >= 0 || !peers_.empty(); }
+  [[nodiscard]] uint64_t link_timeout_ns() const noexcept;
 
   // ---- loop (daemon.cpp)
   bool sleep_until_ready(uint64_t timeout_ns);
@@ -133,6 +245,25 @@ class Daemon {
   std::priority_queue<std::pair<uint64_t, uint64_t>, std::vector<std::pair<uint64_t, uint64_t>>,
                       std::greater<>>
       deadlines_;
+
+  // Links.
+  std::string node_;
+  tcp::TcpListener link_listener_;
+  std::vector<std::unique_ptr<PeerSlot>> peers_;
+  std::unordered_map<uint32_t, Greeter> greeters_;
+  uint32_t next_greeter_ = 1;
+  struct LocalInterest {
+    uint32_t id = 0;
+    uint32_t count = 0;  // local subscriptions with this (pattern, group)
+  };
+  std::unordered_map<std::string, LocalInterest> interest_;  // key: pattern '\n' group
+  std::unordered_map<uint32_t, uint32_t> interest_group_;     // our interest id -> group id (0: none)
+  uint32_t next_interest_id_ = 1;
+  std::vector<std::byte> link_body_;  // scratch for control bodies
+  std::vector<uint64_t> aligned_;     // scratch: a received envelope that was not 8-byte aligned
+  std::vector<PeerSlot*> touched_;    // scratch: peers the message being routed goes to
+  std::vector<uint32_t> chosen_groups_;  // scratch: groups a peer chose this busd for
+  std::span<const std::byte> last_env_;  // the envelope route_remote_message routed last
 
   counters::CountersPage counters_;
   flatbuffers::FlatBufferBuilder fbb_{1024};

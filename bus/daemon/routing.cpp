@@ -22,15 +22,21 @@ namespace {
 constexpr uint32_t kInboxTag = 0;  // deliveries that are replies or system events
 constexpr uint64_t kDefaultRequestTimeoutNs = 30'000'000'000ull;  // a request without deadline
 
-// "_INBOX.<id>" -> id (0 if malformed).
-uint32_t inbox_agent(std::string_view subject) {
+}  // namespace
+
+InboxTarget inbox_target(std::string_view subject) noexcept {
+  InboxTarget t;
   const size_t dot = subject.find('.');
-  if (dot == std::string_view::npos) return 0;
-  const std::string_view rest = subject.substr(dot + 1);
-  uint32_t id = 0;
-  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), id);
-  return ec == std::errc{} && end == rest.data() + rest.size() ? id : 0;
+  const size_t last = subject.rfind('.');
+  if (dot == std::string_view::npos) return t;
+  if (last != dot) t.node = subject.substr(dot + 1, last - dot - 1);
+  const std::string_view rest = subject.substr(last + 1);
+  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), t.agent);
+  if (ec != std::errc{} || end != rest.data() + rest.size() || t.agent >= kPeerBase) t.agent = 0;
+  return t;
 }
+
+namespace {
 
 // Hop timing into a delivered copy (Flags::Timed): from the sender's timestamp to busd reading
 // the message, and from then to now. The copy is busd's own memory until committed.
@@ -124,23 +130,21 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
   }
 
   if (cls == router::SubjectClass::Inbox) {
-    const uint32_t target = inbox_agent(subject);
-    if (kind == wire::Kind::Reply || kind == wire::Kind::Error) {
-      auto it = pending_.find(pending_key(target, v.header().correlation_id()));
-      if (it != pending_.end()) {
-        if (Agent* r = agent(target); r != nullptr && r->pending_requests > 0) {
-          --r->pending_requests;
-          if (r->stats) counters::drop_by(r->stats->pending_requests);
-        }
-        drop_pending(it);
-      }
-    }
-    src.owed.assign(1, router::SubRef{target, kInboxTag, 0});
+    const InboxTarget t = inbox_target(subject);
+    if (!t.node.empty() && t.node != node_) return forward_reply(t.node, bytes, v);
+    if (kind == wire::Kind::Reply || kind == wire::Kind::Error) settle_pending(t.agent, v.header().correlation_id());
+    src.owed.assign(1, router::SubRef{t.agent, kInboxTag, 0});
     return deliver_owed(src, bytes);
   }
 
   matches_.clear();
   trie_.match(subject, matches_);
+  if (is_request && !peers_.empty()) {
+    // A request is not held for a link that is down: its requester would wait for the deadline.
+    std::erase_if(matches_, [&](const router::SubRef& r) {
+      return r.agent >= kPeerBase && !peers_[r.agent - kPeerBase]->up();
+    });
+  }
   deliveries_.clear();
   groups_.select(matches_, deliveries_);
   if (is_request) {
@@ -181,6 +185,7 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
     counters_.add(counters::Global::published_no_subscribers);
     return true;
   }
+  if (!peers_.empty()) send_to_peers(v, bytes);
   src.owed.assign(deliveries_.begin(), deliveries_.end());
   return deliver_owed(src, bytes);
 }
@@ -265,7 +270,7 @@ void Daemon::answer_error(Agent& requester, uint64_t request_id, Errc code, std:
   meta.correlation_id = request_id;
   meta.status = code;
   meta.stamp = clock::stamp(clock::mono_ns(), 0);
-  const std::string inbox = "_INBOX." + std::to_string(requester.id);
+  const std::string inbox = inbox_of(requester.id);
   const auto env = build_envelope({inbox}, std::as_bytes(std::span(detail.data(), detail.size())), meta);
   if (!deliver(requester.id, kInboxTag, env)) {
     counters_.add(counters::Global::drops_slow_consumer);
@@ -291,7 +296,24 @@ void Daemon::expire_requests(uint64_t now) {
   }
 }
 
-void Daemon::forget_requests_of(uint32_t id) {
+void Daemon::settle_pending(uint32_t target, uint64_t id) {
+  auto it = pending_.find(pending_key(target, id));
+  if (it == pending_.end()) return;
+  if (Agent* r = agent(target); r != nullptr && r->pending_requests > 0) {
+    --r->pending_requests;
+    if (r->stats) counters::drop_by(r->stats->pending_requests);
+  }
+  drop_pending(it);
+}
+
+std::string Daemon::inbox_of(uint32_t id) const {
+  std::string s(router::kInboxToken);
+  s.push_back('.');
+  if (clustered()) s.append(node_).push_back('.');
+  return s.append(std::to_string(id));
+}
+
+void Daemon::forget_requests_of(uint32_t id, Errc code, std::string_view why) {
   for (auto it = pending_.begin(); it != pending_.end();) {
     Pending& p = it->second;
     if (p.requester == id) {
@@ -305,7 +327,7 @@ void Daemon::forget_requests_of(uint32_t id) {
       if (Agent* r = agent(p.requester); r != nullptr && r->phase == Agent::Phase::Active) {
         if (r->pending_requests > 0) --r->pending_requests;
         if (r->stats) counters::drop_by(r->stats->pending_requests);
-        answer_error(*r, p.request_id, Errc::NoResponders, "the responder went away before replying");
+        answer_error(*r, p.request_id, code, why);
       }
       it = drop_pending(it);
       continue;

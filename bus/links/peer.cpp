@@ -59,6 +59,29 @@ void Peer::adopt(std::unique_ptr<link::Link> l, uint64_t now_ns) {
   start_link(std::move(l), now_ns);
 }
 
+void Peer::adopt_greeted(std::unique_ptr<link::Link> l, const link::Hello& hello,
+                         std::span<const link::Frame> rest, uint64_t now_ns) {
+  adopt(std::move(l), now_ns);
+  remote_ = hello;
+  state_ = PeerState::Up;
+  backoff_ms_ = 0;
+  for (const link::Frame& f : rest) {
+    if (f.type == link::FrameType::Hello) {
+      fail("a second Hello on one connection", now_ns);
+      return;
+    }
+    auto in = session_.on_frame(f);
+    if (!in) {
+      fail(in.error().message(), now_ns);
+      return;
+    }
+    if (*in != link::Session::Inbound::Control) {
+      fail("Data before this side's Resume", now_ns);
+      return;
+    }
+  }
+}
+
 void Peer::flush(uint64_t now_ns) {
   if (!link_ || link_->state() != link::LinkState::Up) return;
   const uint64_t before = link_->counters().bytes_out;
@@ -159,7 +182,12 @@ void Peer::receive(std::vector<std::span<const std::byte>>& out, uint64_t now_ns
 }
 
 Result<void> Peer::send(std::span<const std::byte> envelope) {
-  auto r = session_.offer(envelope);
+  const std::span<const std::byte> one[1] = {envelope};
+  return send(std::span<const std::span<const std::byte>>(one));
+}
+
+Result<void> Peer::send(std::span<const std::span<const std::byte>> parts) {
+  auto r = session_.offer(parts);
   if (!r) {
     if (r.error() == Errc::WouldBlock) ++c_.refused_held_full;
     return tl::unexpected(r.error());

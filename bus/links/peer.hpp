@@ -60,9 +60,18 @@ class Peer {
   /// Holds an envelope for the peer (sent when the link is up, resent after a reconnect).
   /// Errors: WouldBlock (hold buffer full: drop and count), TooLarge.
   [[nodiscard]] Result<void> send(std::span<const std::byte> envelope);
+  /// The same for a body gathered from parts (no copy before the session's own).
+  [[nodiscard]] Result<void> send(std::span<const std::span<const std::byte>> parts);
   /// An accepted connection for this peer (the manager matched it by the peer's Hello, or this
   /// peer does not dial). Replaces the current one.
   void adopt(std::unique_ptr<link::Link> l, uint64_t now_ns);
+  /// An accepted connection whose Hello the manager already read (and negotiated) to find this
+  /// peer: `rest` are the frames that came after it in the same read (views into the link's
+  /// buffer); they must be control frames, the peer sends Data only after our Resume.
+  void adopt_greeted(std::unique_ptr<link::Link> l, const link::Hello& hello, std::span<const link::Frame> rest,
+                     uint64_t now_ns);
+  /// This busd's Hello, as sent.
+  [[nodiscard]] const link::Hello& local() const noexcept { return local_; }
   /// Ends the current connection (operator command, shutdown, tests); a dialing peer redials
   /// after the back-off.
   void disconnect(const std::string& why, uint64_t now_ns) { fail(why, now_ns); }

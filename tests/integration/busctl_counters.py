@@ -13,7 +13,9 @@ GLOBALS = ["agents_connected", "agents_total", "agents_died", "messages_in", "me
            "bytes_in", "bytes_out", "verify_failures", "published_no_subscribers",
            "drops_slow_consumer", "drops_acl", "drops_too_large", "requests", "no_responders",
            "request_timeouts", "control_errors", "limit_hits", "config_reloads",
-           "config_reload_failures"]
+           "config_reload_failures", "links_up", "link_connects", "link_disconnects",
+           "link_refused", "link_messages_out", "link_messages_in", "link_bytes_out",
+           "link_bytes_in", "link_drops_held_full", "link_drops_no_route"]
 
 
 def env_without_lookup(**extra):

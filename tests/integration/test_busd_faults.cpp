@@ -16,6 +16,7 @@
 
 #include "bus/counters.hpp"
 #include "busd_fixture.hpp"
+#include "counters_page.hpp"
 #include "raw_agent.hpp"
 
 using namespace bus;
@@ -32,17 +33,6 @@ using counters::Global;
   } while (0)
 
 namespace {
-
-// busd listens before it creates its counters page: wait for the page.
-counters::CountersView open_page(const Busd& d) {
-  auto v = counters::open_counters(d.counters_path());
-  eventually([&] {
-    v = counters::open_counters(d.counters_path());
-    return v.has_value();
-  });
-  if (!v) FAIL("counters page: " << v.error().message());
-  return std::move(*v);
-}
 
 std::optional<counters::AgentSnapshot> agent_row(const counters::CountersView& v, std::string_view name) {
   for (auto& a : v.agents()) {

@@ -31,9 +31,16 @@ uint64_t Session::record_seq(uint64_t p) const noexcept { return le(at(p) + kLen
 // ---------------------------------------------------------------- sending
 
 Result<uint64_t> Session::offer(std::span<const std::byte> envelope) {
-  const uint64_t need = kPrefixBytes + envelope.size();
-  if (need > cap_ || envelope.empty() || envelope.size() > UINT32_MAX - kHeaderBytes) {
-    return tl::unexpected(envelope.empty() ? Errc::InvalidArgument : Errc::TooLarge);
+  const std::span<const std::byte> one[1] = {envelope};
+  return offer(std::span<const std::span<const std::byte>>(one));
+}
+
+Result<uint64_t> Session::offer(std::span<const std::span<const std::byte>> parts) {
+  size_t body = 0;
+  for (const auto& p : parts) body += p.size();
+  const uint64_t need = kPrefixBytes + body;
+  if (need > cap_ || body == 0 || body > UINT32_MAX - kHeaderBytes) {
+    return tl::unexpected(body == 0 ? Errc::InvalidArgument : Errc::TooLarge);
   }
   uint64_t start = tail_;
   if (tail_ % cap_ + need > cap_) start = lap_end(tail_);  // would straddle the end: next lap
@@ -51,8 +58,12 @@ Result<uint64_t> Session::offer(std::span<const std::byte> envelope) {
   }
   const uint64_t seq = next_seq_++;
   std::byte* out = buf_.data() + start % cap_;
-  write_prefix(out, FrameType::Data, seq, static_cast<uint32_t>(envelope.size()));
-  std::memcpy(out + kPrefixBytes, envelope.data(), envelope.size());
+  write_prefix(out, FrameType::Data, seq, static_cast<uint32_t>(body));
+  out += kPrefixBytes;
+  for (const auto& p : parts) {
+    if (!p.empty()) std::memcpy(out, p.data(), p.size());
+    out += p.size();
+  }
   tail_ = start + need;
   ++held_;
   ++stats_.offered;
@@ -84,7 +95,9 @@ void Session::build_control() {
 std::span<const std::span<const std::byte>> Session::next_output() {
   build_control();
   size_t n = 0;
-  const bool data = connected_ && resumed_;
+  // Data only after this side's own Resume is on its way (it may wait behind a first frame
+  // such as the Hello; the peer's Resume may have come first).
+  const bool data = connected_ && resumed_ && !want_resume_;
   // The rest of a Data frame already started: control frames only go between frames.
   if (data && frame_end_ > send_) out_[n++] = {at(send_), static_cast<size_t>(frame_end_ - send_)};
   if (ctl_sent_ < ctl_.size()) out_[n++] = std::span<const std::byte>(ctl_).subspan(ctl_sent_);
@@ -104,7 +117,9 @@ std::span<const std::span<const std::byte>> Session::next_output() {
 }
 
 void Session::wrote(size_t n) noexcept {
-  const bool data = connected_ && resumed_;
+  // Data only after this side's own Resume is on its way (it may wait behind a first frame
+  // such as the Hello; the peer's Resume may have come first).
+  const bool data = connected_ && resumed_ && !want_resume_;
   if (data && frame_end_ > send_) {
     const uint64_t k = std::min<uint64_t>(n, frame_end_ - send_);
     send_ += k;
@@ -206,7 +221,10 @@ Expected<Session::Inbound> Session::on_frame(const Frame& f) {
       if (b.sender_session == 0) return fail(Errc::BadMessage, "link Resume with session id 0");
       if (resumed_) return fail(Errc::BadMessage, "a second link Resume on one connection");
       ++stats_.resumes;
-      if (b.sender_session != peer_session_) {
+      // A new incarnation of the peer (or the first): what it reports having received counts
+      // from its own start, not from what the previous one acknowledged. Resend everything held.
+      const bool new_peer = b.sender_session != peer_session_;
+      if (new_peer) {
         if (peer_session_ != 0) ++stats_.peer_restarts;
         peer_session_ = b.sender_session;
         last_delivered_ = 0;
@@ -214,7 +232,7 @@ Expected<Session::Inbound> Session::on_frame(const Frame& f) {
         unacked_in_ = 0;
         want_ack_ = false;
       }
-      if (b.seen_session == id_) {
+      if (b.seen_session == id_ && !new_peer) {
         if (f.value > max_sent_) {
           return fail(Errc::BadMessage, "link Resume from " + num(f.value) + " beyond the last frame sent (" + num(max_sent_) + ")");
         }

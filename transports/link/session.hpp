@@ -51,6 +51,8 @@ class Session {
   /// Holds `envelope` as the next Data frame. Errors: WouldBlock (the hold buffer is full: hold
   /// it back or drop it, and count), TooLarge (it can never fit).
   [[nodiscard]] Result<uint64_t> offer(std::span<const std::byte> envelope);
+  /// The same for a body gathered from several parts (a routing prefix, then the envelope).
+  [[nodiscard]] Result<uint64_t> offer(std::span<const std::span<const std::byte>> parts);
 
   /// What to write next, in order (up to 4 spans: data, control frames, more data); empty when
   /// there is nothing. Valid until the next call on the session.
@@ -80,6 +82,9 @@ class Session {
   [[nodiscard]] bool resumed() const noexcept { return resumed_; }
 
   [[nodiscard]] uint64_t session_id() const noexcept { return id_; }
+  /// The peer's session id from its last Resume (0: none yet). It changes when the peer
+  /// restarted: whatever the peer knew of this side is gone.
+  [[nodiscard]] uint64_t peer_session() const noexcept { return peer_session_; }
   [[nodiscard]] uint64_t last_delivered() const noexcept { return last_delivered_; }
   [[nodiscard]] uint64_t last_offered() const noexcept { return next_seq_ - 1; }
   [[nodiscard]] uint64_t last_acked() const noexcept { return acked_; }

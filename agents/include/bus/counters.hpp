@@ -5,7 +5,7 @@
 //   0                            128                create()          PageHeader, static part
 //   128                          128                busd's loop       heartbeat_ns, generation
 //   globals_offset   (256)       count * 128        busd's loop       one Global counter per 128 B
-//   agents_offset    (2688)      max_agents * 256   see AgentSlot     agent slots
+//   agents_offset    (3968)      max_agents * 256   see AgentSlot     agent slots
 //   patterns_offset              (max_patterns + 1) * 256             pattern slots, last = overflow
 //   page_size = patterns_offset + (max_patterns + 1) * 256
 //
@@ -88,10 +88,20 @@ enum class Global : uint32_t {
   limit_hits,                // a configured limit refused something (agents, patterns, ...)
   config_reloads,            // configuration reloads applied
   config_reload_failures,    // configuration reloads refused
+  links_up,                  // gauge: peer busds connected now
+  link_connects,             // link connections made (handshake done), either direction
+  link_disconnects,          // link connections lost
+  link_refused,              // link connections refused: garbage, wrong cluster or version
+  link_messages_out,         // messages sent to peer busds (one message to 2 peers: 2)
+  link_messages_in,          // messages received from peer busds
+  link_bytes_out,            // envelope bytes of link_messages_out
+  link_bytes_in,             // envelope bytes of link_messages_in
+  link_drops_held_full,      // messages for a peer dropped: its hold buffer was full
+  link_drops_no_route,       // replies for a node this busd has no link to
   Count
 };
 inline constexpr size_t kGlobalCount = static_cast<size_t>(Global::Count);
-static_assert(kGlobalCount == 19, "layout v1 has 19 globals: append only, and update the table below");
+static_assert(kGlobalCount == 29, "layout v1 has 29 globals: append only, and update the table below");
 
 struct GlobalInfo {
   std::string_view name;  // as printed by busctl and in JSON
@@ -120,6 +130,16 @@ inline constexpr std::array<GlobalInfo, kGlobalCount> kGlobals{{
     {"limit_hits", "refused by a configured limit", false, false},
     {"config_reloads", "configuration reloads applied", false, false},
     {"config_reload_failures", "configuration reloads refused", false, false},
+    {"links_up", "peer busds connected now", true, false},
+    {"link_connects", "link connections made", false, false},
+    {"link_disconnects", "link connections lost", false, false},
+    {"link_refused", "link connections refused (garbage, cluster, version)", false, false},
+    {"link_messages_out", "messages sent to peer busds", false, false},
+    {"link_messages_in", "messages received from peer busds", false, false},
+    {"link_bytes_out", "bytes sent to peer busds", false, true},
+    {"link_bytes_in", "bytes received from peer busds", false, true},
+    {"link_drops_held_full", "messages dropped: a peer's hold buffer was full", false, false},
+    {"link_drops_no_route", "replies for a node with no link", false, false},
 }};
 
 [[nodiscard]] constexpr const GlobalInfo& global_info(Global g) noexcept {
@@ -239,7 +259,7 @@ static_assert(offsetof(PatternSlot, pattern) == 16 && offsetof(PatternSlot, coun
 
 inline constexpr uint64_t kGlobalsOffset = sizeof(PageHeader);
 inline constexpr uint64_t kAgentsOffset = kGlobalsOffset + kGlobalCount * sizeof(GlobalCell);
-static_assert(kAgentsOffset == 2688 && kAgentsOffset % kFalseSharingRange == 0);
+static_assert(kAgentsOffset == 3968 && kAgentsOffset % kFalseSharingRange == 0);
 
 /// Offset of the pattern table in a page with `max_agents` agent slots.
 [[nodiscard]] constexpr uint64_t patterns_offset(uint32_t max_agents) noexcept {

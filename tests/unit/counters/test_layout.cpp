@@ -8,7 +8,7 @@
 
 using namespace bus::counters;
 
-static_assert(kGlobalCount == 19);
+static_assert(kGlobalCount == 29);
 static_assert(sizeof(PageHeader) == 256 && alignof(PageHeader) == 128);
 static_assert(sizeof(GlobalCell) == 128 && alignof(GlobalCell) == 128);
 static_assert(sizeof(AgentSlot) == 256 && alignof(AgentSlot) == 64);
@@ -25,9 +25,9 @@ static_assert(offsetof(AgentCounters, messages_in) == 0 && offsetof(AgentCounter
               offsetof(AgentCounters, inbound_high_water) == 80);
 static_assert(offsetof(PatternSlot, state) == 8 &&
               offsetof(PatternSlot, counters) + offsetof(PatternCounters, drops) == 216);
-static_assert(kGlobalsOffset == 256 && kAgentsOffset == 2688);
-static_assert(page_size(1, 1) == 2688 + 256 + 2 * 256);
-static_assert(page_size(1024, 4096) == 2688 + 1024 * 256 + 4097 * 256);
+static_assert(kGlobalsOffset == 256 && kAgentsOffset == 3968);
+static_assert(page_size(1, 1) == 3968 + 256 + 2 * 256);
+static_assert(page_size(1024, 4096) == 3968 + 1024 * 256 + 4097 * 256);
 // Every agent slot and the pattern table start on a 64-byte boundary (the slots' alignment).
 static_assert(patterns_offset(3) % kCacheLine == 0 && kAgentsOffset % kCacheLine == 0);
 

@@ -153,7 +153,7 @@ TEST_CASE("damaged headers give clear errors", "[counters][hostile]") {
   }
   SECTION("offsets past the end, wrapping or misaligned") {
     for (uint64_t off : {uint64_t{1} << 40, UINT64_MAX - 63, good.size() + 64, uint64_t{0},
-                         uint64_t{64}, uint64_t{2688 + 8}}) {
+                         uint64_t{64}, uint64_t{kAgentsOffset + 8}}) {
       Image img = fresh();
       img.header().agents_offset = off;
       CHECK_THAT(error_of(img, img.size()), Catch::Contains("agents table"));

@@ -297,6 +297,80 @@ TEST_CASE("a peer that restarts (new session) is resent everything still held", 
   CHECK(b2.s.stats().peer_restarts == 0);
 }
 
+TEST_CASE("a restarted peer that heard this side's Resume before sending its own is resent everything held", "[link]") {
+  SessionOptions o;
+  Side a(o, 1), b(o, 2);
+  std::deque<std::byte> ab, ba;
+  a.s.on_connected();
+  b.s.on_connected();
+  for (uint64_t i = 1; i <= 10; ++i) {
+    make_payload(a.payload, a.next_to_offer++);
+    REQUIRE(a.s.offer(a.payload));
+  }
+  for (int i = 0; i < 4; ++i) {
+    transmit(a, ab, 1 << 20);
+    receive(b, ab, 1 << 20);
+    b.s.flush_ack();
+    transmit(b, ba, 1 << 20);
+    receive(a, ba, 1 << 20);
+  }
+  REQUIRE(a.s.last_acked() == 10);
+  for (uint64_t i = 11; i <= 15; ++i) {  // held, never acknowledged
+    make_payload(a.payload, a.next_to_offer++);
+    REQUIRE(a.s.offer(a.payload));
+  }
+  // b restarts; on the new connection it reads a's Resume before writing its own, so its
+  // Resume names a's session with "received up to 0" (of its own, new, incarnation).
+  Side b2(o, 3);
+  b2.next_expected = 11;
+  a.s.on_disconnected();
+  ab.clear();
+  ba.clear();
+  a.s.on_connected();
+  b2.s.on_connected();
+  transmit(a, ab, 1 << 20);
+  receive(b2, ab, 1 << 20);
+  for (int i = 0; i < 4; ++i) {
+    transmit(b2, ba, 1 << 20);
+    receive(a, ba, 1 << 20);
+    transmit(a, ab, 1 << 20);
+    receive(b2, ab, 1 << 20);
+  }
+  CHECK(b2.next_expected == 16);
+  CHECK(a.s.stats().peer_restarts == 1);
+}
+
+TEST_CASE("a side that got the peer's Resume before writing anything sends its first frame, then Resume, then Data", "[link]") {
+  SessionOptions o;
+  Side a(o, 1), b(o, 2);
+  std::deque<std::byte> ab, ba;
+  std::vector<std::byte> hello;
+  REQUIRE(append_hello(hello, Hello{kLinkProtocol, kOldestLinkProtocol, "c", "b"}));
+  for (uint64_t i = 1; i <= 3; ++i) {
+    make_payload(b.payload, b.next_to_offer++);
+    REQUIRE(b.s.offer(b.payload));
+  }
+  a.s.on_connected();
+  b.s.on_connected(hello);
+  transmit(a, ab, 1 << 20);
+  receive(b, ab, 1 << 20);  // a's Resume: b may send Data, but only after its Hello and Resume
+  REQUIRE(b.s.resumed());
+  for (int round = 0; round < 3; ++round) transmit(b, ba, 1 << 20);
+  std::vector<FrameType> order;
+  sock::FrameReader r(kMaxFrame);
+  std::vector<std::byte> bytes(ba.begin(), ba.end());
+  REQUIRE(r.feed(bytes) == bytes.size());
+  for (auto fr = r.next(); fr; fr = r.next()) {
+    auto f = parse_frame(*fr);
+    REQUIRE(f);
+    order.push_back(f->type);
+  }
+  REQUIRE(order.size() == 5);
+  CHECK(order[0] == FrameType::Hello);
+  CHECK(order[1] == FrameType::Resume);
+  CHECK(order[2] == FrameType::Data);
+}
+
 TEST_CASE("Hello: round trip, and a handshake refused with both sides named", "[link]") {
   Hello a{1, 1, "east", "host-a"};
   std::vector<std::byte> bytes;

@@ -1,0 +1,664 @@
+// busd's link manager: peer busds over TCP (transports/tcp), each a links::Peer running the
+// handshake, the session (sequence numbers, acks, resume) and heartbeats. This file is the part
+// that knows subjects: what crosses a link and what arrives from one.
+//
+//   interest   a peer sends only what somebody on the other side subscribes to: each busd tells
+//              its peers every (pattern, queue group) its agents subscribe to, as it appears and
+//              goes, and a snapshot to a peer it has not talked to in this incarnation. A peer's
+//              interests sit in the trie as subscriber kPeerBase + index, so one match and one
+//              queue group choice covers local and remote members.
+//   one hop    a message from a link goes to local agents only, never on to another link: in a
+//              full mesh every busd hears every other directly, and nothing can loop.
+//   replies    with links, inboxes are "_INBOX.<node>.<id>": a reply to another node's inbox goes
+//              straight to that peer. A request waits at its requester's busd, which answers it
+//              with an error at its deadline, or at once when the link it went over goes down.
+//   presence   each busd tells its peers its agents' joins and leaves; they are published here
+//              as "name@node".
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "bus/clock.hpp"
+#include "daemon.hpp"
+#include "log.hpp"
+#include "router/subjects.hpp"
+
+namespace bus::daemon {
+namespace {
+
+constexpr uint64_t kMs = 1'000'000;
+constexpr uint32_t kInboxTag = 0;
+constexpr uint32_t kMaxFrameSlack = 4096;  // link framing and routing prefix above max_message_size
+
+std::string host_node_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "busd";
+  std::string n(buf);
+  for (char& c : n) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-';
+    if (!ok) c = '-';
+  }
+  return n;
+}
+
+uint64_t random_session_id() {
+  uint64_t v = 0;
+  while (v == 0) {
+    if (::getrandom(&v, sizeof v, 0) != sizeof v) v = clock::real_ns() ^ (uint64_t(::getpid()) << 32);
+  }
+  return v;
+}
+
+// "7400" or ":7400": loopback; anything else is an endpoint ("0.0.0.0:7400": an explicit choice).
+Expected<tcp::Endpoint> listen_endpoint(const std::string& text) {
+  std::string_view t = text;
+  if (!t.empty() && t.front() == ':') t.remove_prefix(1);
+  const bool port_only = !t.empty() && std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (port_only) return tcp::parse_endpoint(std::string("127.0.0.1:").append(t));
+  return tcp::parse_endpoint(text);
+}
+
+std::string interest_key(std::string_view pattern, std::string_view group) {
+  std::string k(pattern);
+  k.push_back('\n');
+  return k.append(group);
+}
+
+control::PresenceEvent presence_event(uint8_t op) {
+  switch (static_cast<links::PresenceOp>(op)) {
+    case links::PresenceOp::Joined: return control::PresenceEvent::Joined;
+    case links::PresenceOp::Left: return control::PresenceEvent::Left;
+    default: return control::PresenceEvent::Died;
+  }
+}
+
+}  // namespace
+
+Expected<void> Daemon::start_links() {
+  const auto& c = opts_.config.cluster;
+  node_ = c.node.empty() ? host_node_name() : c.node;
+  if (!link::valid_name(node_)) node_ = "busd";
+  if (!c.listen.empty()) {
+    auto ep = listen_endpoint(c.listen);
+    if (!ep) return tl::unexpected(ep.error().context("cluster.listen"));
+    auto l = tcp::TcpListener::listen(*ep);
+    if (!l) return tl::unexpected(l.error().context("cluster.listen " + ep->to_string()));
+    link_listener_ = std::move(*l);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = tag(Source::LinkListener);
+    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, link_listener_.fd(), &ev);
+    log::info("links_listening", {{"address", ep->host + ":" + std::to_string(link_listener_.port())},
+                                  {"node", node_}, {"cluster", c.name}});
+  }
+  for (const auto& lc : opts_.config.links) {
+    auto ep = tcp::parse_endpoint(lc.peer);
+    if (!ep) return tl::unexpected(ep.error().context("links: peer '" + lc.peer + "'"));
+    add_peer(lc.peer, &*ep);
+    log::info("link_configured", {{"peer", lc.peer}, {"kind", lc.kind}, {"node", node_}});
+  }
+  return {};
+}
+
+PeerSlot& Daemon::add_peer(std::string label, const tcp::Endpoint* address) {
+  const auto& c = opts_.config.cluster;
+  auto p = std::make_unique<PeerSlot>();
+  p->index = static_cast<uint32_t>(peers_.size());
+  p->label = std::move(label);
+  p->dials = address != nullptr;
+  links::PeerOptions o;
+  o.cluster = c.name;
+  o.node = node_;
+  if (address != nullptr) o.address = *address;
+  o.dial = address != nullptr;
+  o.heartbeat_ms = c.heartbeat_ms;
+  o.dead_after_ms = c.dead_after_ms;
+  o.handshake_ms = c.handshake_ms;
+  o.backoff_min_ms = c.backoff_min_ms;
+  o.backoff_max_ms = c.backoff_max_ms;
+  o.hold_bytes = c.hold_bytes;
+  o.max_frame = opts_.config.limits.max_message_size + kMaxFrameSlack;
+  p->peer = std::make_unique<links::Peer>(std::move(o), random_session_id(), random_session_id());
+  peers_.push_back(std::move(p));
+  return *peers_.back();
+}
+
+void Daemon::stop_links() {
+  const uint64_t now = clock::mono_ns();
+  for (auto& p : peers_) {
+    p->peer->tick(now);  // what is ready goes out
+    if (p->peer->state() != links::PeerState::Waiting) p->peer->disconnect("busd stopping", now);
+  }
+  greeters_.clear();
+}
+
+PeerSlot* Daemon::peer_by_node(std::string_view node) noexcept {
+  for (auto& p : peers_) {
+    if (p->node == node) return p.get();
+  }
+  return nullptr;
+}
+
+uint64_t Daemon::link_timeout_ns() const noexcept {
+  if (peers_.empty() && greeters_.empty()) return UINT64_MAX;
+  return 20 * kMs;  // dials, heartbeats and deadlines are checked at least this often
+}
+
+// ---------------------------------------------------------------- connections
+
+void Daemon::accept_links() {
+  for (;;) {
+    std::string from;
+    auto fd = link_listener_.accept(&from);
+    if (!fd) {
+      if (fd.error() != Errc::WouldBlock) log::warn("link_accept_failed", {{"error", errc_name(fd.error())}});
+      return;
+    }
+    const uint32_t id = next_greeter_++;
+    Greeter g;
+    g.link = tcp::TcpLink::adopt(*fd, opts_.config.limits.max_message_size + kMaxFrameSlack, from);
+    g.from = from;
+    g.deadline_ns = clock::mono_ns() + uint64_t{opts_.config.cluster.handshake_ms} * kMs;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = tag(Source::Greeter, id);
+    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, g.link->wait_fd(), &ev);
+    greeters_.emplace(id, std::move(g));
+  }
+}
+
+void Daemon::on_greeter(uint32_t id) {
+  auto it = greeters_.find(id);
+  if (it == greeters_.end()) return;
+  Greeter& g = it->second;
+  auto refuse = [&](const std::string& why) {
+    counters_.add(counters::Global::link_refused);
+    log::warn("link_refused", {{"from", g.from}, {"why", why}});
+    g.link->close(why);  // closing the descriptor takes it out of epoll
+    greeters_.erase(it);
+  };
+  std::vector<link::Frame> frames;
+  auto got = g.link->receive(frames, 64);
+  if (!got) return refuse(g.link->error());
+  if (frames.empty()) return;
+  if (frames.front().type != link::FrameType::Hello) return refuse("the first frame is not a Hello");
+  auto hello = link::parse_hello(frames.front());
+  if (!hello) return refuse(hello.error().message());
+  link::Hello local;
+  local.cluster = opts_.config.cluster.name;
+  local.node = node_;
+  if (auto v = link::negotiate(local, *hello); !v) return refuse(v.error().message());
+  if (hello->node == node_) return refuse("the peer has this busd's own node name '" + node_ + "'");
+  PeerSlot* p = peer_by_node(hello->node);
+  if (p != nullptr && p->dials) {
+    return refuse("'" + hello->node + "' dials this busd, and this busd dials it too ([[links]] " + p->label +
+                  "): list each pair of busd on one side only");
+  }
+  if (p == nullptr) {
+    p = &add_peer(hello->node + " (dialed in)", nullptr);
+    p->node = hello->node;
+  }
+  ::epoll_ctl(epoll_, EPOLL_CTL_DEL, g.link->wait_fd(), nullptr);
+  const uint64_t now = clock::mono_ns();
+  p->peer->adopt_greeted(std::move(g.link), *hello, std::span<const link::Frame>(frames).subspan(1), now);
+  greeters_.erase(it);
+  p->readable = true;  // more may have come in the same read
+  watch_peer(*p);
+}
+
+void Daemon::watch_peer(PeerSlot& p) {
+  const int fd = p.peer->wait_fd();
+  if (fd < 0) {
+    p.fd = -1;  // closing it took it out of epoll
+    return;
+  }
+  const uint32_t events = EPOLLIN | (p.peer->wants_write() ? EPOLLOUT : 0u);
+  if (fd == p.fd && events == p.events) return;
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = tag(Source::Link, p.index);
+  // The same number may be a new socket (the old one closed, and with it its registration).
+  if (fd != p.fd || ::epoll_ctl(epoll_, EPOLL_CTL_MOD, fd, &ev) != 0) ::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev);
+  p.fd = fd;
+  p.events = events;
+}
+
+void Daemon::flush_links(uint64_t now) {
+  for (auto it = greeters_.begin(); it != greeters_.end();) {
+    if (now >= it->second.deadline_ns) {
+      counters_.add(counters::Global::link_refused);
+      log::warn("link_refused", {{"from", it->second.from}, {"why", "no Hello within " +
+                                                                       std::to_string(opts_.config.cluster.handshake_ms) + " ms"}});
+      it = greeters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& up : peers_) {
+    PeerSlot& p = *up;
+    p.peer->tick(now);
+    const links::PeerState st = p.peer->state();
+    if (st == links::PeerState::Up && p.last_state != links::PeerState::Up) on_peer_up(p);
+    if (st != links::PeerState::Up && p.last_state == links::PeerState::Up) on_peer_down(p);
+    if (st == links::PeerState::Waiting && p.peer->last_error() != p.last_logged && p.dials) {
+      p.last_logged = p.peer->last_error();
+      log::warn("link_dial_failed", {{"peer", p.label}, {"why", p.last_logged}});
+    }
+    // A new incarnation of the peer (its first Resume, or it restarted): what it knew of this
+    // busd is gone, and what this busd held of it is stale.
+    if (p.peer->state() == links::PeerState::Up && p.peer->session().resumed() &&
+        p.peer->session().peer_session() != p.known_session) {
+      forget_peer_state(p);
+      p.known_session = p.peer->session().peer_session();
+      for (const auto& [key, li] : interest_) {
+        const size_t nl = key.find('\n');
+        link_body_.clear();
+        links::append_interest_add(link_body_, li.id, std::string_view(key).substr(0, nl), std::string_view(key).substr(nl + 1));
+        send_control_body(p, link_body_);
+      }
+      for (const Agent* a : active_) {
+        if (a->phase != Agent::Phase::Active) continue;
+        link_body_.clear();
+        links::append_presence(link_body_, links::PresenceOp::Joined, a->id, a->name, a->capabilities);
+        send_control_body(p, link_body_);
+      }
+      p.peer->tick(now);
+    }
+    p.last_state = p.peer->state();
+    watch_peer(p);
+  }
+}
+
+void Daemon::on_peer_up(PeerSlot& p) {
+  const std::string& node = p.peer->remote().node;
+  if (node == node_) {
+    log::error("link_refused", {{"peer", p.label}, {"why", "the peer has this busd's own node name '" + node_ + "'"}});
+    p.peer->disconnect("the peer has this busd's own node name", clock::mono_ns());
+    return;
+  }
+  if (PeerSlot* q = peer_by_node(node); q != nullptr && q != &p) {
+    if (q->up()) {
+      log::error("link_refused", {{"peer", p.label}, {"node", node},
+                                  {"why", "already linked to '" + node + "' (" + q->label +
+                                              "): list each pair of busd on one side only"}});
+      p.peer->disconnect("duplicate link", clock::mono_ns());
+      return;
+    }
+    // An older slot for the same node (it dialed in before, this one dials out now): its state
+    // is stale, this slot carries the node from here on.
+    forget_peer_state(*q);
+    q->node.clear();
+  }
+  p.node = node;
+  p.last_logged.clear();
+  counters_.add(counters::Global::link_connects);
+  counters_.add(counters::Global::links_up);
+  log::info("link_up", {{"peer", p.label}, {"node", node}, {"dials", p.dials ? "yes" : "no"}});
+}
+
+void Daemon::on_peer_down(PeerSlot& p) {
+  counters_.add(counters::Global::link_disconnects);
+  counters_.set(counters::Global::links_up, counters_.get(counters::Global::links_up) - 1);
+  log::warn("link_down", {{"peer", p.label}, {"node", p.node}, {"why", p.peer->last_error()},
+                          {"held", p.peer->session().held_frames()}});
+  // Requests that went over it would wait for their deadline: answer them now.
+  forget_requests_of(kPeerBase + p.index, Errc::Closed,
+                     "the link to '" + p.node + "' went down before the reply (" + p.peer->last_error() + ")");
+}
+
+void Daemon::forget_peer_state(PeerSlot& p) {
+  for (const auto& [id, in] : p.interest) {
+    trie_.erase(in.pattern, router::SubRef{kPeerBase + p.index, id, in.group});
+    if (in.group != 0) groups_.release_group(in.group);
+  }
+  p.interest.clear();
+  for (const auto& [id, ra] : p.agents) remote_presence(ra.name, id, ra.capabilities, control::PresenceEvent::Left);
+  p.agents.clear();
+}
+
+// ---------------------------------------------------------------- sending
+
+void Daemon::send_control_body(PeerSlot& p, std::span<const std::byte> body) {
+  if (auto r = p.peer->send(body); !r) {
+    counters_.add(counters::Global::link_drops_held_full);
+    log::warn("link_control_dropped", {{"peer", p.label}, {"why", errc_name(r.error())}});
+  }
+}
+
+void Daemon::interest_up(std::string_view pattern, uint32_t group) {
+  if (!clustered()) return;
+  auto [it, fresh] = interest_.try_emplace(interest_key(pattern, groups_.group_name(group)));
+  if (++it->second.count > 1) return;
+  it->second.id = next_interest_id_++;
+  interest_group_[it->second.id] = group;
+  link_body_.clear();
+  links::append_interest_add(link_body_, it->second.id, pattern, groups_.group_name(group));
+  for (auto& p : peers_) {
+    if (p->known_session != 0) send_control_body(*p, link_body_);
+  }
+}
+
+void Daemon::interest_down(std::string_view pattern, uint32_t group) {
+  if (!clustered()) return;
+  auto it = interest_.find(interest_key(pattern, groups_.group_name(group)));
+  if (it == interest_.end() || --it->second.count > 0) return;
+  const uint32_t id = it->second.id;
+  interest_.erase(it);
+  interest_group_.erase(id);
+  link_body_.clear();
+  links::append_interest_remove(link_body_, id);
+  for (auto& p : peers_) {
+    if (p->known_session != 0) send_control_body(*p, link_body_);
+  }
+}
+
+void Daemon::presence_to_peers(const Agent& a, links::PresenceOp op) {
+  if (peers_.empty()) return;
+  link_body_.clear();
+  links::append_presence(link_body_, op, a.id, a.name, a.capabilities);
+  for (auto& p : peers_) {
+    if (p->known_session != 0) send_control_body(*p, link_body_);
+  }
+}
+
+void Daemon::send_to_peers(const EnvelopeView& v, std::span<const std::byte> bytes) {
+  touched_.clear();
+  size_t keep = 0;
+  for (const router::SubRef& d : deliveries_) {
+    if (d.agent < kPeerBase) {
+      deliveries_[keep++] = d;
+      continue;
+    }
+    PeerSlot* p = peers_[d.agent - kPeerBase].get();
+    if (!p->touched) {
+      p->touched = true;
+      p->route_ids.clear();
+      touched_.push_back(p);
+    }
+    if (d.group != 0 && p->route_ids.size() < links::kMaxRouteIds) p->route_ids.push_back(d.sid);
+  }
+  deliveries_.resize(keep);
+  for (PeerSlot* p : touched_) {
+    p->touched = false;
+    send_message(*p, p->route_ids, v, bytes);
+  }
+}
+
+bool Daemon::send_message(PeerSlot& p, std::span<const uint32_t> ids, const EnvelopeView& v,
+                          std::span<const std::byte> bytes) {
+  // Leaving the host: the timestamp goes to CLOCK_REALTIME and the deadline budget to what is
+  // left now (clock::wire_egress), in a copy of the Header that replaces the original in the
+  // gathered frame body. Nothing else of the envelope is copied before the session's own copy.
+  std::byte prefix[links::kMaxMessagePrefix];
+  const size_t plen = links::message_prefix(ids, prefix);
+  const auto* hp = reinterpret_cast<const std::byte*>(&v.header());
+  const size_t at = static_cast<size_t>(hp - bytes.data());
+  wire::Header h = v.header();
+  const clock::Stamp out = clock::wire_egress(v.stamp(), clock::mono_ns(), clock::real_ns());
+  h.mutate_timestamp_ns(out.timestamp_ns);
+  h.mutate_deadline_budget_ns(out.has_deadline ? out.budget_ns : 0);
+  const std::span<const std::byte> parts[4] = {
+      {prefix, plen}, bytes.first(at), {reinterpret_cast<const std::byte*>(&h), sizeof h}, bytes.subspan(at + sizeof h)};
+  if (auto r = p.peer->send(parts); !r) {
+    counters_.add(r.error() == Errc::WouldBlock ? counters::Global::link_drops_held_full : counters::Global::drops_too_large);
+    return false;
+  }
+  counters_.add(counters::Global::link_messages_out);
+  counters_.add(counters::Global::link_bytes_out, bytes.size());
+  return true;
+}
+
+bool Daemon::forward_reply(std::string_view node, std::span<const std::byte> bytes, const EnvelopeView& v) {
+  PeerSlot* p = peer_by_node(node);
+  if (p == nullptr) {
+    counters_.add(counters::Global::link_drops_no_route);
+    return true;
+  }
+  send_message(*p, {}, v, bytes);
+  return true;
+}
+
+void Daemon::answer_remote(PeerSlot& p, const EnvelopeView& request, Errc code, std::string_view detail) {
+  if (request.reply_to().empty()) return;
+  MessageMeta meta;
+  meta.kind = wire::Kind::Error;
+  meta.correlation_id = request.header().msg_id();
+  meta.status = code;
+  meta.stamp = clock::stamp(clock::mono_ns(), 0);
+  const auto env = build_envelope({request.reply_to()}, std::as_bytes(std::span(detail.data(), detail.size())), meta);
+  send_message(p, {}, EnvelopeView::trusted(env), env);
+}
+
+// ---------------------------------------------------------------- receiving
+
+size_t Daemon::poll_links() {
+  size_t moved = 0;
+  const uint64_t now = clock::mono_ns();
+  for (size_t i = 0; i < peers_.size(); ++i) {
+    PeerSlot& p = *peers_[i];
+    if (!p.owed.empty()) {
+      // The head message waits for room in a local ring.
+      const auto head = std::as_bytes(std::span(p.held_in)).first(p.held_head);
+      if (!deliver_owed_remote(p, head)) continue;
+      ++moved;
+    }
+    if (p.in_next == p.in.size()) {
+      if (!p.readable) continue;
+      p.readable = false;
+      p.in.clear();
+      p.in_next = 0;
+      p.peer->receive(p.in, now);
+      p.readable = p.in.size() >= 512;  // a full batch: more may be buffered already
+      if (p.peer->state() == links::PeerState::Up && p.peer->session().peer_session() != p.known_session) {
+        flush_links(now);  // a new incarnation: forget its old state before routing what it sent
+      }
+    }
+    while (p.in_next < p.in.size()) {
+      if (p.broken) {
+        p.in.clear();
+        p.in_next = 0;
+        p.broken = false;
+        break;
+      }
+      if (!route_remote(p, p.in[p.in_next])) {
+        stall_remote(p);
+        break;
+      }
+      ++p.in_next;
+      ++moved;
+    }
+  }
+  return moved;
+}
+
+void Daemon::stall_remote(PeerSlot& p) {
+  // Own copies of the head envelope (as routed: restamped, aligned) and of the bodies after it:
+  // the link's buffer is reused by its next read.
+  std::vector<uint64_t> store;
+  auto words = [](size_t n) { return (n + 7) / 8; };
+  size_t total = words(last_env_.size());
+  for (size_t i = p.in_next + 1; i < p.in.size(); ++i) total += words(p.in[i].size());
+  store.resize(total);
+  auto* base = reinterpret_cast<std::byte*>(store.data());
+  std::memcpy(base, last_env_.data(), last_env_.size());
+  size_t at = words(last_env_.size()) * 8;
+  std::vector<std::span<const std::byte>> rest;
+  for (size_t i = p.in_next + 1; i < p.in.size(); ++i) {
+    std::memcpy(base + at, p.in[i].data(), p.in[i].size());
+    rest.emplace_back(base + at, p.in[i].size());
+    at += words(p.in[i].size()) * 8;
+  }
+  p.held_in.swap(store);
+  p.held_head = last_env_.size();
+  p.in.swap(rest);
+  p.in_next = 0;
+}
+
+bool Daemon::deliver_owed_remote(PeerSlot& p, std::span<const std::byte> bytes) {
+  size_t keep = 0;
+  for (size_t i = 0; i < p.owed.size(); ++i) {
+    if (!deliver(p.owed[i].agent, p.owed[i].sid, bytes)) p.owed[keep++] = p.owed[i];
+  }
+  p.owed.resize(keep);
+  return keep == 0;
+}
+
+bool Daemon::route_remote(PeerSlot& p, std::span<const std::byte> body) {
+  auto b = links::parse_body(body);
+  if (!b) {
+    counters_.add(counters::Global::link_refused);
+    log::warn("link_garbage", {{"peer", p.label}, {"node", p.node}, {"why", b.error().message()}});
+    p.peer->disconnect(b.error().message(), clock::mono_ns());
+    p.broken = true;
+    return true;
+  }
+  switch (b->kind) {
+    case links::BodyKind::Interest: apply_interest(p, *b); return true;
+    case links::BodyKind::Presence: apply_presence(p, *b); return true;
+    case links::BodyKind::Message: return route_remote_message(p, *b);
+  }
+  return true;
+}
+
+void Daemon::apply_interest(PeerSlot& p, const links::Body& b) {
+  const uint32_t ref = kPeerBase + p.index;
+  auto drop = [&](uint32_t id) {
+    auto it = p.interest.find(id);
+    if (it == p.interest.end()) return;
+    trie_.erase(it->second.pattern, router::SubRef{ref, id, it->second.group});
+    if (it->second.group != 0) groups_.release_group(it->second.group);
+    p.interest.erase(it);
+  };
+  switch (static_cast<links::InterestOp>(b.op)) {
+    case links::InterestOp::Reset:
+      for (auto it = p.interest.begin(); it != p.interest.end(); it = p.interest.begin()) drop(it->first);
+      return;
+    case links::InterestOp::Remove: drop(b.id); return;
+    case links::InterestOp::Add: break;
+  }
+  drop(b.id);  // an Add of an id it already has replaces it
+  auto bad = [&](const std::string& why) {
+    counters_.add(counters::Global::link_refused);
+    log::warn("link_garbage", {{"peer", p.label}, {"node", p.node}, {"why", why}});
+    p.peer->disconnect(why, clock::mono_ns());
+    p.broken = true;
+  };
+  if (!router::validate_pattern(b.pattern) || router::classify(b.pattern) != router::SubjectClass::Normal) {
+    return bad("interest in '" + std::string(b.pattern) + "', which is not a subject pattern agents may subscribe to");
+  }
+  uint32_t gid = 0;
+  if (!b.group.empty()) {
+    auto g = groups_.intern_group(b.group);
+    if (!g) return bad("interest with an invalid queue group name");
+    gid = *g;
+  }
+  if (auto r = trie_.insert(b.pattern, router::SubRef{ref, b.id, gid}); !r) {
+    if (gid != 0) groups_.release_group(gid);
+    log::warn("link_interest_refused", {{"peer", p.label}, {"pattern", b.pattern}, {"why", errc_name(r.error())}});
+    return;
+  }
+  p.interest.emplace(b.id, PeerSlot::Interest{std::string(b.pattern), gid});
+}
+
+void Daemon::apply_presence(PeerSlot& p, const links::Body& b) {
+  if (static_cast<links::PresenceOp>(b.op) == links::PresenceOp::Reset) {
+    for (const auto& [id, ra] : p.agents) remote_presence(ra.name, id, ra.capabilities, control::PresenceEvent::Left);
+    p.agents.clear();
+    return;
+  }
+  if (static_cast<links::PresenceOp>(b.op) == links::PresenceOp::Joined) {
+    PeerSlot::RemoteAgent ra;
+    ra.name.assign(b.name).append("@").append(p.node);
+    for (auto c : b.capabilities) ra.capabilities.emplace_back(c);
+    remote_presence(ra.name, b.id, ra.capabilities, control::PresenceEvent::Joined);
+    p.agents[b.id] = std::move(ra);
+    return;
+  }
+  auto it = p.agents.find(b.id);
+  if (it == p.agents.end()) return;
+  remote_presence(it->second.name, b.id, it->second.capabilities, presence_event(b.op));
+  p.agents.erase(it);
+}
+
+bool Daemon::route_remote_message(PeerSlot& p, const links::Body& b) {
+  std::span<const std::byte> env = b.envelope;
+  const uint32_t max = opts_.config.limits.max_message_size;
+  if (env.size() > max) {
+    counters_.add(counters::Global::drops_too_large);
+    return true;
+  }
+  if ((reinterpret_cast<uintptr_t>(env.data()) & 7) != 0) {
+    // FlatBuffers wants the Header 8-byte aligned: a copy, when the stream put it elsewhere.
+    aligned_.resize((env.size() + 7) / 8);
+    std::memcpy(aligned_.data(), env.data(), env.size());
+    env = std::as_bytes(std::span(aligned_)).first(env.size());
+  }
+  // A peer is another host: every envelope is verified.
+  auto checked = EnvelopeView::verify(env, max);
+  if (!checked) {
+    counters_.add(counters::Global::verify_failures);
+    log::warn("link_bad_envelope", {{"peer", p.label}, {"node", p.node}});
+    return true;
+  }
+  const EnvelopeView v = *checked;
+  counters_.add(counters::Global::link_messages_in);
+  counters_.add(counters::Global::link_bytes_in, env.size());
+  // Arriving: the timestamp back to this host's CLOCK_MONOTONIC (clock::wire_ingress). The
+  // bytes are this busd's (the link's read buffer, or aligned_): written in place.
+  auto* h = const_cast<wire::Header*>(&v.header());
+  const clock::Stamp in = clock::wire_ingress(v.stamp(), clock::mono_ns(), clock::real_ns());
+  h->mutate_timestamp_ns(in.timestamp_ns);
+  h->mutate_deadline_budget_ns(in.has_deadline ? in.budget_ns : 0);
+  last_env_ = env;
+
+  const std::string_view subject = v.subject();
+  const wire::Kind kind = v.header().kind();
+  const auto cls = router::classify(subject);
+  if (cls == router::SubjectClass::System || !router::validate_subject(subject)) {
+    counters_.add(counters::Global::drops_acl);
+    return true;
+  }
+  if (cls == router::SubjectClass::Inbox) {
+    const InboxTarget t = inbox_target(subject);
+    if (!t.node.empty() && t.node != node_) {
+      counters_.add(counters::Global::link_drops_no_route);  // one hop only
+      return true;
+    }
+    if (kind == wire::Kind::Reply || kind == wire::Kind::Error) settle_pending(t.agent, v.header().correlation_id());
+    p.owed.assign(1, router::SubRef{t.agent, kInboxTag, 0});
+    return deliver_owed_remote(p, env);
+  }
+  matches_.clear();
+  trie_.match(subject, matches_);
+  chosen_groups_.clear();
+  for (size_t i = 0; i < b.id_count(); ++i) {
+    auto it = interest_group_.find(b.route_id(i));
+    if (it != interest_group_.end() && it->second != 0) chosen_groups_.push_back(it->second);
+  }
+  // Local subscribers only (one hop), and of the queue groups only those the sender chose this
+  // busd for: the sender's own members, or another peer's, serve the rest.
+  std::erase_if(matches_, [&](const router::SubRef& r) {
+    return r.agent >= kPeerBase ||
+           (r.group != 0 && std::find(chosen_groups_.begin(), chosen_groups_.end(), r.group) == chosen_groups_.end());
+  });
+  deliveries_.clear();
+  groups_.select(matches_, deliveries_);
+  if (deliveries_.empty()) {
+    if (kind == wire::Kind::Request) {
+      counters_.add(counters::Global::no_responders);
+      answer_remote(p, v, Errc::NoResponders, "no responders for '" + std::string(subject) + "' on " + node_);
+    } else {
+      counters_.add(counters::Global::published_no_subscribers);
+    }
+    return true;
+  }
+  if (kind == wire::Kind::Request) counters_.add(counters::Global::requests);
+  p.owed.assign(deliveries_.begin(), deliveries_.end());
+  return deliver_owed_remote(p, env);
+}
+
+}  // namespace bus::daemon

@@ -1,0 +1,338 @@
+// busd-to-busd links over TCP on loopback: two and three busd processes, each with its own
+// socket and [cluster] node, agents in-process. Pub/sub, request/reply and queue groups across
+// the link, interest (what nobody on the other side subscribes to never crosses), remote
+// presence, a full mesh of three without loops, kill -9 of a peer (pending requests fail fast,
+// the link comes back), and garbage on the link port. The same scenarios between network
+// namespaces, with netem faults, are in links_netns.sh.
+#include <catch2/catch.hpp>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <map>
+
+#include "bus/counters.hpp"
+#include "busd_fixture.hpp"
+#include "counters_page.hpp"
+
+using namespace bus;
+using namespace bus::test;
+using namespace std::chrono_literals;
+using counters::Global;
+
+namespace {
+
+// A free loopback port (bound, read, closed: the test binds it again at once).
+uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string node_config(const std::string& node, uint16_t port, const std::vector<uint16_t>& peers) {
+  std::string c = "[cluster]\nname = \"test\"\nnode = \"" + node + "\"\nlisten = \"127.0.0.1:" + std::to_string(port) +
+                  "\"\nheartbeat_ms = 100\ndead_after_ms = 600\nbackoff_min_ms = 20\nbackoff_max_ms = 200\n";
+  for (uint16_t p : peers) c += "[[links]]\nkind = \"tcp\"\npeer = \"127.0.0.1:" + std::to_string(p) + "\"\n";
+  return c;
+}
+
+uint64_t global(const counters::CountersView& v, Global g) { return v.globals()[g]; }
+
+bool links_up(const Busd& d, uint64_t n) {
+  auto v = counters::open_counters(d.counters_path());
+  return v && v->globals()[Global::links_up] == n;
+}
+
+// Waits until `peer` sees a subscription of this side: a publish reaches it. Interest travels
+// as its own message, so the first publishes after subscribe() may find no interest yet.
+bool wait_interest(Client& pub, Client& sub_side, const std::string& subject, std::atomic<int>& got) {
+  return eventually([&] {
+    (void)pub.publish(subject, "probe");
+    (void)sub_side.poll(2ms);
+    return got.load() > 0;
+  }, 5000);
+}
+
+struct Pair {
+  uint16_t pa = free_port(), pb = free_port();
+  Busd a{node_config("alpha", pa, {}), "la"};
+  Busd b{node_config("beta", pb, {pa}), "lb"};
+  Pair() {
+    REQUIRE(a.started());
+    REQUIRE(b.started());
+    INFO(b.log());
+    REQUIRE(eventually([&] { return links_up(a, 1) && links_up(b, 1); }, 5000));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("pub/sub crosses a link exactly once, in order; uninteresting subjects stay home", "[links]") {
+  Pair p;
+  auto sub = p.a.client("sub");
+  auto pub = p.b.client("pub");
+  REQUIRE(sub);
+  REQUIRE(pub);
+  std::atomic<int> probes{0};
+  std::vector<uint64_t> seen;
+  auto sid = sub->subscribe("t.>", [&](const Message& m) {
+    if (m.text() == "probe") {
+      ++probes;
+      return;
+    }
+    seen.push_back(std::stoull(std::string(m.text())));
+  });
+  REQUIRE(sid);
+  REQUIRE(wait_interest(*pub, *sub, "t.x", probes));
+
+  const auto vb = open_page(p.b);
+  const uint64_t out_before = global(vb, Global::link_messages_out);
+  // Nobody on alpha subscribes to "other.>": none of these may cross.
+  for (int i = 0; i < 200; ++i) REQUIRE(pub->publish("other.thing", "x"));
+  const int n = 20000;
+  for (int i = 1; i <= n; ++i) {
+    const std::string s = std::to_string(i);
+    while (!pub->publish("t.seq", s)) (void)pub->poll(0ms);
+  }
+  REQUIRE(pump_until(*sub, [&] { return seen.size() >= static_cast<size_t>(n); }, 20000));
+  for (int i = 0; i < n; ++i) REQUIRE(seen[i] == static_cast<uint64_t>(i + 1));
+  (void)sub->poll(50ms);
+  CHECK(seen.size() == static_cast<size_t>(n));
+  CHECK(global(vb, Global::link_messages_out) - out_before == static_cast<uint64_t>(n));
+  CHECK(global(vb, Global::link_drops_held_full) == 0);
+
+  // Unsubscribe: the interest goes, and so does the traffic.
+  REQUIRE(sub->unsubscribe(*sid));
+  REQUIRE(eventually([&] {
+    const uint64_t before = global(vb, Global::link_messages_out);
+    (void)pub->publish("t.seq", "late");
+    std::this_thread::sleep_for(20ms);
+    return global(vb, Global::link_messages_out) == before;
+  }, 5000));
+}
+
+TEST_CASE("request/reply and queue groups across a link; remote presence", "[links]") {
+  Pair p;
+  auto responder = p.a.client("responder");
+  auto requester = p.b.client("requester");
+  REQUIRE(responder);
+  REQUIRE(requester);
+  std::atomic<int> served{0};
+  REQUIRE(responder->subscribe("svc.echo", [&](const Message& m) {
+    ++served;
+    (void)responder->reply(m, std::string("echo:").append(m.text()));
+  }));
+  std::thread serve([&] {
+    while (served.load() >= 0 && responder->state() == ConnectionState::Connected) {
+      (void)responder->poll(1ms);
+      if (served.load() == 1'000'000) break;
+    }
+  });
+  // Interest may take a moment to cross: NoResponders until it has.
+  Expected<Message> r = tl::unexpected(Errc::NoResponders);
+  REQUIRE(eventually([&] {
+    r = requester->request("svc.echo", "hi", 1s);
+    return r.has_value();
+  }, 5000));
+  CHECK(r->text() == "echo:hi");
+  for (int i = 0; i < 500; ++i) {
+    const std::string s = std::to_string(i);
+    auto rr = requester->request("svc.echo", s, 2s);
+    REQUIRE(rr);
+    REQUIRE(rr->text() == "echo:" + s);
+  }
+
+  // Remote presence: beta knows "responder@alpha".
+  auto found = requester->find_agents("", "responder@alpha");
+  REQUIRE(found);
+  REQUIRE(found->size() == 1);
+  CHECK(found->front().name == "responder@alpha");
+  served = 1'000'000;
+  serve.join();
+}
+
+TEST_CASE("a queue group with members on both hosts: each message to exactly one member", "[links]") {
+  Pair p;
+  auto wa = p.a.client("worker-a");
+  auto wb = p.b.client("worker-b");
+  auto pub = p.b.client("pub");
+  std::map<int, int> got;
+  int on_a = 0, on_b = 0;
+  std::atomic<int> probes{0};
+  auto handler = [&](int& count) {
+    return [&](const Message& m) {
+      if (m.text() == "probe") {
+        ++probes;
+        return;
+      }
+      ++count;
+      ++got[std::stoi(std::string(m.text()))];
+    };
+  };
+  REQUIRE(wa->subscribe("jobs.run", handler(on_a), "workers"));
+  REQUIRE(wb->subscribe("jobs.run", handler(on_b), "workers"));
+  // Probes until alpha's member has been chosen once: its interest reached beta.
+  REQUIRE(eventually([&] {
+    (void)pub->publish("jobs.run", "probe");
+    (void)wa->poll(1ms);
+    (void)wb->poll(1ms);
+    return probes.load() > 0 && on_a + on_b == 0 && [&] {
+      auto v = counters::open_counters(p.b.counters_path());
+      return v && v->globals()[Global::link_messages_out] > 0;
+    }();
+  }, 5000));
+  const int n = 2000;
+  for (int i = 0; i < n; ++i) REQUIRE(pub->publish("jobs.run", std::to_string(i)));
+  REQUIRE(eventually([&] {
+    (void)wa->poll(1ms);
+    (void)wb->poll(1ms);
+    return static_cast<int>(got.size()) == n;
+  }, 10000));
+  (void)wa->poll(50ms);
+  (void)wb->poll(50ms);
+  for (const auto& [k, c] : got) REQUIRE(c == 1);
+  CHECK(on_a + on_b == n);
+  CHECK(on_a > n / 10);  // both hosts serve
+  CHECK(on_b > n / 10);
+}
+
+TEST_CASE("a full mesh of three: every subscriber gets each message once, no loops", "[links]") {
+  const uint16_t pa = free_port(), pb = free_port(), pc = free_port();
+  Busd a{node_config("a", pa, {}), "ma"};
+  Busd b{node_config("b", pb, {pa}), "mb"};
+  Busd c{node_config("c", pc, {pa, pb}), "mc"};
+  REQUIRE(eventually([&] { return links_up(a, 2) && links_up(b, 2) && links_up(c, 2); }, 5000));
+  auto pub = a.client("pub");
+  auto sb = b.client("sb");
+  auto sc = c.client("sc");
+  auto sa = a.client("sa");
+  std::atomic<int> probes_b{0}, probes_c{0};
+  std::vector<int> got_a, got_b, got_c;
+  auto sink = [](std::vector<int>& v, std::atomic<int>& probes) {
+    return [&](const Message& m) {
+      if (m.text() == "probe") {
+        ++probes;
+      } else {
+        v.push_back(std::stoi(std::string(m.text())));
+      }
+    };
+  };
+  std::atomic<int> no_probes{0};
+  REQUIRE(sa->subscribe("mesh.>", sink(got_a, no_probes)));
+  REQUIRE(sb->subscribe("mesh.>", sink(got_b, probes_b)));
+  REQUIRE(sc->subscribe("mesh.>", sink(got_c, probes_c)));
+  REQUIRE(eventually([&] {
+    (void)pub->publish("mesh.x", "probe");
+    (void)sb->poll(1ms);
+    (void)sc->poll(1ms);
+    return probes_b > 0 && probes_c > 0;
+  }, 5000));
+  const int n = 1000;
+  for (int i = 0; i < n; ++i) REQUIRE(pub->publish("mesh.x", std::to_string(i)));
+  REQUIRE(eventually([&] {
+    (void)sa->poll(1ms);
+    (void)sb->poll(1ms);
+    (void)sc->poll(1ms);
+    return got_a.size() >= n && got_b.size() >= n && got_c.size() >= n;
+  }, 10000));
+  (void)sb->poll(100ms);
+  (void)sc->poll(100ms);
+  for (auto* v : {&got_a, &got_b, &got_c}) {
+    REQUIRE(v->size() == static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) REQUIRE((*v)[i] == i);
+  }
+}
+
+TEST_CASE("kill -9 of a peer: its link goes down, pending requests fail fast, and it comes back", "[links]") {
+  Pair p;
+  auto requester = p.b.client("requester");
+  {
+    auto slow = p.a.client("slow");
+    REQUIRE(slow->subscribe("svc.slow", [](const Message&) {}));  // never answers
+    std::atomic<int> none{0};
+    // Wait until the interest crossed: a request then does not come back NoResponders.
+    REQUIRE(eventually([&] {
+      auto id = requester->send_request("svc.slow", "x", 30s);
+      return id.has_value() && [&] {
+        bool no_resp = false, done = false;
+        requester->on_reply([&](uint64_t, const Expected<Message>& r) {
+          done = true;
+          no_resp = !r && r.error() == Errc::NoResponders;
+        });
+        (void)requester->poll(100ms);
+        return !done || !no_resp;
+      }();
+    }, 5000));
+    std::optional<Error> failure;
+    requester->on_reply([&](uint64_t, const Expected<Message>& r) {
+      if (!r) failure = r.error();
+    });
+    REQUIRE(requester->send_request("svc.slow", "pending", 30s));
+    (void)requester->poll(50ms);
+    const auto t0 = std::chrono::steady_clock::now();
+    p.a.stop(SIGKILL);
+    REQUIRE(pump_until(*requester, [&] { return failure.has_value(); }, 5000));
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    CHECK(waited < 3s);  // dead_after_ms is 600: long before the 30 s deadline
+    CHECK(failure->code() == Errc::Closed);
+    CHECK(p.b.log().find("link_down") != std::string::npos);
+  }
+  // alpha restarts on the same port: beta redials and the link works again.
+  p.a.start();
+  REQUIRE(p.a.started());
+  REQUIRE(eventually([&] { return links_up(p.b, 1); }, 5000));
+  auto responder = p.a.client("responder");
+  REQUIRE(responder->subscribe("svc.echo", [&](const Message& m) { (void)responder->reply(m, m.text()); }));
+  std::thread serve([&] {
+    for (int i = 0; i < 3000; ++i) (void)responder->poll(1ms);
+  });
+  Expected<Message> r = tl::unexpected(Errc::NoResponders);
+  CHECK(eventually([&] {
+    r = requester->request("svc.echo", "again", 500ms);
+    return r.has_value();
+  }, 2500));
+  if (r) CHECK(r->text() == "again");
+  serve.join();
+}
+
+TEST_CASE("garbage on the link port: that connection is closed with a log line, the link keeps flowing", "[links]") {
+  Pair p;
+  auto sub = p.a.client("sub");
+  auto pub = p.b.client("pub");
+  std::atomic<int> probes{0};
+  int got = 0;
+  REQUIRE(sub->subscribe("g.>", [&](const Message& m) {
+    if (m.text() == "probe") ++probes; else ++got;
+  }));
+  REQUIRE(wait_interest(*pub, *sub, "g.x", probes));
+  auto raw = [&](const std::string& bytes) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(p.pa);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+    return fd;
+  };
+  const int f1 = raw("GET / HTTP/1.0\r\n\r\n");                        // garbage
+  const int f2 = raw(std::string("\xff\xff\xff\x7f", 4) + "xx");      // oversize length
+  const int f3 = raw(std::string("\x10\x00\x00\x00\x05\x00", 6));     // truncated Hello, then silence
+  REQUIRE(eventually([&] {
+    auto v = counters::open_counters(p.a.counters_path());
+    return v && v->globals()[Global::link_refused] >= 3;
+  }, 5000));
+  const std::string log = p.a.log();
+  CHECK(log.find("link_refused") != std::string::npos);
+  for (int fd : {f1, f2, f3}) ::close(fd);
+  for (int i = 0; i < 100; ++i) REQUIRE(pub->publish("g.x", "after"));
+  REQUIRE(pump_until(*sub, [&] { return got >= 100; }, 5000));
+  CHECK(links_up(p.a, 1));
+}
