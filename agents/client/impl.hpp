@@ -18,6 +18,11 @@
 
 namespace bus {
 
+/// Connects to busd's [busd] tcp_listen at "host:port" and returns a Unix socket that speaks
+/// busd's control protocol to this process (tcp_proxy.cpp).
+Expected<int> start_tcp_proxy(std::string_view address, int timeout_ms);
+
+
 /// Record tags on the agent's rings. Towards busd every record is an envelope; towards the agent
 /// the tag names the subscription it was delivered for, or kInboxTag for replies and system
 /// messages.

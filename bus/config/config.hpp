@@ -87,6 +87,12 @@ struct Config {
   std::string wait = "adaptive";  // busd's wait strategy (shm::parse_wait_strategy syntax)
   bool verify_same_uid = true;    // verify envelopes from agents of busd's own uid too
   bool acl_owner_all = true;      // busd's own uid may do everything (before the [[acl]] rules)
+  /// TCP listener for remote agents (bus::Client with "tcp://host:port"): "" = none; "7401" or
+  /// ":7401" = 127.0.0.1:7401; "host:port" / "[v6]:port" binds there (an explicit choice).
+  std::string tcp_listen;
+  /// The uid [[acl]] rules see for a remote agent (TCP carries no peer credentials): 65534
+  /// (nobody) by default, so a remote agent may do nothing until a rule grants it.
+  uint32_t tcp_agent_uid = 65534;
   Limits limits;
   std::vector<AclRule> acl;
   Cluster cluster;

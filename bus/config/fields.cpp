@@ -173,6 +173,12 @@ constexpr Field kFields[] = {
      "Verify envelopes from agents of busd's own uid too (other uids' are always verified)."},
     {"busd", "acl_owner_all", Form::Flag, &Config::acl_owner_all, false, 0, 0, nullptr,
      "busd's own uid may publish and subscribe to everything, before the [[acl]] rules."},
+    {"busd", "tcp_listen", Form::Text, &Config::tcp_listen, true, 0, 0, check_listen,
+     "TCP listener for remote agents (tcp://host:port): \"\" = none; \"7401\" or \":7401\" = "
+     "127.0.0.1:7401 (loopback); \"host:port\" or \"[v6]:port\" binds there."},
+    {"busd", "tcp_agent_uid", Form::Integer, &Config::tcp_agent_uid, false, 0, kMaxId, nullptr,
+     "The uid [[acl]] rules see for a remote agent (TCP has no peer credentials); 65534 = "
+     "nobody: nothing is allowed until a rule grants it."},
 
     {"limits", "max_agents", Form::Integer, &Limits::max_agents, false, 1, 1'000'000, nullptr,
      "Agents registered at once."},
@@ -194,7 +200,7 @@ constexpr Field kFields[] = {
     {"cluster", "node", Form::Text, &Cluster::node, true, 0, 0, check_node,
      "This busd's name among its peers (the same characters as name); \"\" = the host name."},
     {"cluster", "listen", Form::Text, &Cluster::listen, true, 0, 0, check_listen,
-     "TCP listener for peer busds and remote agents: \"\" = none; \"7400\" or \":7400\" = "
+     "TCP listener for peer busds: \"\" = none; \"7400\" or \":7400\" = "
      "127.0.0.1:7400 (loopback); \"host:port\" or \"[v6]:port\" binds there."},
     {"cluster", "heartbeat_ms", Form::Integer, &Cluster::heartbeat_ms, true, 10, 600'000, nullptr,
      "A heartbeat to a peer when nothing else was sent to it for this long."},

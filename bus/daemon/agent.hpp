@@ -64,10 +64,23 @@ struct Agent {
 
   uint32_t pending_requests = 0;
   counters::AgentCounters* stats = nullptr;
+
+  // A remote agent (busd.tcp_listen; tcp_agents.cpp): `sock` is its TCP connection, carrying
+  // control and data frames (socket/endpoint.hpp). Its rings live in busd's memory only: busd
+  // writes the envelopes it receives into `from` (tcp_in) and sends what is delivered to `to`
+  // (tcp_out), so the router treats it like any other agent.
+  bool tcp = false;
+  shm::RingProducer tcp_in;
+  shm::RingConsumer tcp_out;
+  std::vector<std::byte> tcp_obuf;  // framed bytes not yet written to the socket
+  size_t tcp_osent = 0;
+  std::vector<std::byte> tcp_held;  // an envelope waiting for room in `from`
+  uint32_t tcp_events = 0;          // as registered with epoll
 };
 
 /// epoll user data: what became ready.
-enum class Source : uint32_t { Listener = 1, Signal, Timer, AgentSocket, AgentData, AgentSpace, LinkListener, Link, Greeter };
+enum class Source : uint32_t { Listener = 1, Signal, Timer, AgentSocket, AgentData, AgentSpace, LinkListener, Link, Greeter,
+                              TcpAgentListener };
 inline uint64_t tag(Source s, uint32_t id = 0) noexcept {
   return (static_cast<uint64_t>(s) << 32) | id;
 }

@@ -42,7 +42,9 @@ void Daemon::send_control(Agent& a, control::Body type, flatbuffers::Offset<void
   control::FinishControlMessageBuffer(fbb_, msg);
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(fbb_.GetBufferPointer()),
                                          fbb_.GetSize());
-  if (a.sock >= 0) {
+  if (a.tcp) {
+    send_tcp_control(a, bytes);
+  } else if (a.sock >= 0) {
     // One loop serves every agent: it must never wait for one that does not read its control
     // socket (send_frame would, for ever: an ErrorReply per refused message fills the socket
     // buffer quickly). A Unix stream socket polls writable while at least 3/4 of its send
@@ -102,6 +104,7 @@ void Daemon::accept_agents() {
 }
 
 void Daemon::on_agent_socket(Agent& a, uint32_t events) {
+  if (a.tcp) return on_tcp_agent(a, events);
   if (a.phase == Agent::Phase::Closing) return;
   bool hung_up = (events & (EPOLLHUP | EPOLLERR)) != 0;
   for (int reads = 0; reads < 16; ++reads) {
@@ -213,6 +216,15 @@ Expected<void> Daemon::give_rings(Agent& a) {
   if (!to) return tl::unexpected(to.error());
   a.from = std::move(*from);
   a.to = std::move(*to);
+  if (a.tcp) {
+    // busd plays the agent's side too: it writes what the stream brings and reads what is due.
+    auto in = shm::RingProducer::attach(bytes.first(ring), {a.fds[0].fd(), a.fds[1].fd()});
+    auto out = shm::RingConsumer::attach(bytes.subspan(ring), {a.fds[2].fd(), a.fds[3].fd()});
+    if (!in) return tl::unexpected(in.error());
+    if (!out) return tl::unexpected(out.error());
+    a.tcp_in = std::move(*in);
+    a.tcp_out = std::move(*out);
+  }
   const std::string inbox = inbox_of(a.id);
   auto reg = control::CreateRegisteredDirect(fbb_, a.id, a.name.c_str(), bytes.size(), 0, ring, inbox.c_str());
   const int fds[5] = {a.segment.fd(), a.fds[0].fd(), a.fds[1].fd(), a.fds[2].fd(), a.fds[3].fd()};
@@ -251,8 +263,8 @@ void Daemon::on_register(Agent& a, const control::ControlMessage& m) {
     for (const auto* c : *r->capabilities()) a.capabilities.push_back(c->str());
   }
   a.grants = grants_for(opts_.config, uid_, a.cred.uid, a.cred.gid, a.name);
-  a.copy_first = a.cred.uid != uid_;
-  a.verify = a.copy_first || opts_.config.verify_same_uid;
+  a.copy_first = a.cred.uid != uid_ && !a.tcp;  // a remote agent's rings are busd's own memory
+  a.verify = a.copy_first || a.tcp || opts_.config.verify_same_uid;
   if (auto g = give_rings(a); !g) {
     send_error(a, m.seq(), g.error().code(), "allocating rings: " + g.error().message());
     remove_agent(a, "no rings");
@@ -261,6 +273,7 @@ void Daemon::on_register(Agent& a, const control::ControlMessage& m) {
   a.phase = Agent::Phase::Active;
   names_.emplace(a.name, a.id);
   active_.push_back(&a);
+  if (a.tcp) tcp_agents_.push_back(&a);
   a.stats = counters_.agent_open(a.id, a.name, a.cred.pid, a.cred.uid, a.cred.gid);
   counters_.add(counters::Global::agents_total);
   counters_.set(counters::Global::agents_connected, active_.size());
@@ -421,6 +434,7 @@ void Daemon::remove_agent(Agent& a, const char* why, bool drain) {
     std::erase_if(p->owed, [&](const router::SubRef& r) { return r.agent == a.id; });
   }
   std::erase(dirty_, &a);
+  std::erase(tcp_agents_, &a);
   names_.erase(a.name);
   std::erase(active_, &a);
   const bool died = !a.said_goodbye && !stopping_;

@@ -176,6 +176,7 @@ Expected<void> Daemon::start() {
   add(signal_fd_, Source::Signal);
   add(timer_fd_, Source::Timer);
   if (auto links = start_links(); !links) return links;
+  if (auto remote = start_tcp_agents(); !remote) return remote;
   counters_.heartbeat(clock::real_ns());
   log::info("busd_started", {{"socket", socket_path_}, {"counters", counters_path},
                              {"pid", ::getpid()}, {"wait", shm::to_string(wait_)},
@@ -224,6 +225,7 @@ void Daemon::handle_events(int timeout_ms) {
         if (id < peers_.size()) peers_[id]->readable = true;
         break;
       case Source::Greeter: on_greeter(id); break;
+      case Source::TcpAgentListener: accept_tcp_agents(); break;
       case Source::AgentData:
       case Source::AgentSpace:
         // The ring itself is polled by the loop; the eventfd only woke us. disarm drains it.
@@ -271,18 +273,23 @@ int Daemon::run() {
   uint32_t spins = 0;
   // With links, sockets are looked at every 20 us while busy and on every idle poll, so that
   // a message from a peer does not wait for the millisecond check.
-  const bool linked = clustered();
+  const bool linked = clustered() || tcp_agents_listener_.fd() >= 0;
   const uint64_t events_every = linked ? 20'000 : kMs;
   while (!stop_now_) {
     reap();
     size_t moved = route_all(256);
     if (linked) moved += poll_links();
     publish_dirty();
+    if (!tcp_agents_.empty()) flush_tcp_agents();
     if (linked) flush_links(clock::mono_ns());
     for (uint32_t id : condemned_) {
       if (Agent* a = agent(id)) remove_agent(*a, "corrupt ring", false);
     }
     condemned_.clear();
+    for (uint32_t id : lost_) {
+      if (Agent* a = agent(id)) remove_agent(*a, "connection lost", false);
+    }
+    lost_.clear();
     const uint64_t now = clock::mono_ns();
     expire_requests(now);
     if (stopping_) {

@@ -195,6 +195,18 @@ class Daemon {
   [[nodiscard]] bool clustered() const noexcept { return link_listener_.fd() >= 0 || !peers_.empty(); }
   [[nodiscard]] uint64_t link_timeout_ns() const noexcept;
 
+  // ---- remote agents over TCP (tcp_agents.cpp)
+  Expected<void> start_tcp_agents();
+  void accept_tcp_agents();
+  /// Reads its stream: control frames to handle_control, envelopes into its `from` ring.
+  void on_tcp_agent(Agent& a, uint32_t events);
+  /// Sends what was delivered to remote agents (their `to` rings) and what is still buffered.
+  void flush_tcp_agents();
+  void flush_tcp_agent(Agent& a);
+  void watch_tcp_agent(Agent& a);
+  /// Queues a control message for a remote agent (dropped when its output is far behind).
+  void send_tcp_control(Agent& a, std::span<const std::byte> bytes);
+
   // ---- loop (daemon.cpp)
   bool sleep_until_ready(uint64_t timeout_ns);
   void handle_events(int timeout_ms);
@@ -245,6 +257,11 @@ class Daemon {
   std::priority_queue<std::pair<uint64_t, uint64_t>, std::vector<std::pair<uint64_t, uint64_t>>,
                       std::greater<>>
       deadlines_;
+
+  // Remote agents.
+  tcp::TcpListener tcp_agents_listener_;
+  std::vector<Agent*> tcp_agents_;  // registered remote agents
+  std::vector<uint32_t> lost_;      // remote agents whose connection broke: removed between passes
 
   // Links.
   std::string node_;

@@ -53,14 +53,6 @@ uint64_t random_session_id() {
   return v;
 }
 
-// "7400" or ":7400": loopback; anything else is an endpoint ("0.0.0.0:7400": an explicit choice).
-Expected<tcp::Endpoint> listen_endpoint(const std::string& text) {
-  std::string_view t = text;
-  if (!t.empty() && t.front() == ':') t.remove_prefix(1);
-  const bool port_only = !t.empty() && std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
-  if (port_only) return tcp::parse_endpoint(std::string("127.0.0.1:").append(t));
-  return tcp::parse_endpoint(text);
-}
 
 std::string interest_key(std::string_view pattern, std::string_view group) {
   std::string k(pattern);
@@ -83,7 +75,7 @@ Expected<void> Daemon::start_links() {
   node_ = c.node.empty() ? host_node_name() : c.node;
   if (!link::valid_name(node_)) node_ = "busd";
   if (!c.listen.empty()) {
-    auto ep = listen_endpoint(c.listen);
+    auto ep = tcp::listen_endpoint(c.listen);
     if (!ep) return tl::unexpected(ep.error().context("cluster.listen"));
     auto l = tcp::TcpListener::listen(*ep);
     if (!l) return tl::unexpected(l.error().context("cluster.listen " + ep->to_string()));

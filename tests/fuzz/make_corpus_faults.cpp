@@ -18,6 +18,7 @@
 #include "counters/page.hpp"
 #include "link/wire.hpp"
 #include "links/body.hpp"
+#include "socket/endpoint.hpp"
 #include "socket/frame.hpp"
 
 using namespace bus;
@@ -297,6 +298,22 @@ void link_body_seeds() {
   write_seed("fuzz_link_body", "message", of(v));
 }
 
+// ---- fuzz_agent_stream: [max frame / 64] then a remote agent's stream
+
+void agent_stream_seeds() {
+  std::vector<std::byte> s;
+  const std::string env = "an envelope's bytes (busd verifies them after the stream)";
+  tcp::append_chan(s, tcp::kChanData, 0, std::as_bytes(std::span(env.data(), env.size())));
+  tcp::append_chan(s, tcp::kChanData, 7, std::as_bytes(std::span(env.data(), env.size())));
+  const std::string ctl = "a control message";
+  tcp::append_chan(s, tcp::kChanControl, 0, std::as_bytes(std::span(ctl.data(), ctl.size())));
+  Bytes b{4};
+  for (std::byte x : s) b.push_back(static_cast<uint8_t>(x));
+  write_seed("fuzz_agent_stream", "frames", b);
+  Bytes bad{1, 12, 0, 0, 0, 'X', 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4};
+  write_seed("fuzz_agent_stream", "bad_channel", bad);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -305,5 +322,6 @@ int main(int argc, char** argv) {
     counters_seeds();
     link_seeds();
     link_body_seeds();
+    agent_stream_seeds();
   });
 }

@@ -15,6 +15,7 @@
 #include "bus/counters.hpp"
 #include "busd_fixture.hpp"
 #include "counters_page.hpp"
+#include "loopback.hpp"
 
 using namespace bus;
 using namespace bus::test;
@@ -22,19 +23,6 @@ using namespace std::chrono_literals;
 using counters::Global;
 
 namespace {
-
-// A free loopback port (bound, read, closed: the test binds it again at once).
-uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 std::string node_config(const std::string& node, uint16_t port, const std::vector<uint16_t>& peers,
                         const std::string& extra = "") {
@@ -314,12 +302,8 @@ TEST_CASE("garbage on the link port: that connection is closed with a log line, 
   }));
   REQUIRE(wait_interest(*pub, *sub, "g.x", probes));
   auto raw = [&](const std::string& bytes) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(p.pa);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    const int fd = connect_loopback(p.pa);
+    REQUIRE(fd >= 0);
     REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
     return fd;
   };

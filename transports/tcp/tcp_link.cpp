@@ -15,86 +15,10 @@
 #include <initializer_list>
 
 namespace bus::tcp {
-namespace {
-
-// Joins text without `"literal" + std::string` (GCC 12 at -O3 reports a false -Wrestrict there).
-std::string cat(std::initializer_list<std::string_view> parts) {
-  std::string s;
-  for (auto p : parts) s.append(p);
-  return s;
-}
-
-void set_nodelay(int fd) {
-  const int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-std::string address_of(const sockaddr_storage& a) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  uint16_t port = 0;
-  if (a.ss_family == AF_INET) {
-    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
-    ::inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host);
-    port = ntohs(v4->sin_port);
-    return cat({host, ":", std::to_string(port)});
-  }
-  if (a.ss_family == AF_INET6) {
-    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
-    ::inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host);
-    port = ntohs(v6->sin6_port);
-  }
-  return cat({"[", host, "]:", std::to_string(port)});
-}
-
-// Resolves host:port (numeric first; names through getaddrinfo, which may block: config time).
-Expected<addrinfo*> resolve(const Endpoint& e, bool passive) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = passive ? AI_PASSIVE : 0;
-  addrinfo* res = nullptr;
-  const std::string port = std::to_string(e.port);
-  const int rc = ::getaddrinfo(e.host.empty() ? nullptr : e.host.c_str(), port.c_str(), &hints, &res);
-  if (rc != 0 || res == nullptr) {
-    return fail(Errc::NotFound, cat({"cannot resolve '", e.to_string(), "': ", ::gai_strerror(rc)}));
-  }
-  return res;
-}
-
-}  // namespace
-
-std::string Endpoint::to_string() const {
-  const bool v6 = host.find(':') != std::string::npos;
-  return v6 ? cat({"[", host, "]:", std::to_string(port)}) : cat({host, ":", std::to_string(port)});
-}
-
-Expected<Endpoint> parse_endpoint(std::string_view text) {
-  Endpoint e;
-  std::string_view port;
-  if (!text.empty() && text.front() == '[') {
-    const size_t close = text.find(']');
-    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return fail(Errc::InvalidArgument, cat({"'", text, "' is not [address]:port"}));
-    }
-    e.host = std::string(text.substr(1, close - 1));
-    port = text.substr(close + 2);
-  } else {
-    const size_t colon = text.rfind(':');
-    if (colon == std::string_view::npos || text.find(':') != colon) {
-      return fail(Errc::InvalidArgument, cat({"'", text, "' is not host:port"}));
-    }
-    e.host = std::string(text.substr(0, colon));
-    port = text.substr(colon + 1);
-  }
-  unsigned v = 0;
-  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
-  if (ec != std::errc{} || end != port.data() + port.size() || port.empty() || v > 65535) {
-    return fail(Errc::InvalidArgument, cat({"'", text, "': port must be 0..65535"}));
-  }
-  if (e.host.empty()) return fail(Errc::InvalidArgument, cat({"'", text, "': no host"}));
-  e.port = static_cast<uint16_t>(v);
-  return e;
-}
+using detail::address_of;
+using detail::cat;
+using detail::resolve;
+using detail::set_nodelay;
 
 // ---------------------------------------------------------------- TcpLink
 

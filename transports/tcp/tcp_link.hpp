@@ -10,17 +10,10 @@
 #include <string_view>
 
 #include "link/link.hpp"
+#include "socket/endpoint.hpp"
 #include "socket/frame.hpp"
 
 namespace bus::tcp {
-
-/// "host:port", "[v6addr]:port". The host is numeric or a name (resolved at connect/listen).
-struct Endpoint {
-  std::string host;
-  uint16_t port = 0;
-  [[nodiscard]] std::string to_string() const;
-};
-[[nodiscard]] Expected<Endpoint> parse_endpoint(std::string_view text);
 
 class TcpLink final : public link::Link {
  public:
