@@ -7,6 +7,7 @@
 //   link_agent ping SUBJECT --count N [--timeout-ms MS]         requests; prints who answered
 // A payload is [u32 publisher][u32 0][u64 sequence][u64 hash of both][40 bytes derived from the
 // hash]: a message damaged, duplicated, lost or reordered on the way is told apart.
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -107,7 +108,8 @@ int main(int argc, char** argv) {
   }
   if (mode == "check") {
     std::map<uint32_t, uint64_t> last;
-    uint64_t got = 0, dup = 0, gaps = 0, bad = 0, late = 0;
+    std::atomic<uint64_t> got{0};  // the timer thread reads it
+    uint64_t dup = 0, gaps = 0, bad = 0, late = 0;
     const uint64_t want = uint64_t{publishers} * count;
     auto s = cl.subscribe(subject, [&](const bus::Message& m) {
       uint32_t pub = 0;
@@ -143,7 +145,7 @@ int main(int argc, char** argv) {
     timer.join();
     (void)cl.poll(std::chrono::milliseconds(200));  // duplicates right behind the last one
     std::printf("received %llu of %llu: duplicates %llu gaps %llu (missing %llu) damaged %llu\n",
-                static_cast<unsigned long long>(got), static_cast<unsigned long long>(want),
+                static_cast<unsigned long long>(got.load()), static_cast<unsigned long long>(want),
                 static_cast<unsigned long long>(dup), static_cast<unsigned long long>(gaps),
                 static_cast<unsigned long long>(late), static_cast<unsigned long long>(bad));
     return got == want && dup == 0 && gaps == 0 && bad == 0 ? 0 : 5;
