@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "bus/clock.hpp"
+#include "netns.hpp"
 #include "proc.hpp"
 #include "shm/layout.hpp"
 #include "shm/ring.hpp"
@@ -458,19 +459,19 @@ void set_timeouts(int fd) {
   }
 }
 
-/// Two connected, blocking TCP sockets over 127.0.0.1 (ephemeral port, listener bound to the
-/// loopback address only and closed once the connection is accepted), TCP_NODELAY, 10 s
-/// send/receive timeouts.
-std::pair<Fd, Fd> tcp_pair() {
-  Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!listener.valid()) fail_errno("rtt_tcp: socket");
+/// Two connected, blocking TCP sockets: the first made in path.connect_netns, the second
+/// accepted from a listener made in path.listen_netns on path.listen_ip (ephemeral port, closed
+/// once the connection is accepted). TCP_NODELAY, 10 s send/receive timeouts. Loopback
+/// (127.0.0.1 in the caller's namespace) by default.
+std::pair<Fd, Fd> tcp_pair(const TcpPath& path) {
+  Fd listener(socket_in_netns(path.listen_netns, AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0, "rtt_tcp"));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::inet_pton(AF_INET, path.listen_ip.c_str(), &addr.sin_addr) != 1) fail("rtt_tcp: not an IPv4 address: " + path.listen_ip);
   addr.sin_port = 0;
   socklen_t alen = sizeof addr;
   if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    fail_errno("rtt_tcp: bind 127.0.0.1:0");
+    fail_errno("rtt_tcp: bind " + path.listen_ip + ":0");
   }
   if (::listen(listener.get(), 1) != 0) fail_errno("rtt_tcp: listen");
   if (::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &alen) != 0) {
@@ -478,11 +479,10 @@ std::pair<Fd, Fd> tcp_pair() {
   }
   set_timeouts(listener.get());  // SO_RCVTIMEO bounds accept()
 
-  Fd a(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!a.valid()) fail_errno("rtt_tcp: socket");
+  Fd a(socket_in_netns(path.connect_netns, AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0, "rtt_tcp"));
   set_timeouts(a.get());  // SO_SNDTIMEO bounds connect()
   while (::connect(a.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    if (errno != EINTR) fail_errno("rtt_tcp: connect to 127.0.0.1:" + std::to_string(ntohs(addr.sin_port)));
+    if (errno != EINTR) fail_errno("rtt_tcp: connect to " + path.listen_ip + ":" + std::to_string(ntohs(addr.sin_port)));
   }
   Fd b;
   for (;;) {
@@ -626,7 +626,7 @@ double rtt_tcp(const RttParams& p, const Clock& clk, Histogram& h) {
   if (p.payload == 0) fail(who + ": payload must be at least 1 byte");
   const uint32_t len = p.payload;
   const uint64_t total = p.warmup + p.rounds;
-  auto sockets = tcp_pair();
+  auto sockets = tcp_pair(p.tcp);
   Fd& mine = sockets.first;     // the parent's end
   Fd& theirs = sockets.second;  // the child's end
   std::vector<std::byte> src(len, std::byte{0x5a});
@@ -669,25 +669,35 @@ double rtt_tcp(const RttParams& p, const Clock& clk, Histogram& h) {
 }
 
 double stream_tcp(uint32_t record_bytes, uint64_t records, uint32_t batch) {
+  return stream_tcp_on(record_bytes, records, batch, TcpPath{}).msgs_per_s;
+}
+
+StreamResult stream_tcp_on(uint32_t record_bytes, uint64_t records, uint32_t batch, const TcpPath& path) {
   const std::string who = "stream_tcp";
   if (record_bytes == 0 || records == 0 || batch == 0) fail(who + ": record size, count and batch must be positive");
-  auto sockets = tcp_pair();
+  auto sockets = tcp_pair(path);
   Fd& mine = sockets.first;
   Fd& theirs = sockets.second;
   const size_t chunk = size_t{record_bytes} * batch;
   std::vector<std::byte> out(chunk, std::byte{0x5a});  // the child's batch, allocated before fork()
+  SharedPages sender_cpu(page_round(sizeof(double)), "stream_tcp");  // the child writes its CPU seconds here
+  auto* const sender_cpu_s = reinterpret_cast<double*>(sender_cpu.data());
   ChildProcess child(who, [&]() noexcept -> int {
     mine.reset();
+    const double cpu0 = self_cpu_seconds();
     for (uint64_t sent = 0; sent < records; sent += batch) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(batch, records - sent)) * record_bytes;
       if (const Io r = send_all(theirs.get(), out.data(), n); r != Io::Ok) return child_status(r);
     }
+    *sender_cpu_s = self_cpu_seconds() - cpu0;
     return kChildOk;
   });
   theirs.reset();
   std::vector<std::byte> in(64 * 1024);
   const uint64_t want = records * record_bytes;
   uint64_t got = 0;
+  timespec c0{}, c1{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
   const uint64_t t0 = clock::mono_ns();
   while (got < want) {
     const ssize_t n = ::recv(mine.get(), in.data(), in.size(), 0);
@@ -701,8 +711,13 @@ double stream_tcp(uint32_t record_bytes, uint64_t records, uint32_t batch) {
          (n == 0 ? std::string("closed") : std::string(std::strerror(errno))) + child.exit_note(1'000'000'000));
   }
   const double secs = static_cast<double>(clock::mono_ns() - t0) / 1e9;
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
   child.join();
-  return static_cast<double>(records) / secs;
+  StreamResult r;
+  r.msgs_per_s = static_cast<double>(records) / secs;
+  r.sender_cpu_s = *sender_cpu_s;
+  r.receiver_cpu_s = static_cast<double>(c1.tv_sec - c0.tv_sec) + static_cast<double>(c1.tv_nsec - c0.tv_nsec) / 1e9;
+  return r;
 }
 
 double stream_ring_copy(uint32_t record_bytes, uint64_t records, uint32_t batch, int cpu_producer,

@@ -6,8 +6,8 @@
 //   rtt_eventfd       two processes, two eventfds, blocking read()/write(), the payload in a
 //                     shared page: the floor for a round trip in which each side sleeps in the
 //                     kernel and is woken.
-//   rtt_tcp           two processes, TCP over 127.0.0.1, TCP_NODELAY, blocking sockets: where a
-//                     socket-based bus starts from.
+//   rtt_tcp           two processes, TCP over 127.0.0.1 (or between two network namespaces, see
+//                     TcpPath), TCP_NODELAY, blocking sockets: where a socket-based bus starts from.
 //   stream_ring_copy  the shm SPSC ring alone between two threads, copying each record in and
 //                     out: the ceiling for one-way throughput through the bus's transport.
 //
@@ -17,17 +17,29 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "clock.hpp"
 #include "histogram.hpp"
 
 namespace bus::bench {
 
+/// Where the raw TCP baselines' two sockets live. The listening side's socket is made in the
+/// network namespace `listen_netns` and listens on `listen_ip` (an ephemeral port); the
+/// connecting side's is made in `connect_netns` (an open /var/run/netns/NAME; -1: the caller's
+/// own). The default is loopback: both on 127.0.0.1 in the caller's namespace.
+struct TcpPath {
+  std::string listen_ip = "127.0.0.1";
+  int listen_netns = -1;
+  int connect_netns = -1;
+};
+
 struct RttParams {
   uint32_t payload = 64;       // bytes each way (rtt_cacheline carries none: its word is the message)
   uint64_t rounds = 20000;     // measured round trips
   uint64_t warmup = 2000;      // unmeasured round trips first
   int cpu_a = -1, cpu_b = -1;  // pin the two sides (-1: leave the affinity the side inherits)
+  TcpPath tcp;                 // rtt_tcp: side a (the caller) connects, side b (the child) listens
 };
 
 /// Every rtt_* records one sample per measured round trip into `h` (ns, via clk.now() and
@@ -50,6 +62,16 @@ double rtt_tcp(const RttParams& p, const Clock& clk, Histogram& h);
 /// the calling process reads 64 KiB at a time until every byte has arrived. What a socket-based
 /// bus starts from; the same batching as the bus run it sits next to.
 double stream_tcp(uint32_t record_bytes, uint64_t records, uint32_t batch);
+
+/// stream_tcp over `path` (the sender is the child on the listening side's socket, the receiver
+/// the calling thread on the connecting side's), with the CPU seconds each side spent: the
+/// child's whole process while it sent, the calling thread's while it received.
+struct StreamResult {
+  double msgs_per_s = 0;
+  double sender_cpu_s = 0;
+  double receiver_cpu_s = 0;
+};
+StreamResult stream_tcp_on(uint32_t record_bytes, uint64_t records, uint32_t batch, const TcpPath& path);
 
 double stream_ring_copy(uint32_t record_bytes, uint64_t records, uint32_t batch, int cpu_producer,
                         int cpu_consumer);

@@ -89,7 +89,14 @@ void stop_agents(std::vector<AgentCtl*> ctls, std::vector<Child*> children) {
 }
 
 TargetOptions target_options(const BusOptions& o) {
-  return TargetOptions{o.address, o.transport, o.busd_bin, o.busd_wait, pin_of(o, 2), o.quiet};
+  TargetOptions t;
+  t.address = o.address;
+  t.transport = o.transport;
+  t.busd_bin = o.busd_bin;
+  t.busd_wait = o.busd_wait;
+  t.busd_cpu = pin_of(o, 2);
+  t.quiet = o.quiet;
+  return t;
 }
 
 std::vector<Child> start_agents(size_t n, const std::string& what, const std::function<AgentCtl&(size_t)>& ctl,

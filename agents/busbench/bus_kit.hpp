@@ -29,6 +29,7 @@ struct alignas(64) AgentCtl {
   std::atomic<uint64_t> target{0};    // subscriber: stamp done_ns when count reaches it
   std::atomic<uint64_t> done_ns{0};
   std::atomic<uint64_t> errors{0};    // out-of-order messages, failed replies
+  std::atomic<uint64_t> backwards{0}; // subscriber: sequence numbers not above the last one (duplicates, reordering)
   char error[240] = {};
 };
 

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <stdexcept>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -44,7 +45,9 @@ void add_bus_common(CLI::App* app, BusCli& c) {
   app->add_option("--pin", o.pin, "CPUs for busbench, its agents, busd (-1: not pinned), e.g. --pin 0,1,-1")
       ->delimiter(',')->expected(1, 3);
   app->add_option("--address", o.address, "measure the busd listening at this socket instead of starting one");
-  app->add_option("--transport", o.transport, "shm (local shared memory); tcp, dpdk, rdma as their links land");
+  app->add_option("--transport", o.transport,
+                  "shm (one busd, local shared memory); tcp (pingpong and pubsub: two busd linked over TCP); "
+                  "dpdk, rdma as their links land");
   app->add_option("--busd", o.busd_bin, "busd binary to start (default: $BUSD_BIN, next to busbench, $PATH)");
   app->add_flag("--baseline,!--no-baseline", c.baseline, "interleave the raw baselines with busd's runs");
   app->add_flag("--quick", c.quick, "a short run (3 runs, fewer messages)");
@@ -106,6 +109,11 @@ int main(int argc, char** argv) {
   agents->add_option("--agents", ag.o.agents, "agent processes connected at once")->check(CLI::Range(1u, 100'000u));
   agents->add_option("--services", ag.o.services, "service processes in the queue group")->check(CLI::Range(1u, 64u));
   agents->add_option("--agent-rate", ag.o.agent_rate, "requests per second per agent")->check(CLI::Range(0.01, 1e6));
+  for (BusCli* c : {&pp, &ps}) {
+    c->app->add_flag("--netns", c->o.netns,
+                     "with --transport tcp (root only): busd A and its agent in one network namespace, busd B and "
+                     "busbench in another, joined by a veth pair (removed at the end)");
+  }
   pp.app->add_option("--stall-ms", pp.o.stall_ms, "the responder stalls once for this long, halfway through run 1 "
                                                   "(shows what coordinated-omission correction does)");
 
@@ -129,6 +137,14 @@ int main(int argc, char** argv) {
       }
     }
     try {
+      if (c->o.transport == "tcp") {
+        if (!c->o.address.empty()) throw std::runtime_error("--address measures one running busd; --transport tcp starts its own linked pair");
+        if (c == &pp) return bus::bench::run_link_pingpong(c->o);
+        if (c == &ps) return bus::bench::run_link_pubsub(c->o);
+        throw std::runtime_error("--transport tcp: pingpong and pubsub measure links; " + c->app->get_name() +
+                                 " runs on one busd (--transport shm)");
+      }
+      if (c->o.netns) throw std::runtime_error("--netns puts two linked busd in two network namespaces: it needs --transport tcp");
       if (c == &pp) return bus::bench::run_pingpong(c->o);
       if (c == &ld) return bus::bench::run_loaded(c->o);
       if (c == &sc) return bus::bench::run_scatter(c->o);

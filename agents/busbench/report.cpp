@@ -27,14 +27,21 @@ double med_field(const std::vector<LatencySummary>& runs, double LatencySummary:
   return median(v);
 }
 
-// Median over runs of row/baseline for one field, run by run (same-run ratios).
-double med_ratio(const LatencyRow& row, const LatencyRow& base, double LatencySummary::*f) {
-  std::vector<double> v;
-  const size_t n = std::min(row.runs.size(), base.runs.size());
-  for (size_t i = 0; i < n; ++i) {
-    if (base.runs[i].*f > 0) v.push_back(row.runs[i].*f / (base.runs[i].*f));
+// Median of same-run ratios of a throughput row to `base` (empty: no baseline).
+double thr_ratio(const ThroughputRow& r, const std::vector<double>& base) {
+  std::vector<double> ratios;
+  for (size_t i = 0; i < std::min(r.msgs_per_s.size(), base.size()); ++i) {
+    if (base[i] > 0) ratios.push_back(r.msgs_per_s[i] / base[i]);
   }
-  return v.empty() ? 0 : median(v);
+  return ratios.empty() ? 0.0 : median(ratios);
+}
+
+// The first baseline throughput row (ratios are against it); nullptr if none.
+const ThroughputRow* thr_baseline(const std::vector<ThroughputRow>& rows) {
+  for (const auto& r : rows) {
+    if (r.baseline) return &r;
+  }
+  return nullptr;
 }
 
 std::string file_safe(const std::string& s) {
@@ -44,6 +51,15 @@ std::string file_safe(const std::string& s) {
 }
 
 }  // namespace
+
+double same_run_ratio(const LatencyRow& row, const LatencyRow& base, double LatencySummary::*f) {
+  std::vector<double> v;
+  const size_t n = std::min(row.runs.size(), base.runs.size());
+  for (size_t i = 0; i < n; ++i) {
+    if (base.runs[i].*f > 0) v.push_back(row.runs[i].*f / (base.runs[i].*f));
+  }
+  return v.empty() ? 0 : median(v);
+}
 
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -103,12 +119,16 @@ Fact& Report::fact(const std::string& name, const std::string& unit, bool worst_
   return facts_.back();
 }
 
-LatencyRow& Report::hop(const std::string& name) {
+LatencyRow& Report::hop(const std::string& name, const std::string& note) {
   for (auto& r : hops_) {
     if (r.name == name) return r;
   }
-  hops_.push_back(LatencyRow{name, "", false, {}, Histogram()});
+  hops_.push_back(LatencyRow{name, note, false, {}, Histogram()});
   return hops_.back();
+}
+
+void Report::hop_not_measured(const std::string& name, const std::string& why) {
+  hop(name, why).measured = false;
 }
 
 CostRow& Report::cost(const std::string& name) {
@@ -144,9 +164,9 @@ void Report::print(std::FILE* out) const {
           header = true;
         }
         std::fprintf(out, "  %-34s %7.2fx %7.2fx %7.2fx %7.2fx %7.2fx\n", (r.name + " / " + base.name).c_str(),
-                     med_ratio(r, base, &LatencySummary::p50), med_ratio(r, base, &LatencySummary::p90),
-                     med_ratio(r, base, &LatencySummary::p99), med_ratio(r, base, &LatencySummary::p999),
-                     med_ratio(r, base, &LatencySummary::p9999));
+                     same_run_ratio(r, base, &LatencySummary::p50), same_run_ratio(r, base, &LatencySummary::p90),
+                     same_run_ratio(r, base, &LatencySummary::p99), same_run_ratio(r, base, &LatencySummary::p999),
+                     same_run_ratio(r, base, &LatencySummary::p9999));
       }
     }
     for (const auto& r : lat_) {
@@ -155,36 +175,35 @@ void Report::print(std::FILE* out) const {
   }
   if (!hops_.empty()) {
     std::fprintf(out, "\nper-hop breakdown, us (median of runs)  %8s %8s %8s %8s\n", "p50", "p90", "p99", "mean");
+    std::vector<std::string> why;  // each reason once, in order
     for (const auto& r : hops_) {
+      if (!r.measured) {
+        std::fprintf(out, "  %-37s %8s\n", r.name.c_str(), "not measured");
+        if (std::find(why.begin(), why.end(), r.note) == why.end()) why.push_back(r.note);
+        continue;
+      }
       auto m = [&](double LatencySummary::*f) { return med_field(r.runs, f) / 1000.0; };
       std::fprintf(out, "  %-37s %8.3f %8.3f %8.3f %8.3f\n", r.name.c_str(), m(&LatencySummary::p50),
                    m(&LatencySummary::p90), m(&LatencySummary::p99), m(&LatencySummary::mean));
     }
+    for (const auto& r : hops_) {
+      if (r.measured && !r.note.empty()) std::fprintf(out, "  %s: %s\n", r.name.c_str(), r.note.c_str());
+    }
+    for (const auto& w : why) std::fprintf(out, "  not measured: %s\n", w.c_str());
   }
   if (!thr_.empty()) {
-    std::vector<double> base_runs;
-    std::string base_name;
-    for (const auto& r : thr_) {  // ratios are against the first baseline row
-      if (r.baseline) {
-        base_runs = r.msgs_per_s;
-        base_name = r.name;
-        break;
-      }
-    }
+    const ThroughputRow* base = thr_baseline(thr_);  // ratios are against the first baseline row
+    const std::vector<double> none;
     std::fprintf(out, "\nthroughput, one way (median of runs)  %12s %10s %10s %10s %9s\n", "msgs/s",
                  "MB/s", "min", "max", "vs base");
     for (const auto& r : thr_) {
       const double m = median(r.msgs_per_s);
       const auto [lo, hi] = std::minmax_element(r.msgs_per_s.begin(), r.msgs_per_s.end());
-      std::vector<double> ratios;
-      for (size_t i = 0; i < std::min(r.msgs_per_s.size(), base_runs.size()); ++i) {
-        ratios.push_back(r.msgs_per_s[i] / base_runs[i]);
-      }
       std::fprintf(out, "  %-36s %12.0f %10.1f %10.0f %10.0f %8.2fx\n",
-                   (r.name + (r.baseline ? " (baseline)" : "")).c_str(), m,
-                   m * r.record_bytes / 1e6, *lo, *hi, ratios.empty() ? 0.0 : median(ratios));
+                   (r.name + (r.baseline ? " (baseline)" : "")).c_str(), m, m * r.record_bytes / 1e6, *lo, *hi,
+                   thr_ratio(r, base != nullptr ? base->msgs_per_s : none));
     }
-    if (!base_name.empty()) std::fprintf(out, "  vs base: median of same-run ratios to %s\n", base_name.c_str());
+    if (base != nullptr) std::fprintf(out, "  vs base: median of same-run ratios to %s\n", base->name.c_str());
     for (const auto& r : thr_) {
       if (!r.note.empty()) std::fprintf(out, "  %s: %s\n", r.name.c_str(), r.note.c_str());
     }
@@ -232,14 +251,14 @@ bool Report::write_json(const std::string& path) const {
       << ", \"mean\": " << m(&LatencySummary::mean) << ", \"stddev\": " << m(&LatencySummary::stddev)
       << ", \"ops_per_s\": " << m(&LatencySummary::ops_per_s);
     if (base != nullptr && !r.baseline) {
-      f << ", \"p50_vs_baseline\": " << med_ratio(r, *base, &LatencySummary::p50)
-        << ", \"p99_vs_baseline\": " << med_ratio(r, *base, &LatencySummary::p99);
+      f << ", \"p50_vs_baseline\": " << same_run_ratio(r, *base, &LatencySummary::p50)
+        << ", \"p99_vs_baseline\": " << same_run_ratio(r, *base, &LatencySummary::p99);
       f << ", \"vs\": {";
       bool first = true;
       for (const auto& b : lat_) {
         if (!b.baseline) continue;
-        f << (first ? "" : ", ") << json_string(b.name) << ": {\"p50\": " << med_ratio(r, b, &LatencySummary::p50)
-          << ", \"p99\": " << med_ratio(r, b, &LatencySummary::p99) << "}";
+        f << (first ? "" : ", ") << json_string(b.name) << ": {\"p50\": " << same_run_ratio(r, b, &LatencySummary::p50)
+          << ", \"p99\": " << same_run_ratio(r, b, &LatencySummary::p99) << "}";
         first = false;
       }
       f << "}";
@@ -249,11 +268,14 @@ bool Report::write_json(const std::string& path) const {
     f << "]}";
   }
   f << "\n  ],\n  \"throughput\": [";
+  const ThroughputRow* thr_base = thr_baseline(thr_);
   for (size_t i = 0; i < thr_.size(); ++i) {
     const auto& r = thr_[i];
     f << (i ? "," : "") << "\n    {\"name\": " << json_string(r.name) << ", \"note\": " << json_string(r.note)
       << ", \"baseline\": " << (r.baseline ? "true" : "false") << ", \"record_bytes\": " << r.record_bytes
-      << ", \"msgs_per_s\": " << median(r.msgs_per_s) << ", \"per_run\": [";
+      << ", \"msgs_per_s\": " << median(r.msgs_per_s);
+    if (thr_base != nullptr && !r.baseline) f << ", \"vs_baseline\": " << thr_ratio(r, thr_base->msgs_per_s);
+    f << ", \"per_run\": [";
     for (size_t k = 0; k < r.msgs_per_s.size(); ++k) f << (k ? ", " : "") << r.msgs_per_s[k];
     f << "]}";
   }
@@ -263,12 +285,23 @@ bool Report::write_json(const std::string& path) const {
       << ", \"ns\": " << median(cost_[i].ns_per_op) << "}";
   }
   f << "\n  ],\n  \"latency_unit\": " << json_string(latency_unit_) << ",\n  \"hops_ns\": [";
-  for (size_t i = 0; i < hops_.size(); ++i) {
-    const auto& r = hops_[i];
+  const char* sep = "";
+  for (const auto& r : hops_) {
+    if (!r.measured) continue;
     auto m = [&](double LatencySummary::*fld) { return med_field(r.runs, fld); };
-    f << (i ? "," : "") << "\n    {\"name\": " << json_string(r.name) << ", \"p50\": " << m(&LatencySummary::p50)
+    f << sep << "\n    {\"name\": " << json_string(r.name) << ", \"p50\": " << m(&LatencySummary::p50)
       << ", \"p90\": " << m(&LatencySummary::p90) << ", \"p99\": " << m(&LatencySummary::p99)
-      << ", \"mean\": " << m(&LatencySummary::mean) << "}";
+      << ", \"mean\": " << m(&LatencySummary::mean);
+    if (!r.note.empty()) f << ", \"note\": " << json_string(r.note);
+    f << "}";
+    sep = ",";
+  }
+  f << "\n  ],\n  \"hops_not_measured\": [";
+  sep = "";
+  for (const auto& r : hops_) {
+    if (r.measured) continue;
+    f << sep << "\n    {\"name\": " << json_string(r.name) << ", \"why\": " << json_string(r.note) << "}";
+    sep = ",";
   }
   f << "\n  ],\n  \"processes\": [";
   for (size_t i = 0; i < proc_.size(); ++i) {

@@ -26,6 +26,7 @@ struct LatencyRow {
   bool baseline = false;
   std::vector<LatencySummary> runs;
   Histogram merged;      // all runs together (for .hgrm)
+  bool measured = true;  // hop rows: false = the data cannot split this hop out (note says why)
 };
 
 struct ThroughputRow {
@@ -67,8 +68,12 @@ class Report {
   CostRow& cost(const std::string& name);
   ProcessRow& process(const std::string& name, const std::string& note);
   Fact& fact(const std::string& name, const std::string& unit, bool worst_is_max = false);
-  /// Per-hop breakdown rows (printed in their own table, not compared with baselines).
-  LatencyRow& hop(const std::string& name);
+  /// Per-hop breakdown rows (printed in their own table, not compared with baselines). `note`
+  /// says what the hop spans, printed under the table.
+  LatencyRow& hop(const std::string& name, const std::string& note = "");
+  /// A hop the data cannot split out: printed as "not measured" in its place in the breakdown,
+  /// with `why` under the table; in JSON under "hops_not_measured" (never in "hops_ns").
+  void hop_not_measured(const std::string& name, const std::string& why);
   /// A line printed under the tables (how it was measured, what it does not correct).
   void note(const std::string& line) { notes_.push_back(line); }
   /// What the latency table measures: "round trip" (default), "round", "request".
@@ -99,5 +104,8 @@ class Report {
 
 /// Median of a non-empty list (average of the middle two for even sizes).
 double median(std::vector<double> v);
+
+/// Median over runs of row/base for one field, run by run (same-run ratios); 0 if none.
+double same_run_ratio(const LatencyRow& row, const LatencyRow& base, double LatencySummary::*field);
 
 }  // namespace bus::bench

@@ -12,20 +12,9 @@
 
 #include "bus/clock.hpp"
 #include "bus/envelope.hpp"
-#include "bus_kit.hpp"
+#include "scenario_kit.hpp"
 
 namespace bus::bench {
-namespace {
-
-constexpr size_t kEcho = 24;  // request timestamp, responder receive time, request hop timing
-
-struct Echo {
-  uint64_t request_ts;
-  uint64_t received_ns;
-  uint32_t to_busd_ns;
-  uint32_t in_busd_ns;
-};
-static_assert(sizeof(Echo) == kEcho);
 
 // ---- the responder process
 int responder_main(const std::string& socket, const std::string& subject, const BusOptions& o, AgentCtl& ctl) {
@@ -49,6 +38,8 @@ int responder_main(const std::string& socket, const std::string& subject, const 
                },
                true);
 }
+
+namespace {
 
 // ---- the background publisher and its sink (loaded)
 int load_publisher_main(const std::string& socket, const std::string& subject, const BusOptions& o, AgentCtl& ctl) {
@@ -93,24 +84,31 @@ int sink_main(const std::string& socket, const std::string& subject, const BusOp
 }
 
 // ---- one measured run of round trips
-struct Hops {
-  Histogram h[7];
-};
-const char* const kHopNames[7] = {
+constexpr int kHops = 7;
+const char* const kHopNames[kHops] = {
     "request: busbench -> busd",  "request: held in busd", "request: busd -> responder",
     "responder: receive -> reply", "reply: responder -> busd", "reply: held in busd",
     "reply: busd -> busbench"};
 
-struct RunResult {
-  Histogram h;
-  double seconds = 0;        // the measured part
-  double total_seconds = 0;  // including warm-up
-  uint64_t trips = 0;        // including warm-up
-  uint64_t failed = 0;
-  std::string first_error;
-};
+// One busd: each message's hop times are busd's own stamps, the rest by difference.
+void record_hops(std::vector<Histogram>& h, const TripTimes& t) {
+  const Echo& e = t.request;
+  if (!t.reply_timing || e.received_ns < e.request_ts) return;
+  const uint64_t req_at_busd_out = e.request_ts + e.to_busd_ns + e.in_busd_ns;
+  const uint64_t rep_at_busd_out = t.reply_ts + t.reply_timing->to_busd_ns + t.reply_timing->in_busd_ns;
+  auto d = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
+  h[0].record(e.to_busd_ns);
+  h[1].record(e.in_busd_ns);
+  h[2].record(d(e.received_ns, req_at_busd_out));
+  h[3].record(d(t.reply_ts, e.received_ns));
+  h[4].record(t.reply_timing->to_busd_ns);
+  h[5].record(t.reply_timing->in_busd_ns);
+  h[6].record(d(t.back_ns, rep_at_busd_out));
+}
 
-RunResult measure(Client& c, const std::string& subject, const BusOptions& o, const Clock& clk, Hops* hops,
+}  // namespace
+
+RunResult measure(Client& c, const std::string& subject, const BusOptions& o, const Clock& clk, const TripSink* hops,
                   AgentCtl* stall_ctl) {
   RunResult res;
   std::vector<std::byte> msg(o.payload, std::byte{0x42});
@@ -161,23 +159,13 @@ RunResult measure(Client& c, const std::string& subject, const BusOptions& o, co
       res.h.record(lat);
     }
     if (hops != nullptr && r->payload().size() >= kEcho) {
-      Echo e{};
-      std::memcpy(&e, r->payload().data(), sizeof e);
+      TripTimes t;
+      std::memcpy(&t.request, r->payload().data(), sizeof t.request);
       const auto& rh = r->envelope().header();
-      const auto rt = hop_timing(rh);
-      if (rt && e.received_ns >= e.request_ts) {
-        const uint64_t req_at_busd_out = e.request_ts + e.to_busd_ns + e.in_busd_ns;
-        const uint64_t rep_ts = rh.timestamp_ns();
-        const uint64_t rep_at_busd_out = rep_ts + rt->to_busd_ns + rt->in_busd_ns;
-        auto d = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
-        hops->h[0].record(e.to_busd_ns);
-        hops->h[1].record(e.in_busd_ns);
-        hops->h[2].record(d(e.received_ns, req_at_busd_out));
-        hops->h[3].record(d(rep_ts, e.received_ns));
-        hops->h[4].record(rt->to_busd_ns);
-        hops->h[5].record(rt->in_busd_ns);
-        hops->h[6].record(d(back, rep_at_busd_out));
-      }
+      t.reply_ts = rh.timestamp_ns();
+      t.reply_timing = hop_timing(rh);
+      t.back_ns = back;
+      (*hops)(t);
     }
   }
   res.seconds = static_cast<double>(clock::mono_ns() - (measured_start ? measured_start : start)) / 1e9;
@@ -203,6 +191,16 @@ std::string loop_note(const BusOptions& o) {
   return "closed loop (the next request leaves when the reply is back): NOT corrected for coordinated omission; "
          "a stall shows in max only (use --rate R for an open-loop run)";
 }
+
+void add_hops(Report& rep, const std::vector<std::string>& names, const std::vector<Histogram>& h, double seconds) {
+  for (size_t k = 0; k < names.size() && k < h.size(); ++k) {
+    auto& row = rep.hop(names[k]);
+    row.runs.push_back(summarize(h[k], seconds));
+    row.merged.add(h[k]);
+  }
+}
+
+namespace {
 
 int run_bus_rtt(const BusOptions& o, bool loaded) {
   if (o.runs < 1 || (o.count == 0 && o.duration_s <= 0)) throw std::runtime_error("nothing to measure: --count or --duration");
@@ -271,11 +269,12 @@ int run_bus_rtt(const BusOptions& o, bool loaded) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));  // load flowing first
     }
     progress(o, run, loaded ? "busd pingpong under load" : "busd pingpong");
-    Hops hops;
+    std::vector<Histogram> hops(kHops);
+    const TripSink hop_sink = [&hops](const TripTimes& t) { record_hops(hops, t); };
     const uint64_t load_before = ctl[1].count.load();
     const uint64_t sunk_before = ctl[2].count.load();
     cpu.start();
-    RunResult r = measure(*client, ping, o, clk, &hops, run == 0 && o.stall_ms > 0 ? &ctl[0] : nullptr);
+    RunResult r = measure(*client, ping, o, clk, &hop_sink, run == 0 && o.stall_ms > 0 ? &ctl[0] : nullptr);
     const double load_msgs = static_cast<double>(ctl[1].count.load() - load_before);
     cpu.stop(rep, 2.0 * static_cast<double>(r.trips) + load_msgs);
     if (loaded) {
@@ -287,11 +286,7 @@ int run_bus_rtt(const BusOptions& o, bool loaded) {
     failed += r.failed;
     if (first_error.empty()) first_error = r.first_error;
     add_run(rep, bus_row, bus_note, false, r);
-    for (int k = 0; k < 7; ++k) {
-      auto& row = rep.hop(kHopNames[k]);
-      row.runs.push_back(summarize(hops.h[k], r.seconds));
-      row.merged.add(hops.h[k]);
-    }
+    add_hops(rep, std::vector<std::string>(std::begin(kHopNames), std::end(kHopNames)), hops, r.seconds);
     if (bus.pid() > 0) {
       const Memory m = memory_of(bus.pid());
       rep.fact("busd RSS", "MiB", true).values.push_back(static_cast<double>(m.rss) / (1 << 20));

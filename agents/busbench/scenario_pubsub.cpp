@@ -9,10 +9,9 @@
 #include "baselines.hpp"
 #include "bus/clock.hpp"
 #include "bus/envelope.hpp"
-#include "bus_kit.hpp"
+#include "scenario_kit.hpp"
 
 namespace bus::bench {
-namespace {
 
 // Payloads carry a sequence number in their first 8 bytes: a subscriber checks the order.
 int subscriber_main(const std::string& socket, const std::string& subject, int index, const BusOptions& o, AgentCtl& ctl) {
@@ -23,6 +22,7 @@ int subscriber_main(const std::string& socket, const std::string& subject, int i
                    uint64_t seq = 0;
                    std::memcpy(&seq, m.payload().data(), 8);
                    if (seq != expect) ctl.errors.fetch_add(1, std::memory_order_relaxed);
+                   if (seq < expect) ctl.backwards.fetch_add(1, std::memory_order_relaxed);
                    expect = seq + 1;
                  }
                  ++n;
@@ -32,6 +32,113 @@ int subscriber_main(const std::string& socket, const std::string& subject, int i
                  }
                });
 }
+
+Burst::Burst(Client& c, std::string subject, AgentCtl* subs, uint32_t n, uint32_t payload)
+    : c_(c), subject_(std::move(subject)), subs_(subs), n_(n), msg_(payload, std::byte{0x5A}) {}
+
+void Burst::probe(int ms) {
+  const uint64_t give_up = clock::mono_ns() + static_cast<uint64_t>(ms) * 1'000'000u;
+  auto all_got_one = [&] {
+    for (uint32_t i = 0; i < n_; ++i) {
+      if (subs_[i].count.load() == 0) return false;
+    }
+    return true;
+  };
+  while (!all_got_one()) {
+    if (clock::mono_ns() > give_up) {
+      throw std::runtime_error("no message reached the subscribers within " + std::to_string(ms) +
+                               " ms (their subscription did not reach the publisher's busd)");
+    }
+    if (msg_.size() >= 8) std::memcpy(msg_.data(), &seq_, 8);
+    ++seq_;
+    if (!c_.publish(subject_, msg_)) ++failed_;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  // Quiet: the last probes in flight have arrived when the counts stop moving.
+  for (uint64_t before = UINT64_MAX, now = 0;; before = now) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    now = 0;
+    for (uint32_t i = 0; i < n_; ++i) now += subs_[i].count.load();
+    if (now == before) break;
+  }
+  delivered_ = subs_[0].count.load();
+  for (uint32_t i = 0; i < n_; ++i) {
+    if (subs_[i].count.load() != delivered_) throw std::runtime_error("the subscribers got different probes");
+    subs_[i].errors.store(0);  // the probes published before the subscription crossed left a gap
+    subs_[i].backwards.store(0);
+  }
+}
+
+double Burst::run(uint64_t count, uint32_t batch, CpuMeter& cpu, Report& rep, const std::function<uint64_t()>& dropped) {
+  const uint64_t target = delivered_ + count;
+  const uint64_t dropped_before = dropped ? dropped() : 0;
+  last_dropped_ = 0;
+  for (uint32_t i = 0; i < n_; ++i) {
+    subs_[i].done_ns.store(0);
+    subs_[i].target.store(target);
+  }
+  cpu.start();
+  const uint64_t t0 = clock::mono_ns();
+  for (uint64_t i = 0; i < count; ++i) {
+    if (msg_.size() >= 8) std::memcpy(msg_.data(), &seq_, 8);
+    ++seq_;
+    const bool last_of_batch = batch <= 1 || (i + 1) % batch == 0 || i + 1 == count;
+    if (!c_.publish(subject_, msg_, last_of_batch ? Flush::Now : Flush::Later)) {
+      ++failed_;
+      break;
+    }
+  }
+  c_.flush();
+  // Waits up to 30 s, and gives up sooner once a subscriber's count has not moved for 3 s. With
+  // `dropped`, a subscriber is done once what it got and what busd dropped make up the burst;
+  // its last message is then timed by this loop (to ~0.1 ms) rather than by the subscriber.
+  const uint64_t give_up = clock::mono_ns() + 30'000'000'000ull;
+  uint64_t last = 0;
+  for (uint32_t i = 0; i < n_; ++i) {
+    uint64_t d = 0, seen = subs_[i].count.load(), moved = clock::mono_ns();
+    while ((d = subs_[i].done_ns.load(std::memory_order_acquire)) == 0) {
+      const uint64_t now = clock::mono_ns();
+      if (const uint64_t c = subs_[i].count.load(); c != seen) {
+        seen = c;
+        moved = now;
+      }
+      if (dropped) {
+        last_dropped_ = dropped() - dropped_before;
+        if (seen + last_dropped_ >= target && last_dropped_ > 0) {
+          d = moved;
+          break;
+        }
+      }
+      if (now > give_up || now - moved > 3'000'000'000ull) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    if (d == 0) {
+      throw std::runtime_error("subscriber " + std::to_string(i) + " got " + std::to_string(subs_[i].count.load()) +
+                               " of " + std::to_string(target) + " messages (" +
+                               std::to_string(target - std::min(target, subs_[i].count.load())) + " missing" +
+                               (dropped ? ", " + std::to_string(last_dropped_) + " of them dropped by busd)" : ")"));
+    }
+    last = std::max(last, d);
+  }
+  const uint64_t got = subs_[0].count.load() - delivered_;  // count, unless busd dropped some
+  delivered_ += got;
+  cpu.stop(rep, static_cast<double>(count));
+  return static_cast<double>(got) / (static_cast<double>(last - t0) / 1e9);
+}
+
+uint64_t Burst::out_of_order() const noexcept {
+  uint64_t n = 0;
+  for (uint32_t i = 0; i < n_; ++i) n += subs_[i].errors.load();
+  return n;
+}
+
+uint64_t Burst::backwards() const noexcept {
+  uint64_t n = 0;
+  for (uint32_t i = 0; i < n_; ++i) n += subs_[i].backwards.load();
+  return n;
+}
+
+namespace {
 
 inline void keep(const void* p) noexcept { asm volatile("" : : "r"(p) : "memory"); }
 
@@ -73,45 +180,7 @@ int run_pubsub(const BusOptions& o) {
   cpu.add("subscribers (" + std::to_string(o.subscribers) + ", summed)", "wait=" + o.wait, pids);
   if (bus.pid() > 0) cpu.add("busd", "wait per busd config", {bus.pid()});
 
-  std::vector<std::byte> msg(o.payload, std::byte{0x5A});
-  uint64_t seq = 0;
-  uint64_t delivered_total = 0;
-  uint64_t failed = 0;
-  // One measured burst: count messages, batch per flush (1 = every publish wakes busd).
-  auto burst = [&](uint32_t batch) -> double {
-    const uint64_t target = delivered_total + o.count;
-    for (uint32_t i = 0; i < o.subscribers; ++i) {
-      ctl[i].done_ns.store(0);
-      ctl[i].target.store(target);
-    }
-    cpu.start();
-    const uint64_t t0 = clock::mono_ns();
-    for (uint64_t i = 0; i < o.count; ++i) {
-      if (msg.size() >= 8) std::memcpy(msg.data(), &seq, 8);
-      ++seq;
-      const bool last_of_batch = batch <= 1 || (i + 1) % batch == 0 || i + 1 == o.count;
-      if (!client->publish(subject, msg, last_of_batch ? Flush::Now : Flush::Later)) {
-        ++failed;
-        break;
-      }
-    }
-    client->flush();
-    const uint64_t give_up = clock::mono_ns() + 30'000'000'000ull;
-    uint64_t last = 0;
-    for (uint32_t i = 0; i < o.subscribers; ++i) {
-      uint64_t d = 0;
-      while ((d = ctl[i].done_ns.load(std::memory_order_acquire)) == 0 && clock::mono_ns() < give_up) {
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
-      }
-      if (d == 0) throw std::runtime_error("subscriber " + std::to_string(i) + " got " + std::to_string(ctl[i].count.load()) +
-                                           " of " + std::to_string(target) + " messages within 30 s");
-      last = std::max(last, d);
-    }
-    delivered_total = target;
-    cpu.stop(rep, static_cast<double>(o.count));
-    return static_cast<double>(o.count) / (static_cast<double>(last - t0) / 1e9);
-  };
-
+  Burst burst(*client, subject, ctl.get(), o.subscribers, o.payload);
   const std::vector<std::byte> payload(o.payload, std::byte{0x5A});
   std::vector<uint64_t> out_words(record / 8 + 2);
   auto* out = reinterpret_cast<std::byte*>(out_words.data());
@@ -153,16 +222,16 @@ int run_pubsub(const BusOptions& o) {
     progress(o, run, "busd pubsub, batched");
     rep.throughput("busd pubsub 1->" + std::to_string(o.subscribers) + ", batch " + std::to_string(o.batch),
                    "publish(Flush::Later), flush every " + std::to_string(o.batch), false, o.payload)
-        .msgs_per_s.push_back(burst(o.batch));
+        .msgs_per_s.push_back(burst.run(o.count, o.batch, cpu, rep));
     progress(o, run, "busd pubsub, unbatched");
     rep.throughput("busd pubsub 1->" + std::to_string(o.subscribers) + ", unbatched", "every publish() wakes busd",
                    false, o.payload)
-        .msgs_per_s.push_back(burst(1));
+        .msgs_per_s.push_back(burst.run(o.count, 1, cpu, rep));
     if (bus.pid() > 0) rep.fact("busd RSS", "MiB", true).values.push_back(static_cast<double>(memory_of(bus.pid()).rss) / (1 << 20));
     if (!bus.alive()) throw std::runtime_error("busd died during the run");
   }
-  uint64_t out_of_order = 0;
-  for (uint32_t i = 0; i < o.subscribers; ++i) out_of_order += ctl[i].errors.load();
+  const uint64_t out_of_order = burst.out_of_order();
+  const uint64_t failed = burst.failed();
   rep.fact("messages out of order or missing", "", true).values.push_back(static_cast<double>(out_of_order));
   rep.fact("publish failures", "", true).values.push_back(static_cast<double>(failed));
   client.reset();

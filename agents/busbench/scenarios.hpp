@@ -38,7 +38,8 @@ struct EnvelopeOptions : CommonOptions {
 struct BusOptions : CommonOptions {
   // Where and how.
   std::string address;              // an existing busd; "" = start a private one
-  std::string transport = "shm";
+  std::string transport = "shm";     // "tcp": pingpong and pubsub between two busd linked over TCP
+  bool netns = false;               // tcp: busd A and B in two network namespaces joined by a veth pair
   std::string busd_bin;
   std::string busd_wait = "adaptive";
   std::string wait = "adaptive";    // busbench's own agents
@@ -72,6 +73,9 @@ int run_loaded(const BusOptions& o);
 int run_scatter(const BusOptions& o);
 int run_pubsub(const BusOptions& o);
 int run_agents(const BusOptions& o);
+/// --transport tcp (scenario_links.cpp): busbench on busd B, its peer agent on busd A, B dialing A.
+int run_link_pingpong(const BusOptions& o);
+int run_link_pubsub(const BusOptions& o);
 
 int run_ring(const RingOptions& o);
 int run_envelope(const EnvelopeOptions& o);

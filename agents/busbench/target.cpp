@@ -65,9 +65,10 @@ std::string find_busd(const std::string& explicit_path) {
 BusTarget::BusTarget(const TargetOptions& o) {
   if (o.transport != "shm") {
     throw std::runtime_error("transport '" + o.transport +
-                             "': only 'shm' (local shared memory) exists yet; tcp lands with [tcp], dpdk with "
-                             "[dpdk], rdma with [rdma]");
+                             "': only 'shm' (local shared memory) and 'tcp' (pingpong and pubsub between two busd "
+                             "linked over TCP) exist yet; dpdk lands with [dpdk], rdma with [rdma]");
   }
+  const std::string who = o.name.empty() ? "busd" : o.name;
   if (!o.address.empty()) {
     socket_ = o.address;
     if (!accepts(socket_)) throw std::runtime_error("no busd accepts connections at " + socket_);
@@ -87,11 +88,13 @@ BusTarget::BusTarget(const TargetOptions& o) {
     std::ofstream f(config);
     f << "[busd]\nwait = \"" << o.busd_wait << "\"\nlog_level = \"warn\"\n";
     if (o.agents > defaults::kMaxAgents) f << "[limits]\nmax_agents = " << o.agents << "\n";
+    f << o.extra_config;
   }
-  const std::string log = dir_ + "/busd.log";
+  const std::string log_path = dir_ + "/busd.log";
   child_ = Child::fork([&] {
+    if (o.in_child) o.in_child();
     ::setenv("BUS_SOCKET", socket_.c_str(), 1);
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
       ::dup2(fd, 1);
       ::dup2(fd, 2);
@@ -105,15 +108,31 @@ BusTarget::BusTarget(const TargetOptions& o) {
   const uint64_t end = clock::mono_ns() + 5'000'000'000ull;
   while (!accepts(socket_)) {
     if (!child_.alive() || clock::mono_ns() > end) {
-      std::ifstream f(log);
-      std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-      throw std::runtime_error("busd (" + bin + ") did not start: " + (text.empty() ? "no output" : text));
+      const std::string text = this->log();
+      std::error_code ec;
+      fs::remove_all(dir_, ec);  // the destructor does not run for a constructor that throws
+      throw std::runtime_error(who + " (" + bin + ") did not start: " + (text.empty() ? "no output" : text));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   if (o.busd_cpu >= 0) pin_process(pid_, o.busd_cpu);
-  describe_ = "private busd (wait=" + o.busd_wait + (o.busd_cpu >= 0 ? ", cpu " + std::to_string(o.busd_cpu) : "") +
+  describe_ = (o.name.empty() ? "" : o.name + ": ") + "private busd (wait=" + o.busd_wait + (o.busd_cpu >= 0 ? ", cpu " + std::to_string(o.busd_cpu) : "") +
               (o.agents > defaults::kMaxAgents ? ", max_agents " + std::to_string(o.agents) : "") + "), " + bin;
+}
+
+uint64_t BusTarget::global(counters::Global g) {
+  if (!page_) {
+    auto v = counters::open_counters(counters_path_for_socket(socket_));
+    if (!v) return 0;
+    page_.emplace(std::move(*v));
+  }
+  return page_->globals()[g];
+}
+
+std::string BusTarget::log() const {
+  if (dir_.empty()) return {};
+  std::ifstream f(dir_ + "/busd.log");
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
 bool BusTarget::alive() {

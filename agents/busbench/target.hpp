@@ -6,8 +6,11 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 
+#include "bus/counters.hpp"
 #include "proc.hpp"
 
 namespace bus::bench {
@@ -21,6 +24,10 @@ struct TargetOptions {
   uint32_t agents = 0;    // agents the run connects: above busd's default max_agents, the
                           // spawned busd's limit is raised to fit (and the header says so)
   bool quiet = false;
+  // Two linked busd (--transport tcp) are two targets:
+  std::string name;                 // "busd A": names it in describe() and errors ("" = "busd")
+  std::string extra_config;         // TOML appended to the config busbench writes ([cluster], [[links]])
+  std::function<void()> in_child;   // runs in the forked child before exec (enters a network namespace)
 };
 
 class BusTarget {
@@ -38,8 +45,13 @@ class BusTarget {
   [[nodiscard]] const std::string& describe() const noexcept { return describe_; }
   /// busd still running (a private one that died fails the run).
   [[nodiscard]] bool alive();
+  /// A global counter from busd's counters page (0 while there is no page).
+  [[nodiscard]] uint64_t global(counters::Global g);
+  /// What a private busd wrote to its log so far ("" for an existing busd).
+  [[nodiscard]] std::string log() const;
 
  private:
+  std::optional<counters::CountersView> page_;
   std::string dir_;
   std::string socket_;
   std::string describe_;

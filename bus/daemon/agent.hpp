@@ -62,6 +62,10 @@ struct Agent {
   uint64_t timed_in_ns = 0;
   uint32_t timed_header_at = 0;
 
+  // The message at the head waits for room in a connected peer's hold buffer (route() runs
+  // again; it was counted the first time).
+  bool link_wait = false;
+
   uint32_t pending_requests = 0;
   counters::AgentCounters* stats = nullptr;
 

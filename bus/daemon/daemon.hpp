@@ -178,15 +178,20 @@ class Daemon {
   void apply_presence(PeerSlot& p, const links::Body& b);
   /// Removes the peer refs from deliveries_ and sends the message to those peers, once each,
   /// with the interest ids that chose them. Never waits: a full hold buffer drops (counted).
-  void send_to_peers(const EnvelopeView& v, std::span<const std::byte> bytes);
-  bool send_message(PeerSlot& p, std::span<const uint32_t> ids, const EnvelopeView& v, std::span<const std::byte> bytes);
+  void send_to_peers(const EnvelopeView& v, std::span<const std::byte> bytes, const Agent* src);
+  /// Whether every connected peer in deliveries_ can take a message of `size` bytes now.
+  [[nodiscard]] bool peers_have_room(size_t size) const noexcept;
+  /// `src`: the local publisher, when its message asked for hop timing (Flags::Timed): this
+  /// busd's two hops go into the copy sent, as into a local delivery; the peer leaves them.
+  bool send_message(PeerSlot& p, std::span<const uint32_t> ids, const EnvelopeView& v, std::span<const std::byte> bytes,
+                    const Agent* src = nullptr);
   /// A local subscription came or went: the peers learn when a (pattern, group) appears or goes.
   void interest_up(std::string_view pattern, uint32_t group);
   void interest_down(std::string_view pattern, uint32_t group);
   void send_control_body(PeerSlot& p, std::span<const std::byte> body);
   void presence_to_peers(const Agent& a, links::PresenceOp op);
   /// A reply subject of another node: sent to that peer (true), or dropped and counted.
-  bool forward_reply(std::string_view node, std::span<const std::byte> bytes, const EnvelopeView& v);
+  bool forward_reply(std::string_view node, std::span<const std::byte> bytes, const EnvelopeView& v, const Agent* src);
   /// Answers a request that came over a link with an error, back over the link.
   void answer_remote(PeerSlot& p, const EnvelopeView& request, Errc code, std::string_view detail);
   PeerSlot* peer_by_node(std::string_view node) noexcept;

@@ -357,7 +357,7 @@ void Daemon::presence_to_peers(const Agent& a, links::PresenceOp op) {
   }
 }
 
-void Daemon::send_to_peers(const EnvelopeView& v, std::span<const std::byte> bytes) {
+void Daemon::send_to_peers(const EnvelopeView& v, std::span<const std::byte> bytes, const Agent* src) {
   touched_.clear();
   size_t keep = 0;
   for (const router::SubRef& d : deliveries_) {
@@ -376,12 +376,21 @@ void Daemon::send_to_peers(const EnvelopeView& v, std::span<const std::byte> byt
   deliveries_.resize(keep);
   for (PeerSlot* p : touched_) {
     p->touched = false;
-    send_message(*p, p->route_ids, v, bytes);
+    send_message(*p, p->route_ids, v, bytes, src);
   }
 }
 
+bool Daemon::peers_have_room(size_t size) const noexcept {
+  for (const router::SubRef& d : deliveries_) {
+    if (d.agent < kPeerBase) continue;
+    const PeerSlot& p = *peers_[d.agent - kPeerBase];
+    if (p.up() && !p.peer->can_send(links::kMaxMessagePrefix + size)) return false;
+  }
+  return true;
+}
+
 bool Daemon::send_message(PeerSlot& p, std::span<const uint32_t> ids, const EnvelopeView& v,
-                          std::span<const std::byte> bytes) {
+                          std::span<const std::byte> bytes, const Agent* src) {
   // Leaving the host: the timestamp goes to CLOCK_REALTIME and the deadline budget to what is
   // left now (clock::wire_egress), in a copy of the Header that replaces the original in the
   // gathered frame body. Nothing else of the envelope is copied before the session's own copy.
@@ -390,7 +399,13 @@ bool Daemon::send_message(PeerSlot& p, std::span<const uint32_t> ids, const Enve
   const auto* hp = reinterpret_cast<const std::byte*>(&v.header());
   const size_t at = static_cast<size_t>(hp - bytes.data());
   wire::Header h = v.header();
-  const clock::Stamp out = clock::wire_egress(v.stamp(), clock::mono_ns(), clock::real_ns());
+  const uint64_t now = clock::mono_ns();
+  if (src != nullptr && src->timed_in_ns != 0) [[unlikely]] {
+    auto sat = [](uint64_t x) { return static_cast<uint32_t>(std::min<uint64_t>(x, UINT32_MAX)); };
+    const uint64_t sent = h.timestamp_ns();
+    set_hop_timing(h, HopTiming{sat(src->timed_in_ns > sent ? src->timed_in_ns - sent : 0), sat(now - src->timed_in_ns)});
+  }
+  const clock::Stamp out = clock::wire_egress(v.stamp(), now, clock::real_ns());
   h.mutate_timestamp_ns(out.timestamp_ns);
   h.mutate_deadline_budget_ns(out.has_deadline ? out.budget_ns : 0);
   const std::span<const std::byte> parts[4] = {
@@ -404,13 +419,14 @@ bool Daemon::send_message(PeerSlot& p, std::span<const uint32_t> ids, const Enve
   return true;
 }
 
-bool Daemon::forward_reply(std::string_view node, std::span<const std::byte> bytes, const EnvelopeView& v) {
+bool Daemon::forward_reply(std::string_view node, std::span<const std::byte> bytes, const EnvelopeView& v,
+                           const Agent* src) {
   PeerSlot* p = peer_by_node(node);
   if (p == nullptr) {
     counters_.add(counters::Global::link_drops_no_route);
     return true;
   }
-  send_message(*p, {}, v, bytes);
+  send_message(*p, {}, v, bytes, src);
   return true;
 }
 

@@ -111,14 +111,18 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
   } else {
     v = EnvelopeView::trusted(bytes);
   }
-  counters_.add(counters::Global::messages_in);
-  counters_.add(counters::Global::bytes_in, bytes.size());
+  const bool counted = src.link_wait;  // a retry after waiting for a peer: counted already
+  src.link_wait = false;
+  if (!counted) {
+    counters_.add(counters::Global::messages_in);
+    counters_.add(counters::Global::bytes_in, bytes.size());
+    if (src.stats) counters::message_in(*src.stats, bytes.size());
+  }
   src.timed_in_ns = 0;
   if ((v.header().flags() & static_cast<uint8_t>(wire::Flags::Timed)) != 0) [[unlikely]] {
     src.timed_in_ns = clock::mono_ns();
     src.timed_header_at = static_cast<uint32_t>(reinterpret_cast<const std::byte*>(&v.header()) - bytes.data());
   }
-  if (src.stats) counters::message_in(*src.stats, bytes.size());
 
   const std::string_view subject = v.subject();
   const wire::Kind kind = v.header().kind();
@@ -131,7 +135,7 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
 
   if (cls == router::SubjectClass::Inbox) {
     const InboxTarget t = inbox_target(subject);
-    if (!t.node.empty() && t.node != node_) return forward_reply(t.node, bytes, v);
+    if (!t.node.empty() && t.node != node_) return forward_reply(t.node, bytes, v, &src);
     if (kind == wire::Kind::Reply || kind == wire::Kind::Error) settle_pending(t.agent, v.header().correlation_id());
     src.owed.assign(1, router::SubRef{t.agent, kInboxTag, 0});
     return deliver_owed(src, bytes);
@@ -147,6 +151,12 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
   }
   deliveries_.clear();
   groups_.select(matches_, deliveries_);
+  // Block policy across links: a connected peer whose hold buffer is full holds the message
+  // here, like a full subscriber ring (a peer that is down takes what fits and drops the rest).
+  if (!peers_.empty() && !peers_have_room(bytes.size())) {
+    src.link_wait = true;
+    return false;
+  }
   if (is_request) {
     counters_.add(counters::Global::requests);
     if (deliveries_.empty()) {
@@ -185,7 +195,7 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
     counters_.add(counters::Global::published_no_subscribers);
     return true;
   }
-  if (!peers_.empty()) send_to_peers(v, bytes);
+  if (!peers_.empty()) send_to_peers(v, bytes, &src);
   src.owed.assign(deliveries_.begin(), deliveries_.end());
   return deliver_owed(src, bytes);
 }

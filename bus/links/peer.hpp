@@ -60,6 +60,8 @@ class Peer {
   /// Holds an envelope for the peer (sent when the link is up, resent after a reconnect).
   /// Errors: WouldBlock (hold buffer full: drop and count), TooLarge.
   [[nodiscard]] Result<void> send(std::span<const std::byte> envelope);
+  /// Whether send() would take a body of `body` bytes now.
+  [[nodiscard]] bool can_send(size_t body) const noexcept { return session_.can_offer(body); }
   /// The same for a body gathered from parts (no copy before the session's own).
   [[nodiscard]] Result<void> send(std::span<const std::span<const std::byte>> parts);
   /// An accepted connection for this peer (the manager matched it by the peer's Hello, or this

@@ -7,24 +7,16 @@
 set -euo pipefail
 busbench=$1
 check=$2
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+source "$(dirname "$0")/bench_lib.sh"
 # Sanitizer builds run several times slower: BUS_TEST_SCALE (8 under ASan, see
 # tests/support/scale.hpp) divides the message counts; no assertion depends on them.
 scale=${BUS_TEST_SCALE:-1}
 n() { local v=$(( $1 / scale )); echo $(( v > 0 ? v : 1 )); }
 
-run() {  # name, args...
+run() {  # name, args... (the first arg, the scenario, names the JSON schema)
   local name=$1
   shift
-  echo "== busbench $*"
-  "$busbench" "$@" --quiet --json "$out/$name.json" > "$out/$name.txt" 2>&1 || {
-    cat "$out/$name.txt"
-    echo "busbench $* failed"
-    exit 1
-  }
-  cat "$out/$name.txt"
-  python3 "$check" "$out/$name.json" --scenario "$1"
+  run_bench "$name" "$1" "$@"
 }
 
 run pingpong pingpong --runs 2 --count "$(n 2000)" --warmup 200 --hgrm "$out" --plot "$out/pp.svg"

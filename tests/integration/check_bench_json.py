@@ -7,6 +7,7 @@ Exits 1 naming the first field that is missing, of the wrong type or implausible
 """
 import json
 import math
+import os
 import sys
 
 NUM = (int, float)
@@ -26,6 +27,30 @@ def need(obj, key, types, where):
     if isinstance(v, float) and not math.isfinite(v):
         fail(f"{where}: '{key}' is not finite")
     return v
+
+
+# For test scripts that import this file (sys.path += its folder): look-ups that name what they
+# did not find.
+def load(folder, name):
+    """The document NAME.json in FOLDER."""
+    with open(os.path.join(folder, name + ".json")) as f:
+        return json.load(f)
+
+
+def fact_value(doc, prefix):
+    """The value of the first fact whose name starts with PREFIX."""
+    for f in doc["facts"]:
+        if f["name"].startswith(prefix):
+            return f["value"]
+    raise SystemExit(f"{doc['scenario']}: no fact {prefix!r}: {[f['name'] for f in doc['facts']]}")
+
+
+def named(rows, name):
+    """The row called NAME in a list of rows (latency_ns, throughput, hops_ns, ...)."""
+    for r in rows:
+        if r["name"] == name:
+            return r
+    raise SystemExit(f"no row {name!r}: {[r['name'] for r in rows]}")
 
 
 def check(doc, scenario=None):

@@ -35,6 +35,14 @@ Result<uint64_t> Session::offer(std::span<const std::byte> envelope) {
   return offer(std::span<const std::span<const std::byte>>(one));
 }
 
+bool Session::can_offer(size_t body) const noexcept {
+  const uint64_t need = kPrefixBytes + body;
+  if (need > cap_ || held_ == 0) return need <= cap_;
+  uint64_t start = tail_;
+  if (tail_ % cap_ + need > cap_) start = lap_end(tail_);
+  return start + need - head_ <= cap_;
+}
+
 Result<uint64_t> Session::offer(std::span<const std::span<const std::byte>> parts) {
   size_t body = 0;
   for (const auto& p : parts) body += p.size();

@@ -51,6 +51,8 @@ class Session {
   /// Holds `envelope` as the next Data frame. Errors: WouldBlock (the hold buffer is full: hold
   /// it back or drop it, and count), TooLarge (it can never fit).
   [[nodiscard]] Result<uint64_t> offer(std::span<const std::byte> envelope);
+  /// Whether offer() would take a body of `body` bytes now (not WouldBlock).
+  [[nodiscard]] bool can_offer(size_t body) const noexcept;
   /// The same for a body gathered from several parts (a routing prefix, then the envelope).
   [[nodiscard]] Result<uint64_t> offer(std::span<const std::span<const std::byte>> parts);
 

@@ -177,7 +177,15 @@ TEST_CASE("the hold buffer is bounded: full refuses, acknowledged frees", "[link
   Session s(o, 1);
   std::vector<std::byte> msg(100, std::byte{1});
   uint64_t taken = 0;
-  while (s.offer(msg)) ++taken;
+  CHECK(s.can_offer(msg.size()));
+  while (s.offer(msg)) {
+    ++taken;
+    // can_offer says what the next offer will do (busd holds a publisher back on it).
+    const bool room = s.can_offer(msg.size());
+    REQUIRE(room == (4096 - s.held_bytes() >= kPrefixBytes + 100));
+  }
+  CHECK(!s.can_offer(msg.size()));
+  CHECK(s.can_offer(10));  // a smaller one may still fit
   CHECK(taken == 4096 / (kPrefixBytes + 100));
   CHECK(s.offer(msg).error() == Errc::WouldBlock);
   CHECK(s.stats().refused_full == 2);  // the loop's last offer and this one
@@ -194,6 +202,7 @@ TEST_CASE("the hold buffer is bounded: full refuses, acknowledged frees", "[link
   append_frame(ack, FrameType::Ack, taken);
   REQUIRE(s.on_frame(*parse_frame(std::span(ack).subspan(kLengthBytes))));
   CHECK(s.held_frames() == 0);
+  CHECK(s.can_offer(msg.size()));
   CHECK(s.offer(msg));
 }
 
