@@ -114,6 +114,7 @@ Result<void> Client::Impl::send(wire::Kind kind, std::string_view subject,
     last_control_check_ns = now;
     if (auto r = pump_control_nowait(); !r) disconnect(r.error(), true);
   }
+  if (reservation.open) [[unlikely]] return tl::unexpected(Errc::InvalidArgument);  // commit() first
   if (!ensure_connected()) return tl::unexpected(Errc::Closed);
   if (!plausible_subject(subject)) return tl::unexpected(Errc::InvalidArgument);
   StringMap<EnvelopeTemplate>& map = kind == wire::Kind::Request ? request_templates
@@ -156,6 +157,51 @@ Result<void> Client::publish(std::string_view subject, std::span<const std::byte
 void Client::flush() noexcept {
   if (impl_->out.attached()) impl_->out.publish();
 }
+
+Expected<std::span<std::byte>> Client::reserve(std::string_view subject, size_t max_payload) {
+  Impl& m = *impl_;
+  if (m.reservation.open) return fail(Errc::InvalidArgument, "a reservation is already open: commit() or abandon() it");
+  if (!m.ensure_connected()) return tl::unexpected(Errc::Closed);
+  if (!plausible_subject(subject)) return fail(Errc::InvalidArgument, "'" + std::string(subject) + "' is not a subject");
+  const EnvelopeTemplate* t = template_for(m.publish_templates, subject, {});
+  if (t == nullptr) return tl::unexpected(Errc::InvalidArgument);
+  const size_t size = t->size_for(max_payload);
+  if (max_payload > UINT32_MAX || size > m.max_message || size > m.out.max_record()) {
+    return fail(Errc::TooLarge, "a payload of " + std::to_string(max_payload) + " bytes makes a message above the maximum (" +
+                                    std::to_string(std::min<size_t>(m.max_message, m.out.max_record())) + " bytes)");
+  }
+  auto claim = m.out.claim(static_cast<uint32_t>(size), m.wait, shm::Deadline::after(ns(m.opts.publish_timeout)), kEnvelopeTag);
+  if (!claim) return tl::unexpected(claim.error() == Errc::Timeout ? Errc::WouldBlock : claim.error());
+  m.reservation = Impl::Reservation{true, false, t, claim->data(), max_payload};
+  return std::span<std::byte>(claim->data() + t->prefix_size(), max_payload);
+}
+
+Result<void> Client::commit(size_t payload_len, Flush flush) {
+  Impl& m = *impl_;
+  if (m.reservation.lost) {
+    m.reservation = {};
+    return tl::unexpected(Errc::Closed);
+  }
+  if (!m.reservation.open || payload_len > m.reservation.max_payload) return tl::unexpected(Errc::InvalidArgument);
+  const Impl::Reservation r = m.reservation;
+  m.reservation = {};
+  // The prefix again for the length used (the payload vector's length is in it), then the
+  // header, as send() does.
+  wire::Header* h = r.t->write_prefix(r.base, static_cast<uint32_t>(payload_len));
+  MessageMeta meta;
+  meta.kind = wire::Kind::Publish;
+  meta.msg_id = ++m.next_msg_id;
+  meta.stamp = clock::stamp(clock::mono_ns(), 0);
+  meta.source_id = m.agent_id;
+  meta.timed = m.opts.hop_timing;
+  fill_header(*h, meta);
+  m.out.commit(static_cast<uint32_t>(r.t->size_for(payload_len)));
+  if (flush == Flush::Now) m.out.publish();
+  ++m.stats.published;
+  return {};
+}
+
+void Client::abandon() noexcept { impl_->reservation = {}; }
 
 Result<void> Client::reply(const Message& request, std::span<const std::byte> payload) {
   if (request.reply_to().empty()) return tl::unexpected(Errc::InvalidArgument);

@@ -68,6 +68,14 @@ struct Client::Impl {
 
   // Messages.
   uint64_t next_msg_id = 0;
+  // Zero copy (reserve/commit): the open reservation, if any.
+  struct Reservation {
+    bool open = false;
+    bool lost = false;  // the connection dropped while it was open
+    const EnvelopeTemplate* t = nullptr;
+    std::byte* base = nullptr;
+    size_t max_payload = 0;
+  } reservation;
   StringMap<EnvelopeTemplate> publish_templates;
   StringMap<EnvelopeTemplate> request_templates;  // reply_to = inbox
   StringMap<EnvelopeTemplate> reply_templates;    // keyed by the requester's inbox

@@ -543,3 +543,51 @@ TEST_CASE("a bad config: one error line naming the key, non-zero exit; --check-c
   CHECK(slurp(out).find(": ok") != std::string::npos);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("zero copy: reserve() a payload in ring memory, commit() what was written; misuse is refused", "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto pub = d.client("zc-publisher");
+  auto sub = d.client("zc-subscriber");
+  REQUIRE(pub);
+  REQUIRE(sub);
+  std::vector<std::string> got;
+  REQUIRE(sub->subscribe("zc.>", [&](const Message& m) { got.emplace_back(m.text()); }));
+
+  // Misuse first: each is refused and leaves the client working.
+  CHECK(pub->commit(1).error() == Errc::InvalidArgument);  // commit without reserve
+  auto too_big = pub->reserve("zc.x", size_t{64} << 20);
+  REQUIRE(!too_big);
+  CHECK(too_big.error().code() == Errc::TooLarge);
+  CHECK(pub->reserve("zc.*", 8).error().code() == Errc::InvalidArgument);  // not a subject
+
+  const int n = 2000;
+  for (int i = 0; i < n; ++i) {
+    const std::string text = "message " + std::to_string(i);
+    auto room = pub->reserve("zc.seq", 256);
+    REQUIRE(room);
+    REQUIRE(room->size() == 256);
+    CHECK(reinterpret_cast<uintptr_t>(room->data()) % 8 == 0);
+    if (i == 0) {
+      // While a reservation is open: no second one, no other send, no commit beyond it.
+      CHECK(pub->reserve("zc.seq", 8).error().code() == Errc::InvalidArgument);
+      CHECK(pub->publish("zc.other", "x").error() == Errc::InvalidArgument);
+      CHECK(pub->commit(257).error() == Errc::InvalidArgument);
+    }
+    std::memcpy(room->data(), text.data(), text.size());
+    REQUIRE(pub->commit(text.size(), i % 16 == 15 ? Flush::Now : Flush::Later));
+  }
+  pub->flush();
+  // abandon(): nothing is sent, and the next message goes out as usual.
+  auto dropped = pub->reserve("zc.seq", 16);
+  REQUIRE(dropped);
+  std::memcpy(dropped->data(), "never sent", 10);
+  pub->abandon();
+  CHECK(pub->commit(10).error() == Errc::InvalidArgument);
+  REQUIRE(pub->publish("zc.last", "last"));
+  REQUIRE(pump_until(*sub, [&] { return got.size() == static_cast<size_t>(n + 1); }, 10000));
+  (void)sub->poll(50ms);
+  REQUIRE(got.size() == static_cast<size_t>(n + 1));
+  for (int i = 0; i < n; ++i) REQUIRE(got[i] == "message " + std::to_string(i));
+  CHECK(got.back() == "last");
+}

@@ -132,6 +132,19 @@ class Client {
   Result<void> publish(std::string_view subject, std::span<const std::byte> payload, Flush flush);
   /// Makes every message published with Flush::Later visible to busd.
   void flush() noexcept;
+
+  /// Zero copy: claims room in the outbound ring for a message on `subject` with a payload of
+  /// up to `max_payload` bytes and returns where to write the payload (ring memory, 8-byte
+  /// aligned); commit() sends it. One reservation at a time, and nothing else is sent while it
+  /// is open. Waits like publish() when the ring is full. Errors: InvalidArgument (bad subject,
+  /// or a reservation is already open), TooLarge, WouldBlock, Closed.
+  Expected<std::span<std::byte>> reserve(std::string_view subject, size_t max_payload);
+  /// Sends the reserved message with the first `payload_len` bytes of its payload. Errors:
+  /// InvalidArgument (no reservation open, or payload_len above what was reserved: the
+  /// reservation stays open), Closed (the connection dropped since reserve(): it is gone).
+  Result<void> commit(size_t payload_len, Flush flush = Flush::Now);
+  /// Drops the open reservation, if any; nothing is sent.
+  void abandon() noexcept;
   Result<void> publish(std::string_view subject, std::string_view text) {
     return publish(subject, std::as_bytes(std::span(text.data(), text.size())));
   }
