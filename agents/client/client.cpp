@@ -103,9 +103,8 @@ void Client::on_state_change(std::function<void(ConnectionState, const Error*)> 
 
 // ---------------------------------------------------------------- sending
 
-Result<void> Client::Impl::send(wire::Kind kind, std::string_view subject,
-                                std::span<const std::byte> payload, uint64_t correlation_id,
-                                uint64_t budget_ns, Errc status, bool flush) {
+Result<Client::Impl::Claimed> Client::Impl::claim_message(wire::Kind kind, std::string_view subject,
+                                                         size_t payload_len) {
   // An agent that only publishes never waits for messages, so it looks at its control socket
   // here, at most every 10 ms (one non-blocking read): it answers heartbeats and notices a busd
   // that went away. The clock reading is the message's timestamp anyway.
@@ -124,25 +123,39 @@ Result<void> Client::Impl::send(wire::Kind kind, std::string_view subject,
   const EnvelopeTemplate* t =
       template_for(map, subject, kind == wire::Kind::Request ? std::string_view(inbox) : std::string_view());
   if (t == nullptr) return tl::unexpected(Errc::InvalidArgument);
-  const size_t size = t->size_for(payload.size());
-  if (size > max_message || size > out.max_record()) return tl::unexpected(Errc::TooLarge);
+  const size_t size = t->size_for(payload_len);
+  if (payload_len > UINT32_MAX || size > max_message || size > out.max_record()) return tl::unexpected(Errc::TooLarge);
   auto claim = out.claim(static_cast<uint32_t>(size), wait,
                          shm::Deadline::after(ns(opts.publish_timeout)), kEnvelopeTag);
   if (!claim) return tl::unexpected(claim.error() == Errc::Timeout ? Errc::WouldBlock : claim.error());
-  wire::Header* h = t->write_prefix(claim->data(), static_cast<uint32_t>(payload.size()));
-  if (!payload.empty()) std::memcpy(claim->data() + t->prefix_size(), payload.data(), payload.size());
+  return Claimed{t, claim->data(), now};
+}
+
+void Client::Impl::finish_message(const Claimed& c, size_t payload_len, wire::Kind kind, uint64_t correlation_id,
+                                  uint64_t budget_ns, Errc status, bool flush) {
+  // The prefix for the length used (the payload vector's length is in it), then the header.
+  wire::Header* h = c.t->write_prefix(c.base, static_cast<uint32_t>(payload_len));
   MessageMeta meta;
   meta.kind = kind;
   meta.msg_id = ++next_msg_id;
   meta.correlation_id = correlation_id;
-  meta.stamp = clock::stamp(now, budget_ns);
+  meta.stamp = clock::stamp(c.now, budget_ns);
   meta.source_id = agent_id;
   meta.status = status;
   meta.timed = opts.hop_timing;
   fill_header(*h, meta);
-  out.commit(static_cast<uint32_t>(size));
+  out.commit(static_cast<uint32_t>(c.t->size_for(payload_len)));
   if (flush) out.publish();
   ++stats.published;
+}
+
+Result<void> Client::Impl::send(wire::Kind kind, std::string_view subject,
+                                std::span<const std::byte> payload, uint64_t correlation_id,
+                                uint64_t budget_ns, Errc status, bool flush) {
+  auto c = claim_message(kind, subject, payload.size());
+  if (!c) return tl::unexpected(c.error());
+  if (!payload.empty()) std::memcpy(c->base + c->t->prefix_size(), payload.data(), payload.size());
+  finish_message(*c, payload.size(), kind, correlation_id, budget_ns, status, flush);
   return {};
 }
 
@@ -161,19 +174,17 @@ void Client::flush() noexcept {
 Expected<std::span<std::byte>> Client::reserve(std::string_view subject, size_t max_payload) {
   Impl& m = *impl_;
   if (m.reservation.open) return fail(Errc::InvalidArgument, "a reservation is already open: commit() or abandon() it");
-  if (!m.ensure_connected()) return tl::unexpected(Errc::Closed);
-  if (!plausible_subject(subject)) return fail(Errc::InvalidArgument, "'" + std::string(subject) + "' is not a subject");
-  const EnvelopeTemplate* t = template_for(m.publish_templates, subject, {});
-  if (t == nullptr) return tl::unexpected(Errc::InvalidArgument);
-  const size_t size = t->size_for(max_payload);
-  if (max_payload > UINT32_MAX || size > m.max_message || size > m.out.max_record()) {
-    return fail(Errc::TooLarge, "a payload of " + std::to_string(max_payload) + " bytes makes a message above the maximum (" +
-                                    std::to_string(std::min<size_t>(m.max_message, m.out.max_record())) + " bytes)");
+  auto c = m.claim_message(wire::Kind::Publish, subject, max_payload);
+  if (!c) {
+    if (c.error() == Errc::InvalidArgument) return fail(Errc::InvalidArgument, "'" + std::string(subject) + "' is not a subject");
+    if (c.error() == Errc::TooLarge) {
+      return fail(Errc::TooLarge, "a payload of " + std::to_string(max_payload) + " bytes makes a message above the maximum (" +
+                                      std::to_string(std::min<size_t>(m.max_message, m.out.max_record())) + " bytes)");
+    }
+    return tl::unexpected(c.error());
   }
-  auto claim = m.out.claim(static_cast<uint32_t>(size), m.wait, shm::Deadline::after(ns(m.opts.publish_timeout)), kEnvelopeTag);
-  if (!claim) return tl::unexpected(claim.error() == Errc::Timeout ? Errc::WouldBlock : claim.error());
-  m.reservation = Impl::Reservation{true, false, t, claim->data(), max_payload};
-  return std::span<std::byte>(claim->data() + t->prefix_size(), max_payload);
+  m.reservation = Impl::Reservation{true, false, *c, max_payload};
+  return std::span<std::byte>(c->base + c->t->prefix_size(), max_payload);
 }
 
 Result<void> Client::commit(size_t payload_len, Flush flush) {
@@ -183,21 +194,10 @@ Result<void> Client::commit(size_t payload_len, Flush flush) {
     return tl::unexpected(Errc::Closed);
   }
   if (!m.reservation.open || payload_len > m.reservation.max_payload) return tl::unexpected(Errc::InvalidArgument);
-  const Impl::Reservation r = m.reservation;
+  Impl::Claimed c = m.reservation.claimed;
+  c.now = clock::mono_ns();  // sent now, not when the room was claimed
   m.reservation = {};
-  // The prefix again for the length used (the payload vector's length is in it), then the
-  // header, as send() does.
-  wire::Header* h = r.t->write_prefix(r.base, static_cast<uint32_t>(payload_len));
-  MessageMeta meta;
-  meta.kind = wire::Kind::Publish;
-  meta.msg_id = ++m.next_msg_id;
-  meta.stamp = clock::stamp(clock::mono_ns(), 0);
-  meta.source_id = m.agent_id;
-  meta.timed = m.opts.hop_timing;
-  fill_header(*h, meta);
-  m.out.commit(static_cast<uint32_t>(r.t->size_for(payload_len)));
-  if (flush == Flush::Now) m.out.publish();
-  ++m.stats.published;
+  m.finish_message(c, payload_len, wire::Kind::Publish, 0, 0, Errc::Ok, flush == Flush::Now);
   return {};
 }
 

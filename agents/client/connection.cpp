@@ -258,7 +258,7 @@ Expected<void> Client::Impl::connect_once() {
 }
 
 void Client::Impl::disconnect(const Error& why, bool reconnect) {
-  if (reservation.open) reservation = Reservation{false, true, nullptr, nullptr, 0};  // its ring is going
+  if (reservation.open) reservation = Reservation{false, true, {}, 0};  // its ring is going
   // What busd delivered before it went is still ours: hand it to the handlers first (busd
   // drains to live subscribers when it stops). Only when busd went away: never from close() or
   // a destructor (handlers may refer to what is being destroyed; drain() delivers first), not

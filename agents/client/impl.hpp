@@ -68,12 +68,17 @@ struct Client::Impl {
 
   // Messages.
   uint64_t next_msg_id = 0;
+  // A message being written into the outbound ring: its template, where it starts, its time.
+  struct Claimed {
+    const EnvelopeTemplate* t = nullptr;
+    std::byte* base = nullptr;
+    uint64_t now = 0;
+  };
   // Zero copy (reserve/commit): the open reservation, if any.
   struct Reservation {
     bool open = false;
     bool lost = false;  // the connection dropped while it was open
-    const EnvelopeTemplate* t = nullptr;
-    std::byte* base = nullptr;
+    Claimed claimed;
     size_t max_payload = 0;
   } reservation;
   StringMap<EnvelopeTemplate> publish_templates;
@@ -113,6 +118,11 @@ struct Client::Impl {
   // ---- data plane (client.cpp)
   Result<void> send(wire::Kind kind, std::string_view subject, std::span<const std::byte> payload,
                     uint64_t correlation_id, uint64_t budget_ns, Errc status, bool flush = true);
+  /// send() in two halves (reserve/commit use them apart): room in the ring for a message with
+  /// a payload of `payload_len` bytes, then its prefix and header written and the record committed.
+  Result<Claimed> claim_message(wire::Kind kind, std::string_view subject, size_t payload_len);
+  void finish_message(const Claimed& c, size_t payload_len, wire::Kind kind, uint64_t correlation_id,
+                      uint64_t budget_ns, Errc status, bool flush);
   /// Dispatches up to `max` ready messages; stops early at the reply `want_reply` (copied into
   /// reply_buf, *got set) if non-zero.
   Result<size_t> dispatch(size_t max, uint64_t want_reply, bool* got);

@@ -80,22 +80,7 @@ void TcpProxy::watch() {
   ::epoll_ctl(ep_, EPOLL_CTL_MOD, tcp_, &e);
 }
 
-bool TcpProxy::flush() {
-  while (sent_ < out_.size()) {
-    const ssize_t w = ::send(tcp_, out_.data() + sent_, out_.size() - sent_, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      return false;
-    }
-    sent_ += static_cast<size_t>(w);
-  }
-  if (sent_ == out_.size()) {
-    out_.clear();
-    sent_ = 0;
-  }
-  return true;
-}
+bool TcpProxy::flush() { return tcp::send_pending(tcp_, out_, sent_); }
 
 void TcpProxy::drain_out() {
   if (!rings_) return;

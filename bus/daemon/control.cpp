@@ -378,13 +378,13 @@ void Daemon::on_find_agents(Agent& a, const control::ControlMessage& m) {
 }
 
 void Daemon::presence(const Agent& a, control::PresenceEvent ev) {
-  remote_presence(a.name, a.id, a.capabilities, ev);
+  publish_presence(a.name, a.id, a.capabilities, ev);
   presence_to_peers(a, ev == control::PresenceEvent::Joined ? links::PresenceOp::Joined
                        : ev == control::PresenceEvent::Left ? links::PresenceOp::Left
                                                             : links::PresenceOp::Died);
 }
 
-void Daemon::remote_presence(std::string_view name, uint32_t id, std::span<const std::string> caps,
+void Daemon::publish_presence(std::string_view name, uint32_t id, std::span<const std::string> caps,
                              control::PresenceEvent ev) {
   std::vector<flatbuffers::Offset<flatbuffers::String>> offs;
   for (const auto& c : caps) offs.push_back(fbb_.CreateString(c));

@@ -184,6 +184,20 @@ Expected<void> Daemon::start() {
   return {};
 }
 
+Expected<std::string> Daemon::listen_tcp(const std::string& text, std::string_view key, Source src,
+                                         tcp::TcpListener& into) {
+  auto ep = tcp::listen_endpoint(text);
+  if (!ep) return tl::unexpected(ep.error().context(std::string(key)));
+  auto l = tcp::TcpListener::listen(*ep);
+  if (!l) return tl::unexpected(l.error().context(std::string(key).append(" ").append(ep->to_string())));
+  into = std::move(*l);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = tag(src);
+  ::epoll_ctl(epoll_, EPOLL_CTL_ADD, into.fd(), &ev);
+  return ep->host + ":" + std::to_string(into.port());
+}
+
 Agent* Daemon::agent(uint32_t id) noexcept {
   auto it = agents_.find(id);
   return it == agents_.end() ? nullptr : it->second.get();

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <memory>
 #include <queue>
 #include <string>
@@ -37,6 +38,13 @@ struct InboxTarget {
   uint32_t agent = 0;
 };
 [[nodiscard]] InboxTarget inbox_target(std::string_view subject) noexcept;
+
+/// A Timed message's two hops in this busd (Flags::Timed): from its timestamp `sent` to busd
+/// reading it, and from then to `now` (saturated to 32 bits).
+[[nodiscard]] inline HopTiming hops_of(const Agent& src, uint64_t sent, uint64_t now) noexcept {
+  auto sat = [](uint64_t v) { return static_cast<uint32_t>(std::min<uint64_t>(v, UINT32_MAX)); };
+  return HopTiming{sat(src.timed_in_ns > sent ? src.timed_in_ns - sent : 0), sat(now - src.timed_in_ns)};
+}
 
 /// One peer busd (links.cpp): the Peer that runs the connection and session, and what this busd
 /// knows of the other side.
@@ -126,7 +134,7 @@ class Daemon {
   void reap();
   void presence(const Agent& a, control::PresenceEvent ev);
   /// Publishes a presence event here (a local agent's, or a remote one's as "name@node").
-  void remote_presence(std::string_view name, uint32_t id, std::span<const std::string> caps,
+  void publish_presence(std::string_view name, uint32_t id, std::span<const std::string> caps,
                        control::PresenceEvent ev);
   void heartbeats();
   void reload();
@@ -138,7 +146,9 @@ class Daemon {
   size_t drain_agent(Agent& a, size_t budget);
   /// Routes one message; false when it could not be delivered everywhere yet (stalled).
   bool route(Agent& src, std::span<const std::byte> bytes);
-  bool deliver_owed(Agent& src, std::span<const std::byte> bytes);
+  /// Delivers `bytes` to each of `owed` (`src`: the local publisher, for hop timing); keeps in
+  /// `owed` those whose ring is full. True when none is left.
+  bool deliver_owed(std::vector<router::SubRef>& owed, std::span<const std::byte> bytes, const Agent* src);
   /// A message its agent may not send (system subject, invalid subject, ACL): counted and
   /// answered. Cold path.
   [[gnu::cold, gnu::noinline]] void refuse(Agent& src, const EnvelopeView& v, bool system_subject);
@@ -165,6 +175,9 @@ class Daemon {
   size_t poll_links();
   /// Runs every peer's state machine and writes what is ready; logs ups and downs.
   void flush_links(uint64_t now_ns);
+  /// After tick() or receive(): logs ups, downs and failed dials, and meets a new incarnation
+  /// of the peer (forgets what it had said, sends it this busd's interests and agents).
+  void observe(PeerSlot& p, uint64_t now_ns);
   void on_peer_up(PeerSlot& p);
   void on_peer_down(PeerSlot& p);
   void forget_peer_state(PeerSlot& p);
@@ -172,7 +185,6 @@ class Daemon {
   /// One body from a peer; false when a local ring is full (try again later).
   bool route_remote(PeerSlot& p, std::span<const std::byte> body);
   bool route_remote_message(PeerSlot& p, const links::Body& b);
-  bool deliver_owed_remote(PeerSlot& p, std::span<const std::byte> bytes);
   void stall_remote(PeerSlot& p);
   void apply_interest(PeerSlot& p, const links::Body& b);
   void apply_presence(PeerSlot& p, const links::Body& b);
@@ -189,6 +201,10 @@ class Daemon {
   void interest_up(std::string_view pattern, uint32_t group);
   void interest_down(std::string_view pattern, uint32_t group);
   void send_control_body(PeerSlot& p, std::span<const std::byte> body);
+  /// To every peer met in this incarnation (one not met yet gets observe()'s snapshot).
+  void to_known_peers(std::span<const std::byte> body);
+  /// A peer that broke the protocol: counted, logged, disconnected; its batch is dropped.
+  void cut_off(PeerSlot& p, const std::string& why);
   void presence_to_peers(const Agent& a, links::PresenceOp op);
   /// A reply subject of another node: sent to that peer (true), or dropped and counted.
   bool forward_reply(std::string_view node, std::span<const std::byte> bytes, const EnvelopeView& v, const Agent* src);
@@ -213,6 +229,10 @@ class Daemon {
   void send_tcp_control(Agent& a, std::span<const std::byte> bytes);
 
   // ---- loop (daemon.cpp)
+  /// Binds a TCP listener at `text` (tcp::listen_endpoint: a port alone is loopback) and
+  /// watches it as `src`; returns the address bound. Errors name the config `key`.
+  Expected<std::string> listen_tcp(const std::string& text, std::string_view key, Source src,
+                                   tcp::TcpListener& into);
   bool sleep_until_ready(uint64_t timeout_ns);
   void handle_events(int timeout_ms);
   Agent* agent(uint32_t id) noexcept;

@@ -75,16 +75,9 @@ Expected<void> Daemon::start_links() {
   node_ = c.node.empty() ? host_node_name() : c.node;
   if (!link::valid_name(node_)) node_ = "busd";
   if (!c.listen.empty()) {
-    auto ep = tcp::listen_endpoint(c.listen);
-    if (!ep) return tl::unexpected(ep.error().context("cluster.listen"));
-    auto l = tcp::TcpListener::listen(*ep);
-    if (!l) return tl::unexpected(l.error().context("cluster.listen " + ep->to_string()));
-    link_listener_ = std::move(*l);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = tag(Source::LinkListener);
-    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, link_listener_.fd(), &ev);
-    log::info("links_listening", {{"address", ep->host + ":" + std::to_string(link_listener_.port())},
+    auto address = listen_tcp(c.listen, "cluster.listen", Source::LinkListener, link_listener_);
+    if (!address) return tl::unexpected(address.error());
+    log::info("links_listening", {{"address", *address},
                                   {"node", node_}, {"cluster", c.name}});
   }
   for (const auto& lc : opts_.config.links) {
@@ -231,38 +224,41 @@ void Daemon::flush_links(uint64_t now) {
     }
   }
   for (auto& up : peers_) {
-    PeerSlot& p = *up;
-    p.peer->tick(now);
-    const links::PeerState st = p.peer->state();
-    if (st == links::PeerState::Up && p.last_state != links::PeerState::Up) on_peer_up(p);
-    if (st != links::PeerState::Up && p.last_state == links::PeerState::Up) on_peer_down(p);
-    if (st == links::PeerState::Waiting && p.peer->last_error() != p.last_logged && p.dials) {
-      p.last_logged = p.peer->last_error();
-      log::warn("link_dial_failed", {{"peer", p.label}, {"why", p.last_logged}});
-    }
-    // A new incarnation of the peer (its first Resume, or it restarted): what it knew of this
-    // busd is gone, and what this busd held of it is stale.
-    if (p.peer->state() == links::PeerState::Up && p.peer->session().resumed() &&
-        p.peer->session().peer_session() != p.known_session) {
-      forget_peer_state(p);
-      p.known_session = p.peer->session().peer_session();
-      for (const auto& [key, li] : interest_) {
-        const size_t nl = key.find('\n');
-        link_body_.clear();
-        links::append_interest_add(link_body_, li.id, std::string_view(key).substr(0, nl), std::string_view(key).substr(nl + 1));
-        send_control_body(p, link_body_);
-      }
-      for (const Agent* a : active_) {
-        if (a->phase != Agent::Phase::Active) continue;
-        link_body_.clear();
-        links::append_presence(link_body_, links::PresenceOp::Joined, a->id, a->name, a->capabilities);
-        send_control_body(p, link_body_);
-      }
-      p.peer->tick(now);
-    }
-    p.last_state = p.peer->state();
-    watch_peer(p);
+    up->peer->tick(now);
+    observe(*up, now);
   }
+}
+
+void Daemon::observe(PeerSlot& p, uint64_t now) {
+  const links::PeerState st = p.peer->state();
+  if (st == links::PeerState::Up && p.last_state != links::PeerState::Up) on_peer_up(p);
+  if (st != links::PeerState::Up && p.last_state == links::PeerState::Up) on_peer_down(p);
+  if (st == links::PeerState::Waiting && p.peer->last_error() != p.last_logged && p.dials) {
+    p.last_logged = p.peer->last_error();
+    log::warn("link_dial_failed", {{"peer", p.label}, {"why", p.last_logged}});
+  }
+  // A new incarnation of the peer (its first Resume, or it restarted): what it knew of this
+  // busd is gone, and what this busd held of it is stale.
+  if (p.peer->state() == links::PeerState::Up && p.peer->session().resumed() &&
+      p.peer->session().peer_session() != p.known_session) {
+    forget_peer_state(p);
+    p.known_session = p.peer->session().peer_session();
+    for (const auto& [key, li] : interest_) {
+      const size_t nl = key.find('\n');
+      link_body_.clear();
+      links::append_interest_add(link_body_, li.id, std::string_view(key).substr(0, nl), std::string_view(key).substr(nl + 1));
+      send_control_body(p, link_body_);
+    }
+    for (const Agent* a : active_) {
+      if (a->phase != Agent::Phase::Active) continue;
+      link_body_.clear();
+      links::append_presence(link_body_, links::PresenceOp::Joined, a->id, a->name, a->capabilities);
+      send_control_body(p, link_body_);
+    }
+    p.peer->tick(now);
+  }
+  p.last_state = p.peer->state();
+  watch_peer(p);
 }
 
 void Daemon::on_peer_up(PeerSlot& p) {
@@ -308,7 +304,7 @@ void Daemon::forget_peer_state(PeerSlot& p) {
     if (in.group != 0) groups_.release_group(in.group);
   }
   p.interest.clear();
-  for (const auto& [id, ra] : p.agents) remote_presence(ra.name, id, ra.capabilities, control::PresenceEvent::Left);
+  for (const auto& [id, ra] : p.agents) publish_presence(ra.name, id, ra.capabilities, control::PresenceEvent::Left);
   p.agents.clear();
 }
 
@@ -321,6 +317,13 @@ void Daemon::send_control_body(PeerSlot& p, std::span<const std::byte> body) {
   }
 }
 
+void Daemon::to_known_peers(std::span<const std::byte> body) {
+  // A peer not met yet gets everything in the snapshot when it is (observe()).
+  for (auto& p : peers_) {
+    if (p->known_session != 0) send_control_body(*p, body);
+  }
+}
+
 void Daemon::interest_up(std::string_view pattern, uint32_t group) {
   if (!clustered()) return;
   auto [it, fresh] = interest_.try_emplace(interest_key(pattern, groups_.group_name(group)));
@@ -329,9 +332,7 @@ void Daemon::interest_up(std::string_view pattern, uint32_t group) {
   interest_group_[it->second.id] = group;
   link_body_.clear();
   links::append_interest_add(link_body_, it->second.id, pattern, groups_.group_name(group));
-  for (auto& p : peers_) {
-    if (p->known_session != 0) send_control_body(*p, link_body_);
-  }
+  to_known_peers(link_body_);
 }
 
 void Daemon::interest_down(std::string_view pattern, uint32_t group) {
@@ -343,18 +344,14 @@ void Daemon::interest_down(std::string_view pattern, uint32_t group) {
   interest_group_.erase(id);
   link_body_.clear();
   links::append_interest_remove(link_body_, id);
-  for (auto& p : peers_) {
-    if (p->known_session != 0) send_control_body(*p, link_body_);
-  }
+  to_known_peers(link_body_);
 }
 
 void Daemon::presence_to_peers(const Agent& a, links::PresenceOp op) {
   if (peers_.empty()) return;
   link_body_.clear();
   links::append_presence(link_body_, op, a.id, a.name, a.capabilities);
-  for (auto& p : peers_) {
-    if (p->known_session != 0) send_control_body(*p, link_body_);
-  }
+  to_known_peers(link_body_);
 }
 
 void Daemon::send_to_peers(const EnvelopeView& v, std::span<const std::byte> bytes, const Agent* src) {
@@ -400,11 +397,7 @@ bool Daemon::send_message(PeerSlot& p, std::span<const uint32_t> ids, const Enve
   const size_t at = static_cast<size_t>(hp - bytes.data());
   wire::Header h = v.header();
   const uint64_t now = clock::mono_ns();
-  if (src != nullptr && src->timed_in_ns != 0) [[unlikely]] {
-    auto sat = [](uint64_t x) { return static_cast<uint32_t>(std::min<uint64_t>(x, UINT32_MAX)); };
-    const uint64_t sent = h.timestamp_ns();
-    set_hop_timing(h, HopTiming{sat(src->timed_in_ns > sent ? src->timed_in_ns - sent : 0), sat(now - src->timed_in_ns)});
-  }
+  if (src != nullptr && src->timed_in_ns != 0) [[unlikely]] set_hop_timing(h, hops_of(*src, h.timestamp_ns(), now));
   const clock::Stamp out = clock::wire_egress(v.stamp(), now, clock::real_ns());
   h.mutate_timestamp_ns(out.timestamp_ns);
   h.mutate_deadline_budget_ns(out.has_deadline ? out.budget_ns : 0);
@@ -445,13 +438,12 @@ void Daemon::answer_remote(PeerSlot& p, const EnvelopeView& request, Errc code, 
 
 size_t Daemon::poll_links() {
   size_t moved = 0;
-  const uint64_t now = clock::mono_ns();
   for (size_t i = 0; i < peers_.size(); ++i) {
     PeerSlot& p = *peers_[i];
     if (!p.owed.empty()) {
       // The head message waits for room in a local ring.
       const auto head = std::as_bytes(std::span(p.held_in)).first(p.held_head);
-      if (!deliver_owed_remote(p, head)) continue;
+      if (!deliver_owed(p.owed, head, nullptr)) continue;
       ++moved;
     }
     if (p.in_next == p.in.size()) {
@@ -459,11 +451,10 @@ size_t Daemon::poll_links() {
       p.readable = false;
       p.in.clear();
       p.in_next = 0;
+      const uint64_t now = clock::mono_ns();  // only for a peer that has something
       p.peer->receive(p.in, now);
       p.readable = p.in.size() >= 512;  // a full batch: more may be buffered already
-      if (p.peer->state() == links::PeerState::Up && p.peer->session().peer_session() != p.known_session) {
-        flush_links(now);  // a new incarnation: forget its old state before routing what it sent
-      }
+      observe(p, now);  // a new incarnation: its old state goes before what it sent is routed
     }
     while (p.in_next < p.in.size()) {
       if (p.broken) {
@@ -506,22 +497,18 @@ void Daemon::stall_remote(PeerSlot& p) {
   p.in_next = 0;
 }
 
-bool Daemon::deliver_owed_remote(PeerSlot& p, std::span<const std::byte> bytes) {
-  size_t keep = 0;
-  for (size_t i = 0; i < p.owed.size(); ++i) {
-    if (!deliver(p.owed[i].agent, p.owed[i].sid, bytes)) p.owed[keep++] = p.owed[i];
-  }
-  p.owed.resize(keep);
-  return keep == 0;
+
+void Daemon::cut_off(PeerSlot& p, const std::string& why) {
+  counters_.add(counters::Global::link_refused);
+  log::warn("link_garbage", {{"peer", p.label}, {"node", p.node}, {"why", why}});
+  p.peer->disconnect(why, clock::mono_ns());
+  p.broken = true;
 }
 
 bool Daemon::route_remote(PeerSlot& p, std::span<const std::byte> body) {
   auto b = links::parse_body(body);
   if (!b) {
-    counters_.add(counters::Global::link_refused);
-    log::warn("link_garbage", {{"peer", p.label}, {"node", p.node}, {"why", b.error().message()}});
-    p.peer->disconnect(b.error().message(), clock::mono_ns());
-    p.broken = true;
+    cut_off(p, b.error().message());
     return true;
   }
   switch (b->kind) {
@@ -549,19 +536,13 @@ void Daemon::apply_interest(PeerSlot& p, const links::Body& b) {
     case links::InterestOp::Add: break;
   }
   drop(b.id);  // an Add of an id it already has replaces it
-  auto bad = [&](const std::string& why) {
-    counters_.add(counters::Global::link_refused);
-    log::warn("link_garbage", {{"peer", p.label}, {"node", p.node}, {"why", why}});
-    p.peer->disconnect(why, clock::mono_ns());
-    p.broken = true;
-  };
   if (!router::validate_pattern(b.pattern) || router::classify(b.pattern) != router::SubjectClass::Normal) {
-    return bad("interest in '" + std::string(b.pattern) + "', which is not a subject pattern agents may subscribe to");
+    return cut_off(p, "interest in '" + std::string(b.pattern) + "', which is not a subject pattern agents may subscribe to");
   }
   uint32_t gid = 0;
   if (!b.group.empty()) {
     auto g = groups_.intern_group(b.group);
-    if (!g) return bad("interest with an invalid queue group name");
+    if (!g) return cut_off(p, "interest with an invalid queue group name");
     gid = *g;
   }
   if (auto r = trie_.insert(b.pattern, router::SubRef{ref, b.id, gid}); !r) {
@@ -574,7 +555,7 @@ void Daemon::apply_interest(PeerSlot& p, const links::Body& b) {
 
 void Daemon::apply_presence(PeerSlot& p, const links::Body& b) {
   if (static_cast<links::PresenceOp>(b.op) == links::PresenceOp::Reset) {
-    for (const auto& [id, ra] : p.agents) remote_presence(ra.name, id, ra.capabilities, control::PresenceEvent::Left);
+    for (const auto& [id, ra] : p.agents) publish_presence(ra.name, id, ra.capabilities, control::PresenceEvent::Left);
     p.agents.clear();
     return;
   }
@@ -582,13 +563,13 @@ void Daemon::apply_presence(PeerSlot& p, const links::Body& b) {
     PeerSlot::RemoteAgent ra;
     ra.name.assign(b.name).append("@").append(p.node);
     for (auto c : b.capabilities) ra.capabilities.emplace_back(c);
-    remote_presence(ra.name, b.id, ra.capabilities, control::PresenceEvent::Joined);
+    publish_presence(ra.name, b.id, ra.capabilities, control::PresenceEvent::Joined);
     p.agents[b.id] = std::move(ra);
     return;
   }
   auto it = p.agents.find(b.id);
   if (it == p.agents.end()) return;
-  remote_presence(it->second.name, b.id, it->second.capabilities, presence_event(b.op));
+  publish_presence(it->second.name, b.id, it->second.capabilities, presence_event(b.op));
   p.agents.erase(it);
 }
 
@@ -638,7 +619,7 @@ bool Daemon::route_remote_message(PeerSlot& p, const links::Body& b) {
     }
     if (kind == wire::Kind::Reply || kind == wire::Kind::Error) settle_pending(t.agent, v.header().correlation_id());
     p.owed.assign(1, router::SubRef{t.agent, kInboxTag, 0});
-    return deliver_owed_remote(p, env);
+    return deliver_owed(p.owed, env, nullptr);
   }
   matches_.clear();
   trie_.match(subject, matches_);
@@ -666,7 +647,7 @@ bool Daemon::route_remote_message(PeerSlot& p, const links::Body& b) {
   }
   if (kind == wire::Kind::Request) counters_.add(counters::Global::requests);
   p.owed.assign(deliveries_.begin(), deliveries_.end());
-  return deliver_owed_remote(p, env);
+  return deliver_owed(p.owed, env, nullptr);
 }
 
 }  // namespace bus::daemon

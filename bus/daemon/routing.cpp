@@ -38,15 +38,10 @@ InboxTarget inbox_target(std::string_view subject) noexcept {
 
 namespace {
 
-// Hop timing into a delivered copy (Flags::Timed): from the sender's timestamp to busd reading
-// the message, and from then to now. The copy is busd's own memory until committed.
+// Hop timing into a delivered copy (Flags::Timed). The copy is busd's own memory until committed.
 void stamp_hops(const Agent& src, std::byte* copy) noexcept {
   auto* h = reinterpret_cast<wire::Header*>(copy + src.timed_header_at);
-  const uint64_t now = clock::mono_ns();
-  const uint64_t sent = h->timestamp_ns();
-  auto sat = [](uint64_t v) { return static_cast<uint32_t>(std::min<uint64_t>(v, UINT32_MAX)); };
-  set_hop_timing(*h, HopTiming{sat(src.timed_in_ns > sent ? src.timed_in_ns - sent : 0),
-                               sat(now - src.timed_in_ns)});
+  set_hop_timing(*h, hops_of(src, h->timestamp_ns(), clock::mono_ns()));
 }
 
 }  // namespace
@@ -71,7 +66,7 @@ size_t Daemon::drain_agent(Agent& a, size_t budget) {
       }
       break;
     }
-    const bool done = a.stalled() ? deliver_owed(a, a.copy_first ? std::span<const std::byte>(a.copy_buf) : rec->data)
+    const bool done = a.stalled() ? deliver_owed(a.owed, a.copy_first ? std::span<const std::byte>(a.copy_buf) : rec->data, &a)
                                   : route(a, rec->data);
     if (!done) break;  // stalled: the record stays at the head until its deliveries are done
     a.from.advance();
@@ -138,7 +133,7 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
     if (!t.node.empty() && t.node != node_) return forward_reply(t.node, bytes, v, &src);
     if (kind == wire::Kind::Reply || kind == wire::Kind::Error) settle_pending(t.agent, v.header().correlation_id());
     src.owed.assign(1, router::SubRef{t.agent, kInboxTag, 0});
-    return deliver_owed(src, bytes);
+    return deliver_owed(src.owed, bytes, &src);
   }
 
   matches_.clear();
@@ -197,7 +192,7 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
   }
   if (!peers_.empty()) send_to_peers(v, bytes, &src);
   src.owed.assign(deliveries_.begin(), deliveries_.end());
-  return deliver_owed(src, bytes);
+  return deliver_owed(src.owed, bytes, &src);
 }
 
 void Daemon::refuse(Agent& src, const EnvelopeView& v, bool system_subject) {
@@ -223,12 +218,12 @@ void Daemon::refuse(Agent& src, const EnvelopeView& v, bool system_subject) {
   }
 }
 
-bool Daemon::deliver_owed(Agent& src, std::span<const std::byte> bytes) {
+bool Daemon::deliver_owed(std::vector<router::SubRef>& owed, std::span<const std::byte> bytes, const Agent* src) {
   size_t keep = 0;
-  for (size_t i = 0; i < src.owed.size(); ++i) {
-    if (!deliver(src.owed[i].agent, src.owed[i].sid, bytes, &src)) src.owed[keep++] = src.owed[i];
+  for (size_t i = 0; i < owed.size(); ++i) {
+    if (!deliver(owed[i].agent, owed[i].sid, bytes, src)) owed[keep++] = owed[i];
   }
-  src.owed.resize(keep);
+  owed.resize(keep);
   return keep == 0;
 }
 

@@ -32,16 +32,9 @@ constexpr size_t kTcpOutControlMax = 4u << 20;     // output behind this far: co
 Expected<void> Daemon::start_tcp_agents() {
   const std::string& at = opts_.config.tcp_listen;
   if (at.empty()) return {};
-  auto ep = tcp::listen_endpoint(at);
-  if (!ep) return tl::unexpected(ep.error().context("busd.tcp_listen"));
-  auto l = tcp::TcpListener::listen(*ep);
-  if (!l) return tl::unexpected(l.error().context("busd.tcp_listen " + ep->to_string()));
-  tcp_agents_listener_ = std::move(*l);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = tag(Source::TcpAgentListener);
-  ::epoll_ctl(epoll_, EPOLL_CTL_ADD, tcp_agents_listener_.fd(), &ev);
-  log::info("tcp_agents_listening", {{"address", ep->host + ":" + std::to_string(tcp_agents_listener_.port())},
+  auto address = listen_tcp(at, "busd.tcp_listen", Source::TcpAgentListener, tcp_agents_listener_);
+  if (!address) return tl::unexpected(address.error());
+  log::info("tcp_agents_listening", {{"address", *address},
                                      {"uid", opts_.config.tcp_agent_uid}});
   return {};
 }
@@ -164,25 +157,10 @@ void Daemon::flush_tcp_agent(Agent& a) {
     }
     if (n > 0) a.tcp_out.release();
   }
-  while (a.tcp_osent < a.tcp_obuf.size()) {
-    const ssize_t w = ::send(a.sock, a.tcp_obuf.data() + a.tcp_osent, a.tcp_obuf.size() - a.tcp_osent,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        // Removed between loop passes (this may run inside the router's or the control loop).
-        lost_.push_back(a.id);
-        a.tcp_osent = a.tcp_obuf.size();
-      }
-      break;
-    }
-    a.tcp_osent += static_cast<size_t>(w);
-  }
-  if (a.tcp_osent == a.tcp_obuf.size()) {
+  if (!tcp::send_pending(a.sock, a.tcp_obuf, a.tcp_osent, kTcpOutBatch)) {
+    // Removed between loop passes (this may run inside the router's or the control loop).
+    lost_.push_back(a.id);
     a.tcp_obuf.clear();
-    a.tcp_osent = 0;
-  } else if (a.tcp_osent > kTcpOutBatch) {
-    a.tcp_obuf.erase(a.tcp_obuf.begin(), a.tcp_obuf.begin() + static_cast<ptrdiff_t>(a.tcp_osent));
     a.tcp_osent = 0;
   }
   watch_tcp_agent(a);

@@ -106,8 +106,10 @@ Expected<Endpoint> listen_endpoint(std::string_view text) {
   return parse_endpoint(text);
 }
 
-Expected<int> dial_tcp(const Endpoint& e, int timeout_ms) {
-  auto res = detail::resolve(e, false);
+namespace detail {
+
+Expected<Connecting> start_connect(const Endpoint& e) {
+  auto res = resolve(e, false);
   if (!res) return tl::unexpected(res.error());
   const addrinfo* ai = *res;
   const int fd = ::socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -115,13 +117,23 @@ Expected<int> dial_tcp(const Endpoint& e, int timeout_ms) {
     ::freeaddrinfo(*res);
     return tl::unexpected(system_error("socket", errno));
   }
-  detail::set_nodelay(fd);
-  int rc = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
-  int err = rc == 0 ? 0 : errno;
+  set_nodelay(fd);
+  const int rc = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
+  const int err = rc == 0 ? 0 : errno;
   ::freeaddrinfo(*res);
-  if (rc != 0 && err == EINPROGRESS) {
+  return Connecting{fd, err};
+}
+
+}  // namespace detail
+
+Expected<int> dial_tcp(const Endpoint& e, int timeout_ms) {
+  auto c = detail::start_connect(e);
+  if (!c) return tl::unexpected(c.error());
+  const int fd = c->fd;
+  int err = c->err;
+  if (err == EINPROGRESS) {
     pollfd p{fd, POLLOUT, 0};
-    rc = ::poll(&p, 1, timeout_ms);
+    const int rc = ::poll(&p, 1, timeout_ms);
     socklen_t len = sizeof err;
     if (rc == 1) {
       ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
@@ -136,6 +148,27 @@ Expected<int> dial_tcp(const Endpoint& e, int timeout_ms) {
     return tl::unexpected(why);
   }
   return fd;
+}
+
+bool send_pending(int fd, std::vector<std::byte>& out, size_t& sent, size_t compact_after) {
+  bool ok = true;
+  while (sent < out.size()) {
+    const ssize_t w = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      ok = errno == EAGAIN || errno == EWOULDBLOCK;
+      break;
+    }
+    sent += static_cast<size_t>(w);
+  }
+  if (sent == out.size()) {
+    out.clear();
+    sent = 0;
+  } else if (sent > compact_after) {
+    out.erase(out.begin(), out.begin() + static_cast<ptrdiff_t>(sent));
+    sent = 0;
+  }
+  return ok;
 }
 
 Expected<ChanFrame> parse_chan(std::span<const std::byte> frame) {

@@ -53,6 +53,11 @@ struct ChanFrame {
 };
 /// One frame of the agent stream (without its 4-byte length). Errors: BadMessage with a reason.
 [[nodiscard]] Expected<ChanFrame> parse_chan(std::span<const std::byte> frame);
+/// Writes what `out` holds past `sent` to a non-blocking socket until it would block, then
+/// drops what went out: all of it (cleared), or the prefix once more than `compact_after`
+/// bytes went. False when the socket broke.
+[[nodiscard]] bool send_pending(int fd, std::vector<std::byte>& out, size_t& sent, size_t compact_after = SIZE_MAX);
+
 /// Appends a whole frame (length included) to `out`.
 void append_chan(std::vector<std::byte>& out, std::byte channel, uint32_t tag, std::span<const std::byte> body);
 
@@ -63,6 +68,13 @@ void set_nodelay(int fd);
 std::string address_of(const sockaddr_storage& a);
 // Resolves host:port (numeric first; names through getaddrinfo, which may block: config time).
 Expected<addrinfo*> resolve(const Endpoint& e, bool passive);
+// A non-blocking, TCP_NODELAY socket with connect() started: err is 0 (connected), EINPROGRESS,
+// or why connect() failed (the caller owns fd either way).
+struct Connecting {
+  int fd;
+  int err;
+};
+Expected<Connecting> start_connect(const Endpoint& e);
 }  // namespace detail
 
 }  // namespace bus::tcp

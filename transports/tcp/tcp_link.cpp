@@ -18,7 +18,6 @@ namespace bus::tcp {
 using detail::address_of;
 using detail::cat;
 using detail::resolve;
-using detail::set_nodelay;
 
 // ---------------------------------------------------------------- TcpLink
 
@@ -30,23 +29,13 @@ TcpLink::~TcpLink() {
 }
 
 Expected<std::unique_ptr<TcpLink>> TcpLink::connect(const Endpoint& peer, uint32_t max_frame) {
-  auto res = resolve(peer, false);
-  if (!res) return tl::unexpected(res.error());
-  const addrinfo* ai = *res;
-  const int fd = ::socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    ::freeaddrinfo(*res);
-    return tl::unexpected(system_error("socket", errno));
-  }
-  set_nodelay(fd);
-  const int rc = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
-  const int e = errno;
-  ::freeaddrinfo(*res);
-  std::unique_ptr<TcpLink> l(new TcpLink(fd, max_frame, peer.to_string(), link::LinkState::Connecting));
-  if (rc == 0) {
+  auto c = detail::start_connect(peer);
+  if (!c) return tl::unexpected(c.error());
+  std::unique_ptr<TcpLink> l(new TcpLink(c->fd, max_frame, peer.to_string(), link::LinkState::Connecting));
+  if (c->err == 0) {
     l->state_ = link::LinkState::Up;
-  } else if (e != EINPROGRESS) {
-    l->down(cat({"connect to ", peer.to_string(), ": ", std::strerror(e)}));
+  } else if (c->err != EINPROGRESS) {
+    l->down(cat({"connect to ", peer.to_string(), ": ", std::strerror(c->err)}));
   }
   return l;
 }
@@ -216,7 +205,7 @@ Result<int> TcpListener::accept(std::string* peer) {
   for (;;) {
     const int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&a), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      set_nodelay(fd);
+      detail::set_nodelay(fd);
       if (peer != nullptr) *peer = address_of(a);
       return fd;
     }
