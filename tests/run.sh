@@ -9,7 +9,7 @@
 # Stages:
 #   build   release build of everything, -Wall -Wextra -Werror          budget 6 min (seen ~2)
 #   unit    unit + schema + fuzz-corpus replay + stress + integration   budget 5 min (seen ~0.5)
-#   asan    ring, router, link and integration tests under ASan+UBSan   budget 10 min (seen ~4.9)
+#   asan    ring, router, link and busd/libbus tests under ASan+UBSan budget 10 min (seen ~8.3)
 #   tsan    ring, router and link tests under ThreadSanitizer            budget 5 min (seen ~0.6)
 #   fuzz    libFuzzer (clang) on every decoder, FUZZ_SECONDS in all      budget 5 min (seen ~2.9)
 set -euo pipefail
@@ -22,10 +22,11 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 
-# Suites that run under the sanitizers: the ring and the router under both; busd and libbus with
-# real processes (integration) under ASan+UBSan too; the link session layer under both. Lane
-# suites join as they land.
-ASAN_SUITES="ring router link integration"
+# Suites that run under the sanitizers: the ring, the router, the link layer and the lanes under
+# both; busd and libbus with real processes (the integration tests marked 'sanitize') under
+# ASan+UBSan too. busbench, busctl and the tests that measure time or build network namespaces
+# run in the release build only: building them under ASan cost more than the rest together.
+ASAN_SUITES="ring router link sanitize"
 TSAN_SUITES="ring router link"
 
 log() { printf '\n=== %s\n' "$*"; }

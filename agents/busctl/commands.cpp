@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <optional>
@@ -121,6 +122,39 @@ size_t active_patterns(const CountersView& v) {
   return n;
 }
 
+// Open lanes (and closed ones with --all), by lane id.
+std::vector<counters::LaneSnapshot> lanes_to_show(const CountersView& v, bool all) {
+  auto lanes = v.lanes();
+  if (!all) std::erase_if(lanes, [](const auto& l) { return !l.open; });
+  std::sort(lanes.begin(), lanes.end(), [](const auto& a, const auto& b) { return a.lane_id < b.lane_id; });
+  return lanes;
+}
+
+std::string lane_json(const counters::LaneSnapshot& l) {
+  std::string agents = "[";
+  for (size_t i = 0; i < 2; ++i) {
+    if (i > 0) agents.append(", ");
+    agents.append(JsonObject().num("id", uint64_t{l.agent_id[i]}).str("name", l.name[i]).done());
+  }
+  agents.append("]");
+  // Direction i: from agents[i] to the other.
+  auto direction = [&](size_t i) {
+    JsonObject d;
+    d.num("messages", l.messages[i]).num("bytes", l.bytes[i]).num("would_block", l.would_block[i]);
+    return d.done();
+  };
+  JsonObject j;
+  j.num("id", uint64_t{l.lane_id})
+      .str("state", l.open ? "open" : "closed")
+      .num("slot", uint64_t{l.slot})
+      .num("generation", l.generation)
+      .num("opened_ns", l.opened_ns)
+      .raw("agents", agents)
+      .raw("a_to_b", direction(0))
+      .raw("b_to_a", direction(1));
+  return j.done();
+}
+
 }  // namespace
 
 int run_stat(const Options& o) {
@@ -132,6 +166,7 @@ int run_stat(const Options& o) {
   const auto& info = v->info();
   const size_t agents = v->agents().size();
   const size_t patterns = active_patterns(*v);
+  const size_t lanes = lanes_to_show(*v, false).size();
 
   if (o.json) {
     JsonObject c;
@@ -150,8 +185,10 @@ int run_stat(const Options& o) {
         .num("generation", v->generation())
         .num("max_agents", uint64_t{info.max_agents})
         .num("max_patterns", uint64_t{info.max_patterns})
+        .num("max_lanes", uint64_t{info.max_lanes})
         .num("agents_listed", uint64_t{agents})
         .num("patterns_listed", uint64_t{patterns})
+        .num("lanes_listed", uint64_t{lanes})
         .raw("counters", c.done());
     std::printf("%s\n", j.done().c_str());
     return finish(*v, l, path);
@@ -159,9 +196,9 @@ int run_stat(const Options& o) {
 
   std::printf("busd %s  pid %d  up %s  %s\n", printable(info.busd_version).c_str(), info.pid,
               human_duration(l.uptime).c_str(), status_line(*v, l).c_str());
-  std::printf("page %s  layout %u  agent slots %zu/%u  pattern slots %zu/%u\n\n",
+  std::printf("page %s  layout %u  agent slots %zu/%u  pattern slots %zu/%u  lane slots %zu/%u\n\n",
               printable(path).c_str(), info.layout_version, agents, info.max_agents, patterns,
-              info.max_patterns);
+              info.max_patterns, lanes, info.max_lanes);
   Table t({{"COUNTER", Table::Align::Left}, {"VALUE", Table::Align::Right}, {"", Table::Align::Left}});
   for (size_t i = 0; i < counters::kGlobalCount; ++i) {
     const auto& gi = counters::kGlobals[i];
@@ -180,7 +217,7 @@ int run_agents(const Options& o) {
   const Liveness l = liveness(*v);
 
   if (o.json) {
-    std::string list = "[";
+    JsonArray list;
     for (const auto& a : agents) {
       JsonObject drops;
       drops.num("slow_consumer", a.drops_slow_consumer)
@@ -207,12 +244,10 @@ int run_agents(const Options& o) {
           .num("pending_requests", a.pending_requests)
           .num("inbound_high_water", a.inbound_high_water)
           .num("outbound_high_water", a.outbound_high_water);
-      if (list.size() > 1) list += ",\n  ";
-      list += j.done();
+      list.raw(j.done());
     }
-    list += "]";
     JsonObject j;
-    j.str("page", path).boolean("live", l.live).num("pid", int64_t{v->info().pid}).raw("agents", list);
+    j.str("page", path).boolean("live", l.live).num("pid", int64_t{v->info().pid}).raw("agents", list.done());
     std::printf("%s\n", j.done().c_str());
     return finish(*v, l, path);
   }
@@ -233,6 +268,62 @@ int run_agents(const Options& o) {
            human_count(a.messages_out), human_bytes(a.bytes_in), human_bytes(a.bytes_out),
            human_count(a.drops()), human_count(a.pending_requests), human_bytes(a.inbound_high_water),
            human_bytes(a.outbound_high_water)});
+  }
+  std::fputs(t.render().c_str(), stdout);
+  return finish(*v, l, path);
+}
+
+int run_lanes(const Options& o) {
+  std::string path;
+  auto v = open_page(o, path);
+  if (!v) return kExitNotRunning;
+  const auto lanes = lanes_to_show(*v, o.all);
+  const Liveness l = liveness(*v);
+  const uint64_t left_out = v->globals()[Global::lane_table_full];
+
+  if (o.json) {
+    JsonArray list;
+    for (const auto& lane : lanes) list.raw(lane_json(lane));
+    JsonObject j;
+    j.str("page", path)
+        .boolean("live", l.live)
+        .num("pid", int64_t{v->info().pid})
+        .num("max_lanes", uint64_t{v->info().max_lanes})
+        .num("lane_table_full", left_out)
+        .raw("lanes", list.done());
+    std::printf("%s\n", j.done().c_str());
+    return finish(*v, l, path);
+  }
+
+  const auto open =
+      static_cast<size_t>(std::count_if(lanes.begin(), lanes.end(), [](const auto& x) { return x.open; }));
+  std::printf("busd pid %d  %s  %zu lane%s open", v->info().pid, status_line(*v, l).c_str(), open,
+              open == 1 ? "" : "s");
+  if (o.all) std::printf(", %zu closed", lanes.size() - open);
+  if (left_out > 0) std::printf("  (%s left out: lane table full)", human_count(left_out).c_str());
+  std::printf("\n");
+  if (lanes.empty()) return finish(*v, l, path);
+  std::printf("\n");
+  using A = Table::Align;
+  std::vector<Table::Column> columns{{"LANE", A::Right}, {"AGENTS", A::Left}};
+  if (o.all) columns.push_back({"STATE", A::Left});
+  for (const char* c : {"MSGS_AB", "BYTES_AB", "BLOCKED_AB", "MSGS_BA", "BYTES_BA", "BLOCKED_BA", "AGE"}) {
+    columns.push_back({c, A::Right});
+  }
+  Table t(std::move(columns));
+  for (const auto& lane : lanes) {
+    auto agent = [&](size_t i) {
+      return printable(lane.name[i]) + "(" + std::to_string(lane.agent_id[i]) + ")";
+    };
+    std::vector<std::string> row{std::to_string(lane.lane_id), agent(0) + " → " + agent(1)};
+    if (o.all) row.emplace_back(lane.open ? "open" : "closed");
+    for (size_t i = 0; i < 2; ++i) {
+      row.push_back(human_count(lane.messages[i]));
+      row.push_back(human_bytes(lane.bytes[i]));
+      row.push_back(human_count(lane.would_block[i]));
+    }
+    row.push_back(human_duration(l.now > lane.opened_ns ? l.now - lane.opened_ns : 0));
+    t.row(std::move(row));
   }
   std::fputs(t.render().c_str(), stdout);
   return finish(*v, l, path);

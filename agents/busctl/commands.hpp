@@ -13,9 +13,11 @@ inline constexpr int kExitUsage = 2;
 struct Options {
   std::string counters;  // --counters PATH; empty: look beside the socket (bus/address.hpp)
   bool json = false;
+  bool all = false;  // lanes --all: closed lanes too
 };
 
 int run_stat(const Options& o);
 int run_agents(const Options& o);
+int run_lanes(const Options& o);
 
 }  // namespace bus::ctl

@@ -215,4 +215,10 @@ JsonObject& JsonObject::raw(std::string_view k, std::string_view json) {
   return *this;
 }
 
+JsonArray& JsonArray::raw(std::string_view json) {
+  if (!out_.empty()) out_ += ",\n  ";
+  out_ += json;
+  return *this;
+}
+
 }  // namespace bus::ctl

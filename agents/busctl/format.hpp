@@ -52,4 +52,14 @@ class JsonObject {
   std::string out_;
 };
 
+/// Builds one JSON array of already-encoded values (JsonObject::done()), one a line.
+class JsonArray {
+ public:
+  JsonArray& raw(std::string_view json);
+  [[nodiscard]] std::string done() const { return "[" + out_ + "]"; }
+
+ private:
+  std::string out_;
+};
+
 }  // namespace bus::ctl

@@ -1,6 +1,6 @@
-// busctl: reads busd's state without disturbing it. `stat` and `agents` read the counters page
-// busd keeps in shared memory (bus/counters.hpp): no message to busd, no lock, no system call on
-// its side.
+// busctl: reads busd's state without disturbing it. `stat`, `agents` and `lanes` read the
+// counters page busd keeps in shared memory (bus/counters.hpp): no message to busd, no lock, no
+// system call on its side.
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
   stat->add_flag("--json", o.json, "one JSON object instead of a table");
   auto* agents = app.add_subcommand("agents", "one row per connected agent");
   agents->add_flag("--json", o.json, "one JSON object instead of a table");
+  auto* lanes = app.add_subcommand("lanes", "one row per open direct lane between two agents");
+  lanes->add_flag("--json", o.json, "one JSON object instead of a table");
+  lanes->add_flag("--all", o.all, "closed lanes too (kept until their slot is reused)");
 
   try {
     app.parse(argc, argv);
@@ -38,6 +41,7 @@ int main(int argc, char** argv) {
   try {
     if (stat->parsed()) return bus::ctl::run_stat(o);
     if (agents->parsed()) return bus::ctl::run_agents(o);
+    if (lanes->parsed()) return bus::ctl::run_lanes(o);
   } catch (const std::exception& ex) {
     std::fprintf(stderr, "busctl: %s\n", ex.what());
     return bus::ctl::kExitNotRunning;

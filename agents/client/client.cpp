@@ -2,6 +2,8 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "bus/clock.hpp"
@@ -27,17 +29,27 @@ bool plausible_subject(std::string_view s) {
   return true;
 }
 
-// The template for `subject`, built on first use (the only allocation of a publish).
-const EnvelopeTemplate* template_for(StringMap<EnvelopeTemplate>& map, std::string_view subject,
+// The template for `subject`, built on first use (the only allocation of a publish); the
+// subject is checked then (a subject in the map was checked before).
+Client::Impl::Outbound* template_for(StringMap<Client::Impl::Outbound>& map, std::string_view subject,
                                      std::string_view reply_to) {
   auto it = map.find(subject);
-  if (it != map.end()) return &it->second;
+  if (it != map.end()) [[likely]] return &it->second;
+  if (!plausible_subject(subject)) return nullptr;
   auto t = EnvelopeTemplate::make({subject, reply_to, {}, {}});
   if (!t) return nullptr;
-  return &map.emplace(std::string(subject), std::move(*t)).first->second;
+  return &map.emplace(std::string(subject), Client::Impl::Outbound{std::move(*t), Client::Impl::kNoEpoch, Client::Impl::kNoEpoch, {}}).first->second;
 }
 
 }  // namespace
+
+void stale_message_view() noexcept {
+  std::fputs("libbus: a bus::Message was used after its handler returned (or, for a reply, after the next "
+             "call on its Client): its bytes may already belong to another message. Copy what must live "
+             "longer inside the handler.\n",
+             stderr);
+  std::abort();
+}
 
 // ---------------------------------------------------------------- set-up
 
@@ -104,31 +116,57 @@ void Client::on_state_change(std::function<void(ConnectionState, const Error*)> 
 // ---------------------------------------------------------------- sending
 
 Result<Client::Impl::Claimed> Client::Impl::claim_message(wire::Kind kind, std::string_view subject,
-                                                         size_t payload_len) {
+                                                         size_t payload_len, uint32_t via) {
   // An agent that only publishes never waits for messages, so it looks at its control socket
   // here, at most every 10 ms (one non-blocking read): it answers heartbeats and notices a busd
   // that went away. The clock reading is the message's timestamp anyway.
   const uint64_t now = clock::mono_ns();
-  if (state == ConnectionState::Connected && now - last_control_check_ns >= 10 * kMs) {
+  // While busd's answer to a RouteQuery is on its way (at most 100 ms), on every send: the
+  // flow moves onto its lanes from the next message on.
+  if (state == ConnectionState::Connected && (now - last_control_check_ns >= 10 * kMs || now < route_wait_until)) [[unlikely]] {
     last_control_check_ns = now;
     if (auto r = pump_control_nowait(); !r) disconnect(r.error(), true);
   }
   if (reservation.open) [[unlikely]] return tl::unexpected(Errc::InvalidArgument);  // commit() first
   if (!ensure_connected()) return tl::unexpected(Errc::Closed);
-  if (!plausible_subject(subject)) return tl::unexpected(Errc::InvalidArgument);
-  StringMap<EnvelopeTemplate>& map = kind == wire::Kind::Request ? request_templates
-                                     : kind == wire::Kind::Publish || kind == wire::Kind::Event
-                                         ? publish_templates
-                                         : reply_templates;
-  const EnvelopeTemplate* t =
-      template_for(map, subject, kind == wire::Kind::Request ? std::string_view(inbox) : std::string_view());
-  if (t == nullptr) return tl::unexpected(Errc::InvalidArgument);
+  const bool routed = kind == wire::Kind::Request || kind == wire::Kind::Publish || kind == wire::Kind::Event;
+  StringMap<Outbound>& map = kind == wire::Kind::Request ? request_templates
+                             : routed                    ? publish_templates
+                                                         : reply_templates;
+  Outbound* o = template_for(map, subject, kind == wire::Kind::Request ? std::string_view(inbox) : std::string_view());
+  if (o == nullptr) return tl::unexpected(Errc::InvalidArgument);
+  const EnvelopeTemplate* t = &o->t;
   const size_t size = t->size_for(payload_len);
   if (payload_len > UINT32_MAX || size > max_message || size > out.max_record()) return tl::unexpected(Errc::TooLarge);
+  // Lanes: one load tells whether busd changed any route since we last looked.
+  if (routes_stale()) [[unlikely]] settle_lanes();
+  Lane* lane = nullptr;
+  uint32_t tag = 0;
+  if (via != 0) {
+    // A reply goes back over the lane its request came by, while we still write that lane.
+    lane = find_lane(via);
+    if (lane != nullptr && (lane->out_ended || lane->close_asked)) lane = nullptr;
+    tag = kInboxTag;
+  } else if (routed && lines != nullptr) {
+    if (o->route_epoch == epoch_seen) {
+      lane = o->targets.front().lane;
+      tag = o->targets.front().tag;
+    } else if (o->asked_epoch != epoch_seen) {
+      ask_route(subject, *o);
+    }
+  }
+  if (lane != nullptr) {
+    auto claim = lane_message_claim(*lane, static_cast<uint32_t>(size), tag);
+    if (claim) return Claimed{t, claim->data(), now, &lane->out, via != 0 ? nullptr : o, lane};
+    if (claim.error() != Errc::Closed) return tl::unexpected(claim.error());
+    // The lane went while we waited for room: its route is gone too; through busd instead.
+    settle_lanes();
+  }
+  if (dirty_lanes > 0) [[unlikely]] fence_dirty_lanes();  // lane messages before this one go first
   auto claim = out.claim(static_cast<uint32_t>(size), wait,
                          shm::Deadline::after(ns(opts.publish_timeout)), kEnvelopeTag);
   if (!claim) return tl::unexpected(claim.error() == Errc::Timeout ? Errc::WouldBlock : claim.error());
-  return Claimed{t, claim->data(), now};
+  return Claimed{t, claim->data(), now, &out, nullptr, nullptr};
 }
 
 void Client::Impl::finish_message(const Claimed& c, size_t payload_len, wire::Kind kind, uint64_t correlation_id,
@@ -144,15 +182,39 @@ void Client::Impl::finish_message(const Claimed& c, size_t payload_len, wire::Ki
   meta.status = status;
   meta.timed = opts.hop_timing;
   fill_header(*h, meta);
-  out.commit(static_cast<uint32_t>(c.t->size_for(payload_len)));
-  if (flush) out.publish();
+  const auto size = static_cast<uint32_t>(c.t->size_for(payload_len));
+  c.ring->commit(size);
+  if (flush) c.ring->publish();
   ++stats.published;
+  last_lane = 0;
+  if (c.ring == &out) ++brokered_sent;
+  if (c.lane != nullptr) {
+    last_lane = c.lane->id;
+    ++stats.lane_sent;
+    shm::lane::count(c.lane->out_side->messages);
+    shm::lane::count(c.lane->out_side->bytes, size);
+    if (c.route != nullptr && c.route->targets.size() > 1) {
+      // More receivers on this subject: the same bytes into their lanes (a receiver that went
+      // meanwhile is skipped: its lane is closing, and the route with it).
+      for (size_t i = 1; i < c.route->targets.size(); ++i) {
+        const Target& tg = c.route->targets[i];
+        auto more = lane_message_claim(*tg.lane, size, tg.tag);
+        if (!more) continue;
+        std::memcpy(more->data(), c.base, size);
+        tg.lane->out.commit(size);
+        if (flush) tg.lane->out.publish();
+        ++stats.lane_sent;
+        shm::lane::count(tg.lane->out_side->messages);
+        shm::lane::count(tg.lane->out_side->bytes, size);
+      }
+    }
+  }
 }
 
 Result<void> Client::Impl::send(wire::Kind kind, std::string_view subject,
                                 std::span<const std::byte> payload, uint64_t correlation_id,
-                                uint64_t budget_ns, Errc status, bool flush) {
-  auto c = claim_message(kind, subject, payload.size());
+                                uint64_t budget_ns, Errc status, bool flush, uint32_t via) {
+  auto c = claim_message(kind, subject, payload.size(), via);
   if (!c) return tl::unexpected(c.error());
   if (!payload.empty()) std::memcpy(c->base + c->t->prefix_size(), payload.data(), payload.size());
   finish_message(*c, payload.size(), kind, correlation_id, budget_ns, status, flush);
@@ -169,6 +231,7 @@ Result<void> Client::publish(std::string_view subject, std::span<const std::byte
 
 void Client::flush() noexcept {
   if (impl_->out.attached()) impl_->out.publish();
+  for (auto& l : impl_->lanes) l->out.publish();
 }
 
 Expected<std::span<std::byte>> Client::reserve(std::string_view subject, size_t max_payload) {
@@ -205,73 +268,133 @@ void Client::abandon() noexcept { impl_->reservation = {}; }
 
 Result<void> Client::reply(const Message& request, std::span<const std::byte> payload) {
   if (request.reply_to().empty()) return tl::unexpected(Errc::InvalidArgument);
-  return impl_->send(wire::Kind::Reply, request.reply_to(), payload, request.id(), 0, Errc::Ok);
+  return impl_->send(wire::Kind::Reply, request.reply_to(), payload, request.id(), 0, Errc::Ok, true, request.lane());
 }
 
 Result<void> Client::reply_error(const Message& request, Errc code, std::string_view detail) {
   if (request.reply_to().empty()) return tl::unexpected(Errc::InvalidArgument);
   return impl_->send(wire::Kind::Error, request.reply_to(),
-                     std::as_bytes(std::span(detail.data(), detail.size())), request.id(), 0, code);
+                     std::as_bytes(std::span(detail.data(), detail.size())), request.id(), 0, code, true,
+                     request.lane());
 }
 
 // ---------------------------------------------------------------- receiving
 
+void Client::Impl::deliver_record(Lane* l, const shm::Record& rec, uint64_t want_reply, bool* got) {
+  std::span<const std::byte> bytes = rec.data;
+  if (l != nullptr && l->copy_first) {
+    // Another uid can still change the bytes after its commit: copy, then verify the copy.
+    verify_buf.assign(bytes.begin(), bytes.end());
+    bytes = verify_buf;
+  }
+  EnvelopeView view;
+  if (l == nullptr || l->verify) {
+    auto v = EnvelopeView::verify(bytes, max_message);
+    if (!v) {
+      ++stats.verify_failures;
+      return;
+    }
+    view = *v;
+  } else {
+    view = EnvelopeView::trusted(bytes);  // a same-uid lane, [busd] verify_same_uid = false
+  }
+  ++stats.received;
+  const uint32_t lane_id = l != nullptr ? l->id : 0;
+  if (l != nullptr) ++stats.lane_received;
+  const uint32_t tag = rec.tag;
+  if (tag == kInboxTag) {
+    const auto k = view.header().kind();
+    if ((k == wire::Kind::Reply || k == wire::Kind::Error) && want_reply != 0 &&
+        view.header().correlation_id() == want_reply) {
+      // Copy out: the reply must outlive the ring slot (valid until the next call).
+      reply_buf.assign(bytes.begin(), bytes.end());
+      reply_lane = lane_id;
+      *got = true;
+      return;
+    }
+    if ((k == wire::Kind::Reply || k == wire::Kind::Error) && on_reply) {
+      const uint64_t cid = view.header().correlation_id();
+      auto it = std::find_if(outstanding.begin(), outstanding.end(), [&](const Outstanding& o) { return o.id == cid; });
+      if (it != outstanding.end()) {
+        outstanding.erase(it);
+        if (k == wire::Kind::Error) {
+          const auto text = view.payload();
+          on_reply(cid, tl::unexpected(Error(view.header().status(),
+                                             std::string(reinterpret_cast<const char*>(text.data()), text.size()))));
+        } else {
+          on_reply(cid, Message(view, 0, lane_id, &view_epoch));
+          ++view_epoch;
+        }
+      } else {
+        ++stats.replies_late;
+      }
+    } else if (k == wire::Kind::Reply || k == wire::Kind::Error) {
+      ++stats.replies_late;  // its request already timed out
+    } else if (!subs.empty() && subs[0].handler) {
+      subs[0].handler(Message(view, 0, lane_id, &view_epoch));  // system event on the inbox
+      ++view_epoch;
+    }
+  } else if (tag < subs.size() && subs[tag].handler) {
+    subs[tag].handler(Message(view, tag, lane_id, &view_epoch));
+    ++view_epoch;  // the handler returned: its Message's views are handed back
+  } else if (l != nullptr && view.header().kind() == wire::Kind::Request && !view.reply_to().empty()) {
+    // A request over a lane for a subscription that just went: answer as busd would have.
+    const std::string_view why = "no responders (the subscription is gone)";
+    (void)send(wire::Kind::Error, view.reply_to(), std::as_bytes(std::span(why.data(), why.size())),
+               view.header().msg_id(), 0, Errc::NoResponders, true, l->id);
+  }
+}
+
 Result<size_t> Client::Impl::dispatch(size_t max, uint64_t want_reply, bool* got) {
   size_t n = 0;
   if (!in.attached()) return n;  // disconnected: no rings
-  while (n < max) {
-    auto rec = in.try_peek();
-    if (!rec) {
-      if (rec.error() == Errc::WouldBlock) break;
-      in.release();
-      disconnect(Error(Errc::Corrupt, "ring from busd: " + in.corruption()), true);
-      return tl::unexpected(Errc::Corrupt);
-    }
-    auto view = EnvelopeView::verify(rec->data, max_message);
-    if (!view) {
-      ++stats.verify_failures;
-      in.advance();
-      continue;
-    }
-    ++stats.received;
-    if (rec->tag == kInboxTag) {
-      const auto k = view->header().kind();
-      if ((k == wire::Kind::Reply || k == wire::Kind::Error) && want_reply != 0 &&
-          view->header().correlation_id() == want_reply) {
-        // Copy out: the reply must outlive the ring slot (valid until the next call).
-        reply_buf.assign(rec->data.begin(), rec->data.end());
-        in.advance();
-        *got = true;
-        ++n;
-        break;
+  ++dispatching;
+  struct Done {
+    int& d;
+    ~Done() { --d; }
+  } done{dispatching};
+  for (;;) {
+    const size_t before = n;
+    while (n < max && !*got) {
+      auto rec = in.try_peek();
+      if (!rec) {
+        if (rec.error() == Errc::WouldBlock) break;
+        in.release();
+        disconnect(Error(Errc::Corrupt, "ring from busd: " + in.corruption()), true);
+        return tl::unexpected(Errc::Corrupt);
       }
-      if ((k == wire::Kind::Reply || k == wire::Kind::Error) && on_reply) {
-        const uint64_t cid = view->header().correlation_id();
-        auto it = std::find_if(outstanding.begin(), outstanding.end(), [&](const Outstanding& o) { return o.id == cid; });
-        if (it != outstanding.end()) {
-          outstanding.erase(it);
-          if (k == wire::Kind::Error) {
-            const auto text = view->payload();
-            on_reply(cid, tl::unexpected(Error(view->header().status(),
-                                               std::string(reinterpret_cast<const char*>(text.data()), text.size()))));
-          } else {
-            on_reply(cid, Message(*view, 0));
-          }
-        } else {
-          ++stats.replies_late;
+      if (rec->tag >= shm::lane::kReservedTagBase) [[unlikely]] {
+        // A lane's mark or gate, forwarded by busd from the lane's other end.
+        shm::lane::Fence f{};
+        if (rec->data.size() == sizeof f) std::memcpy(&f, rec->data.data(), sizeof f);
+        Lane* l = find_lane(f.lane_id);
+        if (l == nullptr && f.lane_id != 0) {
+          (void)pump_control_nowait();  // its LaneOpen may still be in the socket
+          l = find_lane(f.lane_id);
         }
-      } else if (k == wire::Kind::Reply || k == wire::Kind::Error) {
-        ++stats.replies_late;  // its request already timed out
-      } else if (!subs.empty() && subs[0].handler) {
-        subs[0].handler(Message(*view, 0));  // system event on the inbox
+        if (l != nullptr && l->peer != f.agent) l = nullptr;  // only the other end may fence a lane
+        if (l != nullptr && rec->tag == shm::lane::kMarkTag) {
+          if (f.k > l->busd_mark) l->busd_mark = f.k;
+        } else if (l != nullptr && rec->tag == shm::lane::kGateTag && l->lane_mark < f.k) {
+          // What follows here was sent after the lane's records up to mark k: read those first.
+          (void)read_lane(*l, SIZE_MAX, f.k, want_reply, got, &n);
+          if (l->lane_mark < f.k && !l->in_ended) ++stats.verify_failures;  // its writer broke the protocol
+          if (*got) break;  // the gate stays: the next dispatch goes on from it
+        }
+        in.advance();
+        continue;
       }
-    } else if (rec->tag < subs.size() && subs[rec->tag].handler) {
-      subs[rec->tag].handler(Message(*view, rec->tag));
+      deliver_record(nullptr, *rec, want_reply, got);
+      in.advance();
+      ++n;
     }
-    in.advance();
-    ++n;
+    in.release();
+    for (size_t i = 0; i < lanes.size() && n < max && !*got; ++i) {
+      Lane& l = *lanes[i];
+      if (!l.in_ended) (void)read_lane(l, max - n, 0, want_reply, got, &n);
+    }
+    if (*got || n >= max || n == before) break;
   }
-  in.release();
   return n;
 }
 
@@ -285,6 +408,7 @@ void Client::Impl::wait_inbound(uint64_t deadline_ns) {
     }
     return;
   }
+  if (!lanes.empty()) return wait_inbound_lanes(deadline_ns);
   // Spin phase per the strategy, on the ring only (a control message can wait that long).
   if (wait.kind != shm::WaitKind::Block) {
     const uint64_t spin = wait.kind == shm::WaitKind::Adaptive ? wait.spin_ns : 10 * kMs;
@@ -317,12 +441,71 @@ void Client::Impl::wait_inbound(uint64_t deadline_ns) {
   }
 }
 
+// wait_inbound() with lanes: busd's ring and every lane that can be read, then one poll() on all
+// their eventfds and the control socket.
+void Client::Impl::wait_inbound_lanes(uint64_t deadline_ns) {
+  auto ready = [&]() noexcept {
+    if (in.try_peek().has_value()) return true;
+    for (auto& l : lanes) {
+      if (!l->in_ended && !l->blocked && l->in.try_peek().has_value()) return true;
+    }
+    return false;
+  };
+  if (wait.kind != shm::WaitKind::Block) {
+    const uint64_t spin = wait.kind == shm::WaitKind::Adaptive ? wait.spin_ns : 10 * kMs;
+    const uint64_t until = std::min(deadline_ns, clock::mono_ns() + spin);
+    for (uint32_t polls = 1;; ++polls) {
+      if (ready() || routes_stale()) return;
+      if ((polls & 63) == 0) {
+        if (clock::mono_ns() >= until) break;
+        if (wait.kind != shm::WaitKind::Spin) ::sched_yield();
+      } else {
+        shm::cpu_relax();
+      }
+    }
+    if (wait.kind == shm::WaitKind::Spin) {
+      (void)pump_control_nowait();
+      return;
+    }
+  }
+  // Sleep on every eventfd that can bring something, and the control socket.
+  pfds.clear();
+  armed.clear();
+  pfds.push_back({sock, POLLIN, 0});
+  auto disarm_all = [&]() noexcept {
+    in.disarm();
+    for (Lane* l : armed) l->in.disarm();
+  };
+  if (!in.arm_sleep()) return;
+  pfds.push_back({fds[2].fd(), POLLIN, 0});
+  for (auto& lp : lanes) {
+    Lane& l = *lp;
+    if (l.in_ended || l.blocked) continue;  // a blocked lane waits for busd's ring
+    if (!l.in.arm_sleep()) {
+      disarm_all();
+      return;
+    }
+    armed.push_back(&l);
+    pfds.push_back({l.fds[2].fd(), POLLIN, 0});
+  }
+  const uint64_t now = clock::mono_ns();
+  const int ms = deadline_ns == shm::kForever ? 1000
+                 : now >= deadline_ns       ? 0
+                                            : static_cast<int>(std::min<uint64_t>((deadline_ns - now) / kMs + 1, 1000));
+  ::poll(pfds.data(), pfds.size(), ms);
+  disarm_all();  // drains the eventfds too
+  if (pfds[0].revents != 0) {
+    if (auto r = pump_control_nowait(); !r) disconnect(r.error(), true);
+  }
+}
+
 Result<size_t> Client::poll(std::chrono::nanoseconds timeout) {
   Impl& m = *impl_;
   const uint64_t deadline = clock::mono_ns() + ns(timeout);
   flush();  // batched publishes must not wait behind a poll
   for (;;) {
     if (m.ensure_connected()) {
+      if (!m.reservation.open && m.routes_stale()) m.settle_lanes();
       bool got = false;
       auto n = m.dispatch(256, 0, &got);
       if (!n) return n;
@@ -347,18 +530,30 @@ void Client::run() {
 Expected<Message> Client::request(std::string_view subject, std::span<const std::byte> payload,
                                   std::chrono::nanoseconds timeout) {
   Impl& m = *impl_;
+  ++m.view_epoch;  // the previous reply's buffer is about to be reused
   const uint64_t budget = ns(timeout);
   if (auto s = m.send(wire::Kind::Request, subject, payload, 0, budget, Errc::Ok); !s) {
     return tl::unexpected(Error(s.error(), "sending request on " + std::string(subject)));
   }
   ++m.stats.requests;
   const uint64_t id = m.next_msg_id;
-  // busd answers Timeout at the deadline; the local deadline is a backstop a little later.
-  const uint64_t deadline = clock::mono_ns() + budget + 50 * kMs;
+  // busd answers Timeout at the deadline; the local deadline is a backstop a little later. A
+  // request that went over a lane is not in busd's books: its deadline is ours alone.
+  m.sync_lane = m.last_lane;
+  m.sync_lane_gone = false;
+  struct Reset {
+    uint32_t& lane;
+    ~Reset() { lane = 0; }
+  } reset{m.sync_lane};
+  const uint64_t deadline = clock::mono_ns() + budget + (m.sync_lane != 0 ? 0 : 50 * kMs);
   for (;;) {
     bool got = false;
     auto n = m.dispatch(256, id, &got);
     if (!n) return tl::unexpected(Error(n.error()));
+    if (!got && m.routes_stale()) m.settle_lanes();
+    if (!got && m.sync_lane_gone) {
+      return tl::unexpected(Error(Errc::NoResponders, "the responder went away before replying"));
+    }
     if (got) {
       const EnvelopeView v = EnvelopeView::trusted(m.reply_buf);  // verified in dispatch()
       if (v.header().kind() == wire::Kind::Error) {
@@ -366,7 +561,7 @@ Expected<Message> Client::request(std::string_view subject, std::span<const std:
         return tl::unexpected(Error(v.header().status(),
                                     std::string(reinterpret_cast<const char*>(text.data()), text.size())));
       }
-      return Message(v, 0);
+      return Message(v, 0, m.reply_lane, &m.view_epoch);
     }
     if (m.state != ConnectionState::Connected) {
       return tl::unexpected(Error(Errc::Closed, "connection to busd lost during the request"));
@@ -383,7 +578,7 @@ void Client::Impl::fail_outstanding(uint64_t now_ns, bool all, Errc why) {
       const uint64_t id = outstanding[i].id;
       outstanding[i] = outstanding.back();
       outstanding.pop_back();
-      on_reply(id, tl::unexpected(Error(why, all ? "connection to busd lost" : "no answer from busd")));
+      on_reply(id, tl::unexpected(Error(why, all ? "connection to busd lost" : "no reply before the request's deadline")));
     } else {
       ++i;
     }
@@ -397,7 +592,8 @@ Result<uint64_t> Client::send_request(std::string_view subject, std::span<const 
     return tl::unexpected(s.error());
   }
   ++m.stats.requests;
-  m.outstanding.push_back({m.next_msg_id, clock::mono_ns() + ns(timeout) + 200 * kMs});
+  // Over a lane busd does not time it out: the deadline is ours alone.
+  m.outstanding.push_back({m.next_msg_id, clock::mono_ns() + ns(timeout) + (m.last_lane != 0 ? 0 : 200 * kMs), m.last_lane});
   return m.next_msg_id;
 }
 
@@ -479,7 +675,9 @@ Expected<void> Client::drain(std::chrono::nanoseconds timeout) {
   while (m.state == ConnectionState::Connected) {
     bool got = false;
     (void)m.dispatch(SIZE_MAX, 0, &got);
-    if (m.out.unconsumed() == 0) break;
+    bool lanes_taken = true;
+    for (auto& l : m.lanes) lanes_taken = lanes_taken && (l->out_ended || l->peer_gone || l->out.unconsumed() == 0);
+    if (m.out.unconsumed() == 0 && lanes_taken) break;
     if (clock::mono_ns() >= deadline) {
       close();
       return fail(Errc::Timeout, "busd did not take everything this agent published");

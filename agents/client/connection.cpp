@@ -88,10 +88,16 @@ Expected<void> Client::Impl::send_control(control::Body type, flatbuffers::Offse
 }
 
 // Reads control frames until `is_answer` accepts one or the deadline passes. Routine messages
-// (heartbeats, goodbye) are handled here; descriptors that come with a frame land in `fds`.
+// (heartbeats, goodbye, lanes) are handled here; descriptors that come with frames queue in
+// c.rx_fds in the order they arrived (a frame that carries some takes them from the front).
 static Expected<void> read_control(
-    Client::Impl& c, uint64_t deadline_ns, std::vector<int>& fds,
-    const std::function<bool(const control::ControlMessage&, std::vector<int>&)>& is_answer) {
+    Client::Impl& c, uint64_t deadline_ns,
+    const std::function<bool(const control::ControlMessage&)>& is_answer) {
+  std::vector<int> got;
+  auto take_fds = [&] {
+    for (int f : got) c.rx_fds.push_back(f);
+    got.clear();
+  };
   for (;;) {
     // Frames already buffered first.
     for (;;) {
@@ -112,14 +118,18 @@ static Expected<void> read_control(
         case control::Body::Goodbye:
           // busd is draining: keep working until it closes the socket, then reconnect.
           continue;
+        case control::Body::LaneOpen: c.on_lane_open(*msg.body_as_LaneOpen()); continue;
+        case control::Body::LaneClose: c.on_lane_close(*msg.body_as_LaneClose()); continue;
+        case control::Body::Route: c.on_route(*msg.body_as_Route()); continue;
         default:
           break;
       }
-      if (is_answer && is_answer(msg, fds)) return {};
+      if (is_answer && is_answer(msg)) return {};
     }
     if (!is_answer) {
       // Non-blocking pump: one read, then done.
-      auto r = sock::receive(c.sock, c.reader, &fds);
+      auto r = sock::receive(c.sock, c.reader, &got);
+      take_fds();
       if (!r) {
         if (r.error() == Errc::WouldBlock) return {};
         return fail(Errc::Closed, "busd closed the control connection");
@@ -132,24 +142,21 @@ static Expected<void> read_control(
     const int ms = static_cast<int>(std::min<uint64_t>((deadline_ns - now) / kMs + 1, 1000));
     if (::poll(&p, 1, ms) < 0 && errno != EINTR) return tl::unexpected(system_error("poll", errno));
     if (p.revents == 0) continue;
-    auto r = sock::receive(c.sock, c.reader, &fds);
+    auto r = sock::receive(c.sock, c.reader, &got);
+    take_fds();
     if (!r && r.error() != Errc::WouldBlock) return fail(Errc::Closed, "busd closed the control connection");
   }
 }
 
 Expected<void> Client::Impl::pump_control_nowait() {
-  std::vector<int> fds;
-  auto r = read_control(*this, 0, fds, nullptr);
-  for (int fd : fds) ::close(fd);
-  return r;
+  return read_control(*this, 0, nullptr);
 }
 
 Expected<void> Client::Impl::pump_control(
     uint64_t want_ref, uint64_t deadline_ns,
     const std::function<Expected<void>(const control::ControlMessage&)>& on_answer) {
-  std::vector<int> fds;
   Expected<void> answer = fail(Errc::Timeout, "no answer");
-  auto r = read_control(*this, deadline_ns, fds, [&](const control::ControlMessage& m, std::vector<int>&) {
+  auto r = read_control(*this, deadline_ns, [&](const control::ControlMessage& m) {
     uint64_t ref = 0;
     switch (m.body_type()) {
       case control::Body::Ok: ref = m.body_as_Ok()->ref_seq(); break;
@@ -166,7 +173,6 @@ Expected<void> Client::Impl::pump_control(
     }
     return true;
   });
-  for (int fd : fds) ::close(fd);
   if (!r) return r;
   return answer;
 }
@@ -186,7 +192,8 @@ Expected<void> Client::Impl::connect_once() {
   sock = *fd;
   reader = sock::FrameReader(defaults::kMaxMessageSize);
   const uint64_t deadline = clock::mono_ns() + static_cast<uint64_t>(opts.connect_timeout.count()) * kMs;
-  std::vector<int> fds;
+  for (int f : rx_fds) ::close(f);
+  rx_fds.clear();
 
   // Hello -> Welcome (or an ErrorReply naming both versions).
   auto hello = control::CreateHelloDirect(fbb, kProtocolVersion, kProtocolVersion, kSdkName,
@@ -196,7 +203,7 @@ Expected<void> Client::Impl::connect_once() {
   Expected<void> answer;
   auto await = [&](control::Body want, auto&& on_match) -> Expected<void> {
     answer = fail(Errc::Timeout, std::string("no ") + control::EnumNameBody(want) + " from busd");
-    return read_control(*this, deadline, fds, [&](const control::ControlMessage& m, std::vector<int>&) {
+    return read_control(*this, deadline, [&](const control::ControlMessage& m) {
       if (m.body_type() == want) {
         on_match(m);
         answer = {};
@@ -221,7 +228,7 @@ Expected<void> Client::Impl::connect_once() {
   for (const auto& cap : opts.capabilities) caps.push_back(fbb.CreateString(cap));
   auto reg = control::CreateRegisterDirect(fbb, opts.name.c_str(), &caps);
   if (auto s = send_control(control::Body::Register, reg.Union()); !s) return s;
-  uint64_t seg_size = 0, to_busd = 0, to_agent = 0;
+  uint64_t seg_size = 0, to_busd = 0, to_agent = 0, lines_at = 0;
   std::string given_inbox;
   r = await(control::Body::Registered, [&](const control::ControlMessage& m) {
     const auto* g = m.body_as_Registered();
@@ -230,12 +237,20 @@ Expected<void> Client::Impl::connect_once() {
     seg_size = g->segment_size();
     to_busd = g->to_busd_offset();
     to_agent = g->to_agent_offset();
+    lines_at = g->lines_offset();
   });
-  if (!r || !answer || fds.size() != 5) {
-    for (int f : fds) ::close(f);
+  if (!r || !answer || rx_fds.size() != 5) {
+    const size_t n = rx_fds.size();
+    for (int f : rx_fds) ::close(f);
+    rx_fds.clear();
     if (!r) return r;
     if (!answer) return answer;
-    return fail(Errc::Corrupt, "busd sent " + std::to_string(fds.size()) + " descriptors, expected 5");
+    return fail(Errc::Corrupt, "busd sent " + std::to_string(n) + " descriptors, expected 5");
+  }
+  int fds[5];
+  for (int& f : fds) {
+    f = rx_fds.front();
+    rx_fds.pop_front();
   }
   for (int i = 0; i < 4; ++i) this->fds[i] = shm::EventFd(fds[1 + i]);
   auto seg = shm::Segment::attach_fd(fds[0], seg_size);
@@ -251,6 +266,14 @@ Expected<void> Client::Impl::connect_once() {
   if (!i) return tl::unexpected(i.error());
   out = std::move(*o);
   in = std::move(*i);
+  // Lanes: the route epoch busd bumps (absent from an older busd, and for a remote agent).
+  lines = nullptr;
+  epoch_seen = 0;
+  if (lines_at != 0 && lines_at % alignof(shm::lane::AgentLines) == 0 &&
+      lines_at + sizeof(shm::lane::AgentLines) <= bytes.size()) {
+    lines = reinterpret_cast<shm::lane::AgentLines*>(bytes.data() + lines_at);
+    epoch_seen = lines->route_epoch.load(std::memory_order_acquire);
+  }
   // busd names the inbox (with links: "_INBOX.<node>.<id>"); an older busd does not.
   inbox = given_inbox.empty() ? std::string("_INBOX.").append(std::to_string(agent_id)) : std::move(given_inbox);
   request_templates.clear();  // their reply_to names the old inbox
@@ -269,6 +292,7 @@ void Client::Impl::disconnect(const Error& why, bool reconnect) {
     (void)dispatch(SIZE_MAX, 0, &got);
     disconnecting = false;
   }
+  drop_lanes();
   if (sock >= 0) ::close(sock);
   sock = -1;
   out = {};

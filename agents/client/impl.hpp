@@ -1,8 +1,12 @@
 // libbus internals: one Client's connection to busd (private to agents/client).
 #pragma once
 
+#include <poll.h>
+
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -12,6 +16,7 @@
 
 #include "bus/client.hpp"
 #include "bus/control.hpp"
+#include "shm/lane.hpp"
 #include "shm/ring.hpp"
 #include "shm/segment.hpp"
 #include "socket/frame.hpp"
@@ -38,6 +43,53 @@ template <class V>
 using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
 
 struct Client::Impl {
+  // ---- lanes (lanes.cpp; layout and protocol: shm/lane.hpp)
+  /// A lane to another local agent: the ring this agent writes and the one it reads.
+  struct Lane {
+    uint32_t id = 0;
+    uint32_t peer = 0;
+    std::string peer_name;
+    shm::Segment segment;
+    shm::EventFd fds[4];  // out.data, out.space, in.data, in.space
+    shm::RingProducer out;
+    shm::RingConsumer in;
+    shm::lane::LaneSide* out_side = nullptr;  // this direction's counters (we write them)
+    const std::atomic<uint32_t>* closed = nullptr;  // busd sets it when the lane goes away
+    bool verify = true;
+    bool copy_first = false;
+    // Writing.
+    uint64_t out_k = 0;     // the last fence number used in this direction
+    uint64_t fenced_at = UINT64_MAX;  // brokered_sent at the last switch from busd's path to it
+    bool dirty = false;     // messages went over it since the last switch back to busd's path
+    bool out_ended = false;  // our end record is written: nothing more goes over it
+    // Reading.
+    uint64_t lane_mark = 0;  // highest mark passed in the lane
+    uint64_t busd_mark = 0;  // highest mark for this lane passed on busd's ring
+    bool blocked = false;    // at a gate whose mark has not come through busd yet
+    bool in_ended = false;   // the other side's end record was passed
+    // busd said: end it (LaneClose); the other side died.
+    bool close_asked = false;
+    bool peer_gone = false;
+  };
+  struct Target {
+    Lane* lane;
+    uint32_t tag;
+  };
+  static constexpr uint64_t kNoEpoch = UINT64_MAX;
+  /// A subject this agent sends to: its envelope template and, with lanes, its route.
+  struct Outbound {
+    EnvelopeTemplate t;
+    uint64_t route_epoch = kNoEpoch;  // `targets` hold while the route epoch is this
+    uint64_t asked_epoch = kNoEpoch;  // RouteQuery sent in this epoch
+    std::vector<Target> targets;
+  };
+  /// A Route answer waiting to be applied (settle_lanes(): never while a claim is open).
+  struct RouteAnswer {
+    std::string subject;
+    uint64_t epoch;
+    std::vector<std::pair<uint32_t, uint32_t>> targets;  // (lane id, tag)
+  };
+
   struct Subscription {
     std::string pattern;
     std::string group;
@@ -68,11 +120,15 @@ struct Client::Impl {
 
   // Messages.
   uint64_t next_msg_id = 0;
-  // A message being written into the outbound ring: its template, where it starts, its time.
+  // A message being written into the outbound ring or a lane: its template, where it starts,
+  // its time, the ring, and the route when it goes over lanes (the other targets get copies).
   struct Claimed {
     const EnvelopeTemplate* t = nullptr;
     std::byte* base = nullptr;
     uint64_t now = 0;
+    shm::RingProducer* ring = nullptr;
+    const Outbound* route = nullptr;
+    Lane* lane = nullptr;  // the lane written (the first target), or null: through busd
   };
   // Zero copy (reserve/commit): the open reservation, if any.
   struct Reservation {
@@ -81,9 +137,9 @@ struct Client::Impl {
     Claimed claimed;
     size_t max_payload = 0;
   } reservation;
-  StringMap<EnvelopeTemplate> publish_templates;
-  StringMap<EnvelopeTemplate> request_templates;  // reply_to = inbox
-  StringMap<EnvelopeTemplate> reply_templates;    // keyed by the requester's inbox
+  StringMap<Outbound> publish_templates;
+  StringMap<Outbound> request_templates;  // reply_to = inbox
+  StringMap<Outbound> reply_templates;    // keyed by the requester's inbox
   std::vector<Subscription> subs;                 // index = sid; 0 unused
   // send_request(): answers go to on_reply; outstanding ones are failed locally if busd never
   // answers (it went away) by their deadline plus a grace period.
@@ -91,13 +147,68 @@ struct Client::Impl {
   struct Outstanding {
     uint64_t id;
     uint64_t deadline_ns;
+    uint32_t lane;  // sent over this lane (0: through busd)
   };
   std::vector<Outstanding> outstanding;
   void fail_outstanding(uint64_t now_ns, bool all, Errc why);
   std::vector<std::byte> reply_buf;
+  uint32_t reply_lane = 0;  // the lane reply_buf's reply came over
+  uint64_t view_epoch = 0;  // views handed back so far (Message::stale())
   std::vector<std::byte> verify_buf;
   flatbuffers::FlatBufferBuilder fbb{512};
   Client::Stats stats;
+
+  // Lanes.
+  shm::lane::AgentLines* lines = nullptr;  // in our segment; null: busd gives no lanes
+  uint64_t epoch_seen = 0;                 // the route epoch our routes are from
+  std::vector<std::unique_ptr<Lane>> lanes;
+  std::vector<RouteAnswer> route_answers;
+  uint32_t routes_pending = 0;    // RouteQuery sent, no Route back yet
+  uint64_t route_wait_until = 0;  // ... until then the control socket is read on every send
+  bool lanes_dirty = false;    // answers to apply or lanes to close: settle_lanes() has work
+  int dispatching = 0;         // lanes are not freed while a dispatch may hold one of their records
+  uint32_t last_lane = 0;      // the lane the last message went over (0: through busd)
+  uint64_t brokered_sent = 0;  // messages sent through busd (fences: fence_to_lane)
+  uint32_t dirty_lanes = 0;    // lanes with dirty set
+  uint32_t sync_lane = 0;      // request(): the lane its request went over
+  bool sync_lane_gone = false;  // ... and that lane's other end died before replying
+  std::deque<int> rx_fds;      // descriptors received with control frames, in order
+  std::vector<pollfd> pfds;    // wait_inbound's poll set
+  std::vector<Lane*> armed;    // ... and the lanes it armed
+
+  /// Whether the route epoch moved (one load): then settle_lanes().
+  [[nodiscard]] bool routes_stale() const noexcept {
+    return lanes_dirty || (lines != nullptr && lines->route_epoch.load(std::memory_order_acquire) != epoch_seen);
+  }
+  /// Applies what busd said (epoch moved: routes are gone; answers; closes), frees finished
+  /// lanes. Never while a reservation is open.
+  void settle_lanes();
+  Lane* find_lane(uint32_t id) noexcept;
+  void on_lane_open(const control::LaneOpen& m);
+  void on_lane_close(const control::LaneClose& m);
+  void on_route(const control::Route& m);
+  void ask_route(std::string_view subject, Outbound& o);
+  /// Room for a record in a lane (waits like publish() while it is full); Closed when it went.
+  Result<std::span<std::byte>> lane_claim(Lane& l, uint32_t len, uint32_t tag);
+  /// A mark/gate/end record: into `l` (to_lane) or into the ring to busd naming `l`.
+  bool write_fence(Lane& l, bool to_lane, uint32_t tag, uint64_t k);
+  /// Switch `l` from busd's path to the lane (mark via busd, gate in the lane) or back. This
+  /// agent's messages to one receiver stay in the order they were sent, whichever path each
+  /// took: a lane message after messages through busd is fenced first, and so is a message
+  /// through busd after lane messages (fence_dirty_lanes). Only mixed traffic pays.
+  bool fence_to_lane(Lane& l);
+  void fence_to_busd(Lane& l, bool end);
+  void fence_dirty_lanes();
+  /// A message for lane `l`: fenced if busd's path was used since (see fence_to_lane).
+  Result<std::span<std::byte>> lane_message_claim(Lane& l, uint32_t len, uint32_t tag);
+  /// Reads lane records until `until_mark` is passed (0: as many as `max`), the lane is empty
+  /// or blocked; counts into *n.
+  Result<void> read_lane(Lane& l, size_t max, uint64_t until_mark, uint64_t want_reply, bool* got, size_t* n);
+  /// One envelope from busd (lane null) or a lane: verified, handed to its handler.
+  void deliver_record(Lane* l, const shm::Record& rec, uint64_t want_reply, bool* got);
+  /// A lane's other end died or went: requests sent over it fail now.
+  void fail_lane_requests(uint32_t lane);
+  void drop_lanes();
 
   // ---- connection (connection.cpp)
   Expected<void> connect_once();
@@ -117,10 +228,11 @@ struct Client::Impl {
 
   // ---- data plane (client.cpp)
   Result<void> send(wire::Kind kind, std::string_view subject, std::span<const std::byte> payload,
-                    uint64_t correlation_id, uint64_t budget_ns, Errc status, bool flush = true);
+                    uint64_t correlation_id, uint64_t budget_ns, Errc status, bool flush = true, uint32_t via = 0);
   /// send() in two halves (reserve/commit use them apart): room in the ring for a message with
   /// a payload of `payload_len` bytes, then its prefix and header written and the record committed.
-  Result<Claimed> claim_message(wire::Kind kind, std::string_view subject, size_t payload_len);
+  /// `via`: a reply to a request that came over that lane goes back over it (0: busd).
+  Result<Claimed> claim_message(wire::Kind kind, std::string_view subject, size_t payload_len, uint32_t via = 0);
   void finish_message(const Claimed& c, size_t payload_len, wire::Kind kind, uint64_t correlation_id,
                       uint64_t budget_ns, Errc status, bool flush);
   /// Dispatches up to `max` ready messages; stops early at the reply `want_reply` (copied into
@@ -128,6 +240,7 @@ struct Client::Impl {
   Result<size_t> dispatch(size_t max, uint64_t want_reply, bool* got);
   /// Waits until a record or a control message is there, or `deadline_ns`.
   void wait_inbound(uint64_t deadline_ns);
+  void wait_inbound_lanes(uint64_t deadline_ns);
 };
 
 }  // namespace bus

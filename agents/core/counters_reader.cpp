@@ -88,9 +88,11 @@ CountersView& CountersView::operator=(CountersView&& o) noexcept {
     global_stride_ = o.global_stride_;
     agent_stride_ = o.agent_stride_;
     pattern_stride_ = o.pattern_stride_;
+    lane_stride_ = o.lane_stride_;
     globals_offset_ = o.globals_offset_;
     agents_offset_ = o.agents_offset_;
     patterns_offset_ = o.patterns_offset_;
+    lanes_offset_ = o.lanes_offset_;
   }
   return *this;
 }
@@ -131,6 +133,10 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
   const uint32_t max_patterns = h->max_patterns, pattern_stride = h->pattern_stride;
   const uint64_t globals_offset = h->globals_offset, agents_offset = h->agents_offset,
                  patterns_offset = h->patterns_offset;
+  // No lane table (a page from a busd before lanes has 0 there): its offset and stride unused.
+  const uint32_t max_lanes = h->max_lanes;
+  const uint32_t lane_stride = max_lanes == 0 ? uint32_t{sizeof(LaneSlot)} : h->lane_stride;
+  const uint64_t lanes_offset = max_lanes == 0 ? 0 : h->lanes_offset;
 
   if (header_size < sizeof(PageHeader) || header_size % kCacheLine != 0 || header_size > page_size) {
     return fail(Errc::Corrupt, "counters page header_size " + std::to_string(header_size) +
@@ -144,15 +150,18 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
     return stride >= min && stride % kCacheLine == 0 && stride <= (1u << 16);
   };
   if (!stride_ok(global_stride, sizeof(GlobalCell)) || !stride_ok(agent_stride, sizeof(AgentSlot)) ||
-      !stride_ok(pattern_stride, sizeof(PatternSlot))) {
+      !stride_ok(pattern_stride, sizeof(PatternSlot)) || !stride_ok(lane_stride, sizeof(LaneSlot))) {
     return fail(Errc::Corrupt, "counters page strides " + std::to_string(global_stride) + "/" +
                                    std::to_string(agent_stride) + "/" + std::to_string(pattern_stride) +
-                                   " (globals/agents/patterns)");
+                                   "/" + std::to_string(lane_stride) + " (globals/agents/patterns/lanes)");
   }
-  if (global_count > kMaxTableSlots || max_agents > kMaxTableSlots || max_patterns > kMaxTableSlots) {
-    return fail(Errc::Corrupt, "counters page table sizes " + std::to_string(global_count) + "/" +
-                                   std::to_string(max_agents) + "/" + std::to_string(max_patterns) +
-                                   " exceed " + std::to_string(kMaxTableSlots));
+  if (global_count > kMaxTableSlots || max_agents > kMaxTableSlots || max_patterns > kMaxTableSlots ||
+      max_lanes > kMaxTableSlots) {
+    std::string what = "counters page table sizes ";
+    what.append(std::to_string(global_count)).append("/").append(std::to_string(max_agents));
+    what.append("/").append(std::to_string(max_patterns)).append("/").append(std::to_string(max_lanes));
+    what.append(" (globals/agents/patterns/lanes) exceed ").append(std::to_string(kMaxTableSlots));
+    return fail(Errc::Corrupt, what);
   }
   auto where = [&](const char* table, uint64_t off, uint64_t count, uint64_t stride) {
     return std::string(table) + " table at " + std::to_string(off) + " (" + std::to_string(count) +
@@ -168,22 +177,29 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
   if (!table_fits(patterns_offset, uint64_t{max_patterns} + 1, pattern_stride, header_size, page_size)) {
     return fail(Errc::Corrupt, where("patterns", patterns_offset, uint64_t{max_patterns} + 1, pattern_stride));
   }
+  if (max_lanes > 0 && !table_fits(lanes_offset, max_lanes, lane_stride, header_size, page_size)) {
+    return fail(Errc::Corrupt, where("lanes", lanes_offset, max_lanes, lane_stride));
+  }
 
   {
     // Tables never overlap (overlap would not make a read unsafe, but it is not a page busd wrote).
     struct Range {
       uint64_t begin, end;
     };
-    const Range r[3] = {{globals_offset, globals_offset + uint64_t{global_count} * global_stride},
+    // An empty range (no lane table) overlaps nothing.
+    const Range r[4] = {{globals_offset, globals_offset + uint64_t{global_count} * global_stride},
                         {agents_offset, agents_offset + uint64_t{max_agents} * agent_stride},
-                        {patterns_offset, patterns_offset + (uint64_t{max_patterns} + 1) * pattern_stride}};
-    for (int i = 0; i < 3; ++i) {
-      for (int j = i + 1; j < 3; ++j) {
+                        {patterns_offset, patterns_offset + (uint64_t{max_patterns} + 1) * pattern_stride},
+                        {lanes_offset, lanes_offset + uint64_t{max_lanes} * lane_stride}};
+    for (int i = 0; i < 4; ++i) {
+      for (int j = i + 1; j < 4; ++j) {
         if (r[i].begin < r[j].end && r[j].begin < r[i].end) {
-          return fail(Errc::Corrupt, "counters page tables overlap (globals at " +
-                                         std::to_string(globals_offset) + ", agents at " +
-                                         std::to_string(agents_offset) + ", patterns at " +
-                                         std::to_string(patterns_offset) + ")");
+          std::string what = "counters page tables overlap (globals at ";
+          what.append(std::to_string(globals_offset)).append(", agents at ");
+          what.append(std::to_string(agents_offset)).append(", patterns at ");
+          what.append(std::to_string(patterns_offset)).append(", lanes at ");
+          what.append(std::to_string(lanes_offset)).append(")");
+          return fail(Errc::Corrupt, what);
         }
       }
     }
@@ -201,13 +217,16 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
   v.info_.busd_version.assign(version, ::strnlen(version, sizeof version));
   v.info_.max_agents = max_agents;
   v.info_.max_patterns = max_patterns;
+  v.info_.max_lanes = max_lanes;
   v.global_count_ = global_count;
   v.global_stride_ = global_stride;
   v.agent_stride_ = agent_stride;
   v.pattern_stride_ = pattern_stride;
+  v.lane_stride_ = lane_stride;
   v.globals_offset_ = globals_offset;
   v.agents_offset_ = agents_offset;
   v.patterns_offset_ = patterns_offset;
+  v.lanes_offset_ = lanes_offset;
   return v;
 }
 
@@ -297,6 +316,35 @@ std::vector<PatternSnapshot> CountersView::patterns() const {
     // The overflow slot is listed only once something went there.
     if (overflow_slot && p.subscribers == 0 && p.messages == 0 && p.drops == 0) continue;
     out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::vector<LaneSnapshot> CountersView::lanes() const {
+  std::vector<LaneSnapshot> out;
+  for (uint32_t i = 0; i < info_.max_lanes; ++i) {
+    const auto* s = reinterpret_cast<const LaneSlot*>(base_ + lanes_offset_ + uint64_t{i} * lane_stride_);
+    const auto state = static_cast<SlotState>(s->state.load(kRelaxed));
+    if (state != SlotState::Active && state != SlotState::Closed) continue;
+    LaneSnapshot l;
+    l.slot = i;
+    SlotState seen = SlotState::Free;
+    const auto& c = s->counters;
+    const bool ok = seqlock_read(*s, l.generation, [&] {
+      seen = static_cast<SlotState>(s->state.load(kInSeqlock));
+      l.lane_id = s->lane_id.load(kInSeqlock);
+      l.opened_ns = s->opened_ns.load(kInSeqlock);
+      for (size_t side = 0; side < 2; ++side) {
+        l.agent_id[side] = s->agent_id[side].load(kInSeqlock);
+        l.name[side] = load_string(s->name[side]);
+        l.messages[side] = c.messages[side].load(kInSeqlock);
+        l.bytes[side] = c.bytes[side].load(kInSeqlock);
+        l.would_block[side] = c.would_block[side].load(kInSeqlock);
+      }
+    });
+    if (!ok || (seen != SlotState::Active && seen != SlotState::Closed)) continue;
+    l.open = seen == SlotState::Active;
+    out.push_back(std::move(l));
   }
   return out;
 }

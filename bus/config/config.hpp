@@ -44,6 +44,8 @@ struct Limits {
   /// Data bytes per shm ring, a power of two. In a file, 0 or no key: the smallest ring that takes
   /// max_message_size (shm::capacity_for), which for the default size is kRingCapacity.
   uint64_t ring_capacity = bus::defaults::kRingCapacity;
+  uint32_t max_lanes_per_agent = 64;  // lanes one agent may have open at once (each: two rings)
+  uint32_t max_lane_targets = 8;      // subscribers a subject may have and still go over lanes
 
   friend bool operator==(const Limits&, const Limits&) = default;
 };
@@ -93,6 +95,13 @@ struct Config {
   /// The uid [[acl]] rules see for a remote agent (TCP carries no peer credentials): 65534
   /// (nobody) by default, so a remote agent may do nothing until a rule grants it.
   uint32_t tcp_agent_uid = 65534;
+  /// Direct lanes: busd sets up shared-memory rings between two local agents that talk, and
+  /// their messages skip busd (false: every message passes through busd).
+  bool lanes = true;
+  /// Lanes between two agents of the same uid: verify each message too. Off by default: a
+  /// same-uid agent could do worse than send a bad message (DESIGN.md: shm rings from agents of
+  /// another uid are always verified, after a copy).
+  bool lanes_verify_same_uid = false;
   Limits limits;
   std::vector<AclRule> acl;
   Cluster cluster;

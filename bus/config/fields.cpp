@@ -179,6 +179,12 @@ constexpr Field kFields[] = {
     {"busd", "tcp_agent_uid", Form::Integer, &Config::tcp_agent_uid, false, 0, kMaxId, nullptr,
      "The uid [[acl]] rules see for a remote agent (TCP has no peer credentials); 65534 = "
      "nobody: nothing is allowed until a rule grants it."},
+    {"busd", "lanes", Form::Flag, &Config::lanes, false, 0, 0, nullptr,
+     "Direct lanes between local agents that talk (their messages skip busd); false = every "
+     "message passes through busd. A change closes every lane."},
+    {"busd", "lanes_verify_same_uid", Form::Flag, &Config::lanes_verify_same_uid, false, 0, 0, nullptr,
+     "On a lane between agents of the same uid, the reader verifies each message too (another "
+     "uid's are always copied, then verified)."},
 
     {"limits", "max_agents", Form::Integer, &Limits::max_agents, false, 1, 1'000'000, nullptr,
      "Agents registered at once."},
@@ -193,6 +199,10 @@ constexpr Field kFields[] = {
      shm::kMinCapacity, shm::kMaxCapacity, nullptr,
      "Data bytes of each shared-memory ring, a power of two; 0 = the smallest ring that takes "
      "max_message_size."},
+    {"limits", "max_lanes_per_agent", Form::Integer, &Limits::max_lanes_per_agent, false, 1,
+     100'000, nullptr, "Lanes one agent may have open at once (each holds two rings)."},
+    {"limits", "max_lane_targets", Form::Integer, &Limits::max_lane_targets, false, 1, 1024,
+     nullptr, "Subscribers a subject may have and still go over lanes (more: through busd)."},
 
     {"cluster", "name", Form::Text, &Cluster::name, true, 0, 0, check_cluster_name,
      "Cluster name (1 to 255 of A-Z a-z 0-9 . _ -): peers of another cluster name are refused at "

@@ -58,6 +58,15 @@ void seqlock_write(Slot& s, Write&& write) {
   s.seq.store(seq + 2, std::memory_order_release);
 }
 
+// The slot whose `counters` member `c` points to, if it is one of the `n` slots from `first`.
+template <class Slot, class Counters>
+Slot* slot_holding(Slot* first, uint32_t n, Counters* c) noexcept {
+  if (c == nullptr) return nullptr;
+  auto* slot = reinterpret_cast<Slot*>(reinterpret_cast<std::byte*>(c) - offsetof(Slot, counters));
+  if (slot < first || slot >= first + n) return nullptr;  // not one of ours
+  return slot;
+}
+
 void zero(AgentCounters& c) {
   for (auto* v : {&c.messages_in, &c.messages_out, &c.bytes_in, &c.bytes_out, &c.drops_slow_consumer,
                   &c.drops_acl, &c.drops_too_large, &c.drops_verify, &c.subscriptions,
@@ -69,14 +78,16 @@ void zero(AgentCounters& c) {
 }  // namespace
 
 Expected<CountersPage> CountersPage::create(const std::string& path, uint32_t max_agents,
-                                            uint32_t max_patterns, mode_t mode) {
+                                            uint32_t max_patterns, uint32_t max_lanes, mode_t mode) {
   if (max_agents < 1 || max_agents > kMaxTableSlots || max_patterns < 1 ||
-      max_patterns > kMaxTableSlots) {
-    return fail(Errc::InvalidArgument, "counters page tables: " + std::to_string(max_agents) +
-                                           " agents, " + std::to_string(max_patterns) +
-                                           " patterns (each 1.." + std::to_string(kMaxTableSlots) + ")");
+      max_patterns > kMaxTableSlots || max_lanes > kMaxTableSlots) {
+    std::string what = "counters page tables: ";
+    what.append(std::to_string(max_agents)).append(" agents, ").append(std::to_string(max_patterns));
+    what.append(" patterns (each 1..").append(std::to_string(kMaxTableSlots)).append("), ");
+    what.append(std::to_string(max_lanes)).append(" lanes (0..").append(std::to_string(kMaxTableSlots));
+    return fail(Errc::InvalidArgument, what + ")");
   }
-  const uint64_t size = page_size(max_agents, max_patterns);
+  const uint64_t size = page_size(max_agents, max_patterns, max_lanes);
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
   if (fd < 0) return tl::unexpected(system_error("creating counters page " + path, errno));
   // open() applies the umask; the configured mode is what operators asked for.
@@ -100,6 +111,7 @@ Expected<CountersPage> CountersPage::create(const std::string& path, uint32_t ma
   page.path_ = path;
   page.max_agents_ = max_agents;
   page.max_patterns_ = max_patterns;
+  page.max_lanes_ = max_lanes;
 
   // The file is new and zero-filled: every slot Free with seq 0, every counter 0.
   PageHeader& h = page.header();
@@ -118,6 +130,9 @@ Expected<CountersPage> CountersPage::create(const std::string& path, uint32_t ma
   h.globals_offset = kGlobalsOffset;
   h.agents_offset = kAgentsOffset;
   h.patterns_offset = patterns_offset(max_agents);
+  h.max_lanes = max_lanes;
+  h.lane_stride = sizeof(LaneSlot);
+  h.lanes_offset = lanes_offset(max_agents, max_patterns);
   h.heartbeat_ns.store(h.start_time_ns, kRelaxed);
   page.pattern_slot(max_patterns).state.store(static_cast<uint32_t>(SlotState::Overflow), kRelaxed);
   // Release: pairs with the reader's acquire load of magic; the header above is complete.
@@ -127,6 +142,9 @@ Expected<CountersPage> CountersPage::create(const std::string& path, uint32_t ma
   for (uint32_t i = max_agents; i > 0; --i) page.free_agents_.push_back(i - 1);  // slot 0 first
   page.free_patterns_.reserve(max_patterns);
   for (uint32_t i = max_patterns; i > 0; --i) page.free_patterns_.push_back(i - 1);
+  page.free_lanes_.resize(max_lanes);
+  for (uint32_t i = 0; i < max_lanes; ++i) page.free_lanes_[i] = i;  // slot 0 first
+  page.free_lanes_count_ = max_lanes;
   return page;
 }
 
@@ -159,9 +177,13 @@ CountersPage& CountersPage::operator=(CountersPage&& o) noexcept {
     path_ = std::exchange(o.path_, {});
     max_agents_ = std::exchange(o.max_agents_, 0);
     max_patterns_ = std::exchange(o.max_patterns_, 0);
+    max_lanes_ = std::exchange(o.max_lanes_, 0);
     free_agents_ = std::move(o.free_agents_);
     free_patterns_ = std::move(o.free_patterns_);
     patterns_ = std::move(o.patterns_);
+    free_lanes_ = std::move(o.free_lanes_);
+    free_lanes_head_ = std::exchange(o.free_lanes_head_, 0);
+    free_lanes_count_ = std::exchange(o.free_lanes_count_, 0);
   }
   return *this;
 }
@@ -197,11 +219,15 @@ PatternSlot& CountersPage::pattern_slot(uint32_t i) const noexcept {
 }
 
 AgentSlot* CountersPage::slot_of(AgentCounters* a) const noexcept {
-  if (a == nullptr) return nullptr;
-  auto* slot = reinterpret_cast<AgentSlot*>(reinterpret_cast<std::byte*>(a) - offsetof(AgentSlot, counters));
-  auto* first = &agent_slot(0);
-  if (slot < first || slot >= first + max_agents_) return nullptr;  // not one of ours
-  return slot;
+  return slot_holding(&agent_slot(0), max_agents_, a);
+}
+
+LaneSlot& CountersPage::lane_slot(uint32_t i) const noexcept {
+  return reinterpret_cast<LaneSlot*>(base_ + lanes_offset(max_agents_, max_patterns_))[i];
+}
+
+LaneSlot* CountersPage::slot_of(LaneCounters* l) const noexcept {
+  return slot_holding(&lane_slot(0), max_lanes_, l);  // max_lanes_ 0: &lane_slot(0) is the end
 }
 
 void CountersPage::table_changed() noexcept { bump(header().generation); }
@@ -286,6 +312,56 @@ void CountersPage::pattern_close(std::string_view pattern) noexcept {
   seqlock_write(s, [&] { s.state.store(static_cast<uint32_t>(SlotState::Free), kInSeqlock); });
   free_patterns_.push_back(slot);
   table_changed();
+}
+
+LaneCounters* CountersPage::lane_open(uint32_t lane_id, uint32_t agent_a, std::string_view name_a,
+                                      uint32_t agent_b, std::string_view name_b) {
+  if (free_lanes_count_ == 0) {
+    add(Global::lane_table_full);
+    return nullptr;
+  }
+  LaneSlot& s = lane_slot(free_lanes_[free_lanes_head_]);
+  free_lanes_head_ = free_lanes_head_ + 1 == max_lanes_ ? 0 : free_lanes_head_ + 1;
+  --free_lanes_count_;
+  const uint64_t now = clock::real_ns();
+  seqlock_write(s, [&] {
+    s.state.store(static_cast<uint32_t>(SlotState::Active), kInSeqlock);
+    s.lane_id.store(lane_id, kInSeqlock);
+    s.agent_id[0].store(agent_a, kInSeqlock);
+    s.agent_id[1].store(agent_b, kInSeqlock);
+    s.opened_ns.store(now, kInSeqlock);
+    store_string(s.name[0], name_a);
+    store_string(s.name[1], name_b);
+    for (int side = 0; side < 2; ++side) {
+      s.counters.messages[side].store(0, kInSeqlock);
+      s.counters.bytes[side].store(0, kInSeqlock);
+      s.counters.would_block[side].store(0, kInSeqlock);
+    }
+  });
+  table_changed();
+  return &s.counters;
+}
+
+void CountersPage::lane_close(LaneCounters* l) noexcept {
+  LaneSlot* s = slot_of(l);
+  if (s == nullptr || s->state.load(kRelaxed) != static_cast<uint32_t>(SlotState::Active)) return;
+  seqlock_write(*s, [&] { s->state.store(static_cast<uint32_t>(SlotState::Closed), kInSeqlock); });
+  // At the back of the ring: reused after every slot closed before it. Never overflows: each
+  // slot is either open or in the ring once.
+  uint32_t tail = free_lanes_head_ + free_lanes_count_;
+  if (tail >= max_lanes_) tail -= max_lanes_;
+  free_lanes_[tail] = static_cast<uint32_t>(s - &lane_slot(0));
+  ++free_lanes_count_;
+  table_changed();
+}
+
+void CountersPage::lane_set(LaneCounters* l, int side, uint64_t messages, uint64_t bytes,
+                            uint64_t would_block) noexcept {
+  if (l == nullptr || side < 0 || side > 1) return;
+  // A statistic with one writer (busd's loop): relaxed, as every counter (see the top of page.hpp).
+  l->messages[side].store(messages, kRelaxed);
+  l->bytes[side].store(bytes, kRelaxed);
+  l->would_block[side].store(would_block, kRelaxed);
 }
 
 }  // namespace bus::counters

@@ -2,10 +2,11 @@
 //
 // One writer per value. Today that is busd's single loop for everything; when shards arrive, an
 // agent's counters (AgentCounters) and a pattern's (PatternCounters) are written by the shard
-// that serves them, the globals and every slot descriptor stay with the control loop. Because a
-// value has one writer, an increment is a relaxed load and a relaxed store of the writer's own
-// value (a plain add, no locked read-modify-write): readers in other processes see each store
-// whole, and nothing is ordered by a counter.
+// that serves them, the globals, every slot descriptor and the lane counters (copies busd makes
+// of the lanes' own counters) stay with the control loop. Because a value has one writer, an
+// increment is a relaxed load and a relaxed store of the writer's own value (a plain add, no
+// locked read-modify-write): readers in other processes see each store whole, and nothing is
+// ordered by a counter.
 #pragma once
 
 #include <sys/types.h>
@@ -56,10 +57,12 @@ inline void delivered(PatternCounters& p, uint64_t bytes) noexcept {
 class CountersPage {
  public:
   /// Creates the page at `path` (O_EXCL: fails with AlreadyExists if a file is there; see
-  /// remove_stale), sizes it for the two tables, maps it and writes the header, the heartbeat
-  /// set to now. 1 <= max_agents, max_patterns <= kMaxTableSlots.
+  /// remove_stale), sizes it for the three tables, maps it and writes the header, the heartbeat
+  /// set to now. 1 <= max_agents, max_patterns <= kMaxTableSlots; 0 <= max_lanes <=
+  /// kMaxTableSlots (0: no lane table, lane_open always finds it full).
   [[nodiscard]] static Expected<CountersPage> create(const std::string& path, uint32_t max_agents,
-                                                     uint32_t max_patterns, mode_t mode = 0644);
+                                                     uint32_t max_patterns, uint32_t max_lanes,
+                                                     mode_t mode = 0644);
 
   /// Removes a page left at `path` by a busd that is gone: its recorded pid does not exist
   /// (kill(pid, 0) fails with ESRCH), or is this process's own pid (a restart that got the same
@@ -108,6 +111,23 @@ class CountersPage {
   /// One call per pattern_open of the same pattern (an unsubscribe): the last frees the slot.
   void pattern_close(std::string_view pattern) noexcept;
 
+  /// Takes a lane slot for lane `lane_id` between agent_a and agent_b (agent_a writes ring 0 of
+  /// the lane, see shm/lane.hpp; names truncated as agent_open does), counters zeroed. Slots
+  /// never used go first, then the one closed longest ago, so a closed lane stays listed as long
+  /// as possible. nullptr when every slot holds an open lane: lane_table_full is counted (not
+  /// limit_hits: the lane may open without a slot). The other lane globals (lanes_open,
+  /// lanes_opened, lanes_closed, lane_routes) are the caller's to count, as for agents.
+  [[nodiscard]] LaneCounters* lane_open(uint32_t lane_id, uint32_t agent_a, std::string_view name_a,
+                                        uint32_t agent_b, std::string_view name_b);
+  /// The lane is gone: its slot shows as closed, counters kept, until lane_open reuses it.
+  /// Null, a pointer not from lane_open, and a second close are ignored.
+  void lane_close(LaneCounters* l) noexcept;
+  /// Stores the totals of direction `side` (0: agent_a to agent_b, 1: back) that busd read from
+  /// the lane. Single writer: relaxed stores. Null or a side other than 0 and 1 is ignored. A
+  /// last copy goes before lane_close: after it, the slot may already hold another lane.
+  void lane_set(LaneCounters* l, int side, uint64_t messages, uint64_t bytes,
+                uint64_t would_block) noexcept;
+
  private:
   struct PatternRef {
     uint32_t slot;
@@ -123,6 +143,8 @@ class CountersPage {
   [[nodiscard]] AgentSlot& agent_slot(uint32_t i) const noexcept;
   [[nodiscard]] PatternSlot& pattern_slot(uint32_t i) const noexcept;
   [[nodiscard]] AgentSlot* slot_of(AgentCounters* a) const noexcept;
+  [[nodiscard]] LaneSlot& lane_slot(uint32_t i) const noexcept;
+  [[nodiscard]] LaneSlot* slot_of(LaneCounters* l) const noexcept;
   void table_changed() noexcept;
   void reset() noexcept;
 
@@ -131,9 +153,14 @@ class CountersPage {
   std::string path_;
   uint32_t max_agents_ = 0;
   uint32_t max_patterns_ = 0;
+  uint32_t max_lanes_ = 0;
   // Private to busd: which slots are free, and who shares a pattern slot.
   std::vector<uint32_t> free_agents_;
   std::vector<uint32_t> free_patterns_;
+  // Free and closed lane slots, oldest first: a ring of max_lanes entries (never reallocated).
+  std::vector<uint32_t> free_lanes_;
+  uint32_t free_lanes_head_ = 0;
+  uint32_t free_lanes_count_ = 0;
   std::unordered_map<std::string, PatternRef, StringHash, std::equal_to<>> patterns_;
 };
 

@@ -11,6 +11,7 @@
 #include "acl.hpp"
 #include "bus/counters.hpp"
 #include "router/trie.hpp"
+#include "shm/lane.hpp"
 #include "shm/ring.hpp"
 #include "shm/segment.hpp"
 #include "socket/frame.hpp"
@@ -68,6 +69,17 @@ struct Agent {
 
   uint32_t pending_requests = 0;
   counters::AgentCounters* stats = nullptr;
+
+  // Lanes (lanes.cpp). `lines` sits in its segment (null: a remote agent, no lanes); the
+  // routes it was answered in this epoch, each with the lanes it uses; the lanes it is in.
+  shm::lane::AgentLines* lines = nullptr;
+  uint64_t route_epoch = 0;
+  struct RouteRec {
+    std::string subject;
+    std::vector<uint32_t> lanes;
+  };
+  std::vector<RouteRec> routes;
+  std::vector<uint32_t> lanes;
 
   // A remote agent (busd.tcp_listen; tcp_agents.cpp): `sock` is its TCP connection, carrying
   // control and data frames (socket/endpoint.hpp). Its rings live in busd's memory only: busd

@@ -160,6 +160,7 @@ void Daemon::handle_control(Agent& a, const control::ControlMessage& m) {
     case control::Body::Subscribe: on_subscribe(a, m); break;
     case control::Body::Unsubscribe: on_unsubscribe(a, m); break;
     case control::Body::FindAgents: on_find_agents(a, m); break;
+    case control::Body::RouteQuery: on_route_query(a, m); break;
     case control::Body::Heartbeat: break;  // last_seen already updated
     case control::Body::Goodbye:
       a.said_goodbye = true;
@@ -198,7 +199,10 @@ Expected<void> Daemon::give_rings(Agent& a) {
   const uint64_t cap = opts_.config.limits.ring_capacity;
   const size_t ring = shm::ring_bytes(cap);
   // Not prefaulted here: busd holds many agents' rings; pages are touched as they are used.
-  auto seg = shm::Segment::create_memfd("agent-" + std::to_string(a.id), 2 * ring, false);
+  // Two rings, then the AgentLines busd writes (lanes: the route epoch); a remote agent's
+  // stand-in makes a segment of two rings (tcp_proxy.cpp) and gets no lanes.
+  const size_t lines = a.tcp ? 0 : sizeof(shm::lane::AgentLines);
+  auto seg = shm::Segment::create_memfd("agent-" + std::to_string(a.id), 2 * ring + lines, false);
   if (!seg) return tl::unexpected(seg.error());
   a.segment = std::move(*seg);
   const auto bytes = a.segment.bytes();
@@ -225,8 +229,11 @@ Expected<void> Daemon::give_rings(Agent& a) {
     a.tcp_in = std::move(*in);
     a.tcp_out = std::move(*out);
   }
+  // A remote agent's segment stays in busd (its stand-in has its own): no lanes for it.
+  if (!a.tcp) a.lines = new (bytes.data() + 2 * ring) shm::lane::AgentLines{};
   const std::string inbox = inbox_of(a.id);
-  auto reg = control::CreateRegisteredDirect(fbb_, a.id, a.name.c_str(), bytes.size(), 0, ring, inbox.c_str());
+  auto reg = control::CreateRegisteredDirect(fbb_, a.id, a.name.c_str(), bytes.size(), 0, ring, inbox.c_str(),
+                                             a.tcp ? 0 : 2 * ring);
   const int fds[5] = {a.segment.fd(), a.fds[0].fd(), a.fds[1].fd(), a.fds[2].fd(), a.fds[3].fd()};
   send_control(a, control::Body::Registered, reg.Union(), fds);
   epoll_event ev{};
@@ -331,6 +338,7 @@ void Daemon::on_subscribe(Agent& a, const control::ControlMessage& m) {
   a.subs.emplace(sid, Agent::Sub{std::string(pattern), gid, counters_.pattern_open(pattern)});
   interest_up(pattern, gid);
   if (a.stats) counters::bump(a.stats->subscriptions);
+  routes_changed(pattern);  // before the Ok: what is sent after it reaches this subscription
   send_ok(a, m.seq());
 }
 
@@ -346,7 +354,9 @@ void Daemon::on_unsubscribe(Agent& a, const control::ControlMessage& m) {
   if (it->second.group != 0) groups_.release_group(it->second.group);
   counters_.pattern_close(it->second.pattern);
   if (a.stats) counters::drop_by(a.stats->subscriptions);
+  const std::string pattern = std::move(it->second.pattern);
   a.subs.erase(it);
+  routes_changed(pattern);
   send_ok(a, m.seq());
 }
 
@@ -425,6 +435,8 @@ void Daemon::remove_agent(Agent& a, const char* why, bool drain) {
     counters_.pattern_close(sub.pattern);
   }
   trie_.erase_agent(a.id);
+  drop_lanes_of(a);
+  for (const auto& [sid, sub] : a.subs) routes_changed(sub.pattern);
   forget_requests_of(a.id);
   // Nobody waits for deliveries to it any more.
   for (Agent* o : active_) {
@@ -520,6 +532,8 @@ void Daemon::reload() {
       it = a->subs.erase(it);
     }
   }
+  // Lanes were set up under the old ACL: all of them go; agents ask again.
+  reset_lanes("the configuration was reloaded");
   counters_.add(counters::Global::config_reloads);
   log::info("config_reloaded", {{"path", opts_.config_path}, {"changed", changed.size()}});
 }

@@ -143,8 +143,10 @@ Expected<void> Daemon::start() {
   if (auto stale = counters::CountersPage::remove_stale(counters_path); stale && *stale) {
     log::warn("stale_counters_removed", {{"path", counters_path}});
   }
-  auto page = counters::CountersPage::create(counters_path, cfg.limits.max_agents,
-                                             std::max<uint32_t>(256, cfg.limits.max_agents * 4), 0644);
+  // Pattern and lane slots: four per agent (at least 256 patterns), within the table limit.
+  const auto four_per_agent = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{cfg.limits.max_agents} * 4, counters::kMaxTableSlots));
+  auto page = counters::CountersPage::create(counters_path, cfg.limits.max_agents, std::max<uint32_t>(256, four_per_agent),
+                                             four_per_agent, 0644);
   if (!page) return tl::unexpected(page.error().context("counters page"));
   counters_ = std::move(*page);
 
@@ -229,6 +231,7 @@ void Daemon::handle_events(int timeout_ms) {
         (void)!::read(timer_fd_, &ticks, sizeof ticks);
         counters_.heartbeat(clock::real_ns());
         heartbeats();
+        sync_lanes();
         break;
       }
       case Source::AgentSocket:

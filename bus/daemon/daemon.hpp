@@ -87,6 +87,17 @@ struct PeerSlot {
   bool up() const noexcept { return peer->state() == links::PeerState::Up; }
 };
 
+/// A lane between two local agents (lanes.cpp); busd keeps its segment mapped for the counters.
+struct LaneRec {
+  uint32_t id = 0;
+  uint32_t agent[2] = {0, 0};  // agent[0] < agent[1]; agent[0] writes ring 0
+  shm::Segment segment;
+  shm::EventFd fds[4];  // ring 0 data, space; ring 1 data, space
+  shm::lane::LaneHeader* header = nullptr;
+  counters::LaneCounters* stats = nullptr;
+  uint32_t routes = 0;  // routes of either end that use it; 0: closed
+};
+
 /// An accepted link connection whose Hello has not arrived yet.
 struct Greeter {
   std::unique_ptr<link::Link> link;
@@ -165,6 +176,32 @@ class Daemon {
   /// "_INBOX.<id>" (standalone) or "_INBOX.<node>.<id>" (with links).
   [[nodiscard]] std::string inbox_of(uint32_t agent) const;
   void system_publish(std::string_view subject, std::span<const std::byte> payload);
+
+  // ---- lanes between local agents (lanes.cpp)
+  using Lane = LaneRec;
+  /// Answers a RouteQuery: lanes (opened as needed) or busd's path, and why.
+  void on_route_query(Agent& a, const control::ControlMessage& m);
+  /// Whether `subject` from `a` can go over lanes; fills lane_targets_ (else says why).
+  bool route_by_lanes(Agent& a, std::string_view subject, std::string& why);
+  /// The lane between two agents, opened (and announced to both) if there is none.
+  Lane* lane_between(Agent& a, Agent& b, std::string& why);
+  /// Bumps the agent's route epoch: it forgets every route, and so does busd.
+  void forget_routes(Agent& a);
+  /// A subscription or interest on `pattern` came or went: senders answered for a subject it
+  /// matches forget their routes; lanes no route uses any more are closed.
+  void routes_changed(std::string_view pattern);
+  void close_unused_lanes(const char* why);
+  /// LaneClose to both ends (to the survivor only, with peer_gone, when agent `gone` died).
+  void close_lane(uint32_t id, const char* why, uint32_t gone);
+  /// The agent is going: its routes and lanes.
+  void drop_lanes_of(Agent& a);
+  /// Every route forgotten, every lane closed (reload: the ACL may have changed).
+  void reset_lanes(const char* why);
+  /// Copies the counters the lane's writers keep into the counters page.
+  void sync_lane(Lane& l);
+  void sync_lanes();
+  /// A mark or gate record from `src` (shm/lane.hpp): to the other end of its lane, in order.
+  bool forward_fence(Agent& src, const shm::Record& rec);
 
   // ---- links to peer busds (links.cpp)
   Expected<void> start_links();
@@ -306,6 +343,14 @@ class Daemon {
   std::vector<PeerSlot*> touched_;    // scratch: peers the message being routed goes to
   std::vector<uint32_t> chosen_groups_;  // scratch: groups a peer chose this busd for
   std::span<const std::byte> last_env_;  // the envelope route_remote_message routed last
+
+  // Lanes.
+  static constexpr size_t kMaxRoutesPerAgent = 4096;
+  std::unordered_map<uint32_t, std::unique_ptr<Lane>> lanes_;
+  std::unordered_map<uint64_t, uint32_t> lane_by_pair_;  // (lower id << 32 | higher id) -> lane
+  uint32_t next_lane_id_ = 1;
+  std::vector<control::RouteTarget> lane_targets_;  // scratch
+  std::vector<uint32_t> lane_scratch_;              // scratch
 
   counters::CountersPage counters_;
   flatbuffers::FlatBufferBuilder fbb_{1024};

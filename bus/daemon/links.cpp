@@ -302,6 +302,7 @@ void Daemon::forget_peer_state(PeerSlot& p) {
   for (const auto& [id, in] : p.interest) {
     trie_.erase(in.pattern, router::SubRef{kPeerBase + p.index, id, in.group});
     if (in.group != 0) groups_.release_group(in.group);
+    routes_changed(in.pattern);
   }
   p.interest.clear();
   for (const auto& [id, ra] : p.agents) publish_presence(ra.name, id, ra.capabilities, control::PresenceEvent::Left);
@@ -526,6 +527,7 @@ void Daemon::apply_interest(PeerSlot& p, const links::Body& b) {
     if (it == p.interest.end()) return;
     trie_.erase(it->second.pattern, router::SubRef{ref, id, it->second.group});
     if (it->second.group != 0) groups_.release_group(it->second.group);
+    routes_changed(it->second.pattern);
     p.interest.erase(it);
   };
   switch (static_cast<links::InterestOp>(b.op)) {
@@ -551,6 +553,7 @@ void Daemon::apply_interest(PeerSlot& p, const links::Body& b) {
     return;
   }
   p.interest.emplace(b.id, PeerSlot::Interest{std::string(b.pattern), gid});
+  routes_changed(b.pattern);  // a local sender's lanes no longer reach every receiver
 }
 
 void Daemon::apply_presence(PeerSlot& p, const links::Body& b) {

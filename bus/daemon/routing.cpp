@@ -66,8 +66,16 @@ size_t Daemon::drain_agent(Agent& a, size_t budget) {
       }
       break;
     }
-    const bool done = a.stalled() ? deliver_owed(a.owed, a.copy_first ? std::span<const std::byte>(a.copy_buf) : rec->data, &a)
-                                  : route(a, rec->data);
+    bool done;
+    if (a.stalled()) {
+      // A copy (another uid's message, or a fence busd rewrote) is retried from the copy.
+      const bool copied = a.copy_first || rec->tag >= shm::lane::kReservedTagBase;
+      done = deliver_owed(a.owed, copied ? std::span<const std::byte>(a.copy_buf) : rec->data, &a);
+    } else if (rec->tag >= shm::lane::kReservedTagBase) [[unlikely]] {
+      done = forward_fence(a, *rec);  // lanes: a mark or gate for the other end of a lane
+    } else {
+      done = route(a, rec->data);
+    }
     if (!done) break;  // stalled: the record stays at the head until its deliveries are done
     a.from.advance();
     ++n;
@@ -248,6 +256,7 @@ bool Daemon::deliver(uint32_t id, uint32_t tag, std::span<const std::byte> bytes
     dst->to_dirty = true;
     dirty_.push_back(dst);
   }
+  if (tag >= shm::lane::kReservedTagBase) [[unlikely]] return true;  // a lane's fence: not a message
   counters_.add(counters::Global::messages_out);
   counters_.add(counters::Global::bytes_out, bytes.size());
   if (dst->stats) counters::message_out(*dst->stats, bytes.size());

@@ -9,9 +9,9 @@
 //   4  after a successful open, overwrite the whole header with other input bytes (a writer
 //      rewriting it) and read again: the view must only use the copies it checked.
 // Properties: never a crash or a read outside the image; a page that opens has tables inside it;
-// every snapshot is bounded: at most max_agents agents and max_patterns + 1 patterns, names at
-// most 64 bytes, patterns at most 128, the version at most 32; only active/dead agents, the
-// overflow pattern only in the last slot and without a name.
+// every snapshot is bounded: at most max_agents agents, max_patterns + 1 patterns and max_lanes
+// lanes, names at most 64 bytes, patterns at most 128, the version at most 32; only active/dead
+// agents, the overflow pattern only in the last slot and without a name, lanes by slot.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -61,10 +61,12 @@ void shape(std::vector<uint8_t>& img) {
   const uint32_t globals = std::min<uint32_t>(get<uint32_t>(img, 72) % 64, 40);
   const uint32_t agents = get<uint32_t>(img, 80) % 9;
   const uint32_t patterns = get<uint32_t>(img, 88) % 9;
+  const uint32_t lanes = get<uint32_t>(img, 28) % 9;
   const uint64_t globals_off = sizeof(PageHeader);
   const uint64_t agents_off = globals_off + uint64_t{globals} * sizeof(GlobalCell);
   const uint64_t patterns_off = agents_off + uint64_t{agents} * sizeof(AgentSlot);
-  const uint64_t page = patterns_off + (uint64_t{patterns} + 1) * sizeof(PatternSlot);
+  const uint64_t lanes_off = patterns_off + (uint64_t{patterns} + 1) * sizeof(PatternSlot);
+  const uint64_t page = lanes_off + uint64_t{lanes} * sizeof(LaneSlot);
   put<uint64_t>(img, 0, kMagic);
   put<uint32_t>(img, 8, kLayoutVersion);
   put<uint32_t>(img, 12, sizeof(PageHeader));
@@ -78,6 +80,9 @@ void shape(std::vector<uint8_t>& img) {
   put<uint64_t>(img, 96, globals_off);
   put<uint64_t>(img, 104, agents_off);
   put<uint64_t>(img, 112, patterns_off);
+  put<uint32_t>(img, 28, lanes);
+  put<uint64_t>(img, 120, lanes_off);
+  put<uint32_t>(img, 144, sizeof(LaneSlot));
   // Grow to the declared size by repeating the image (slots get varied, input-driven contents).
   const size_t had = img.size();
   while (img.size() < page) img.push_back(img[img.size() % had]);
@@ -87,7 +92,8 @@ void read_everything(const CountersView& v) {
   const PageInfo& info = v.info();
   FUZZ_CHECK(info.layout_version == kLayoutVersion);
   FUZZ_CHECK(info.busd_version.size() <= kVersionSize);
-  FUZZ_CHECK(info.max_agents <= kMaxTableSlots && info.max_patterns <= kMaxTableSlots);
+  FUZZ_CHECK(info.max_agents <= kMaxTableSlots && info.max_patterns <= kMaxTableSlots &&
+             info.max_lanes <= kMaxTableSlots);
   touch(info.busd_version);
   touch_value(v.heartbeat_ns());
   touch_value(v.generation());
@@ -122,6 +128,23 @@ void read_everything(const CountersView& v) {
     FUZZ_CHECK(p.pattern.find('\0') == std::string::npos);
     touch(p.pattern);
     touch_value(p.subscribers + p.messages + p.bytes + p.drops);
+  }
+
+  const auto lanes = v.lanes();
+  FUZZ_CHECK(lanes.size() <= info.max_lanes);
+  for (size_t i = 0; i < lanes.size(); ++i) {
+    const LaneSnapshot& l = lanes[i];
+    FUZZ_CHECK(l.slot < info.max_lanes);
+    FUZZ_CHECK(i == 0 || l.slot > lanes[i - 1].slot);
+    FUZZ_CHECK(l.generation % 2 == 0);
+    for (size_t side = 0; side < 2; ++side) {
+      FUZZ_CHECK(l.name[side].size() <= kNameSize);
+      FUZZ_CHECK(l.name[side].find('\0') == std::string::npos);
+      touch(l.name[side]);
+      touch_value(l.agent_id[side] + l.messages[side] + l.bytes[side] + l.would_block[side]);
+    }
+    touch_value(l.open);
+    touch_value(l.lane_id + l.opened_ns);
   }
 }
 

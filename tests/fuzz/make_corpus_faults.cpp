@@ -1,5 +1,5 @@
 // Writes the seed corpora of fuzz_frames, fuzz_counters, fuzz_link and fuzz_link_body: OUTDIR/<target>/<seed>, each under
-// 8 KiB: a counters page with its 29 globals is ~5 KiB (make_corpus.cpp writes the other targets').
+// 8 KiB: a counters page with its 34 globals and a few slots is ~6 KiB (make_corpus.cpp writes the other targets').
 //   ninja -C <build> fuzz-corpus-faults      (regenerates them in the source tree)
 // Counters pages are written by the real writer (bus/counters/page.hpp) and checked with the
 // reader; frame streams by sock::append_frame around real control messages.
@@ -121,12 +121,20 @@ void counters_seeds() {
   const fs::path dir = fs::temp_directory_path() / ("make-corpus-faults-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   {
-    auto p = counters::CountersPage::create((dir / "empty").string(), 1, 2);
+    auto p = counters::CountersPage::create((dir / "empty").string(), 1, 2, 1);
     require(p.has_value(), "creating a counters page");
-    write_seed("fuzz_counters", "empty_page", with_mode(0, page_bytes((dir / "empty").string())));
+    Bytes img = page_bytes((dir / "empty").string());
+    write_seed("fuzz_counters", "empty_page", with_mode(0, img));
+    // As a busd from before lanes wrote it: max_lanes, lanes_offset and lane_stride all 0.
+    using H = counters::PageHeader;
+    auto zero = [&](size_t off, size_t n) { std::fill_n(img.begin() + static_cast<std::ptrdiff_t>(off), n, 0); };
+    zero(offsetof(H, max_lanes), sizeof(H::max_lanes));
+    zero(offsetof(H, lanes_offset), sizeof(H::lanes_offset));
+    zero(offsetof(H, lane_stride), sizeof(H::lane_stride));
+    write_seed("fuzz_counters", "no_lane_table", with_mode(0, img));
   }
   {
-    auto p = counters::CountersPage::create((dir / "busy").string(), 1, 2);
+    auto p = counters::CountersPage::create((dir / "busy").string(), 1, 2, 2);
     require(p.has_value(), "creating a counters page");
     p->add(counters::Global::messages_in, 1234);
     p->add(counters::Global::verify_failures, 7);
@@ -138,13 +146,22 @@ void counters_seeds() {
     counters::PatternCounters* j = p->pattern_open("jobs.>");
     counters::delivered(*j, 99);
     (void)p->pattern_open("svc.*.plan");
+    // Two lanes fill the table (a third finds it full); then one closes (its counters kept).
+    counters::LaneCounters* l = p->lane_open(1, 7, "planner", 8, "worker");
+    counters::LaneCounters* closed = p->lane_open(2, 7, "planner", 9, std::string(64, 'w'));
+    require(l != nullptr && closed != nullptr, "lane slots");
+    require(p->lane_open(3, 8, "worker", 9, "full") == nullptr, "a full lane table");
+    p->lane_set(l, 0, 10, 640, 1);
+    p->lane_set(l, 1, 9, 576, 0);
+    p->lane_set(closed, 1, 3, 30, 3);
+    p->lane_close(closed);
     const Bytes img = page_bytes((dir / "busy").string());
     write_seed("fuzz_counters", "one_agent_two_patterns", with_mode(0, img));
     write_seed("fuzz_counters", "one_agent_header_rewritten", with_mode(4, img));
   }
   {
     // A dead agent, a name of the full 64 bytes, the overflow pattern slot in use.
-    auto p = counters::CountersPage::create((dir / "dead").string(), 2, 1);
+    auto p = counters::CountersPage::create((dir / "dead").string(), 2, 1, 1);
     require(p.has_value(), "creating a counters page");
     counters::AgentCounters* a = p->agent_open(9, std::string(64, 'n'), 1, 2, 3);
     require(a != nullptr, "agent slot");

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""busctl stat / agents against a counters page written by counters_fixture (a stand-in busd):
+"""busctl stat / agents / lanes against a counters page written by counters_fixture (a stand-in busd):
 the JSON parses and holds the written numbers, the tables come out, the lookup beside the socket
 works, and the exit codes are 0 (live), 1 (not running / no page / bad page), 2 (usage)."""
 import json
@@ -15,7 +15,8 @@ GLOBALS = ["agents_connected", "agents_total", "agents_died", "messages_in", "me
            "request_timeouts", "control_errors", "limit_hits", "config_reloads",
            "config_reload_failures", "links_up", "link_connects", "link_disconnects",
            "link_refused", "link_messages_out", "link_messages_in", "link_bytes_out",
-           "link_bytes_in", "link_drops_held_full", "link_drops_no_route"]
+           "link_bytes_in", "link_drops_held_full", "link_drops_no_route", "lanes_open",
+           "lanes_opened", "lanes_closed", "lane_routes", "lane_table_full"]
 
 
 def env_without_lookup(**extra):
@@ -49,8 +50,8 @@ with tempfile.TemporaryDirectory() as d:
         assert s["live"] is True and s["pid_alive"] is True, s
         assert s["pid"] == fx.pid, s
         assert s["page"] == page and s["layout_version"] == 1, s
-        assert s["max_agents"] == 8 and s["max_patterns"] == 16, s
-        assert s["agents_listed"] == 2 and s["patterns_listed"] == 1, s
+        assert s["max_agents"] == 8 and s["max_patterns"] == 16 and s["max_lanes"] == 4, s
+        assert s["agents_listed"] == 2 and s["patterns_listed"] == 1 and s["lanes_listed"] == 1, s
         assert s["heartbeat_age_ns"] < 3e9 and s["busd_version"], s
         c = s["counters"]
         assert list(c) == GLOBALS, list(c)
@@ -77,6 +78,21 @@ with tempfile.TemporaryDirectory() as d:
         assert w["name"] == 'worker "q" caf\u00e9' and w["state"] == "dead", w
         assert (w["pid"], w["uid"], w["gid"], w["messages_in"], w["bytes_in"]) == (4242, 1001, 1002, 1, 10), w
 
+        # ---- lanes --json: open ones; --all adds the closed one ----
+        lanes = json_of(run(["--counters", page, "lanes", "--json"]).stdout)
+        assert lanes["live"] is True and lanes["pid"] == fx.pid and lanes["max_lanes"] == 4, lanes
+        assert lanes["lane_table_full"] == c["lane_table_full"], lanes
+        assert [r["id"] for r in lanes["lanes"]] == [3], lanes
+        ln = lanes["lanes"][0]
+        assert ln["state"] == "open" and ln["agents"] == [
+            {"id": 7, "name": "planner"}, {"id": 9, "name": 'worker "q" caf\u00e9'}], ln
+        assert ln["a_to_b"] == {"messages": 1500, "bytes": 2000000, "would_block": 2}, ln
+        assert ln["b_to_a"] == {"messages": 1499, "bytes": 64000, "would_block": 0}, ln
+        assert ln["opened_ns"] > 0 and ln["generation"] % 2 == 0, ln
+        every = json_of(run(["--counters", page, "lanes", "--all", "--json"]).stdout)["lanes"]
+        assert [(r["id"], r["state"]) for r in every] == [(3, "open"), (4, "closed")], every
+        assert every[1]["a_to_b"]["messages"] == 5 and every[1]["agents"][1]["name"] == "gone", every
+
         # ---- tables for humans ----
         t = run(["--counters", page, "stat"]).stdout
         assert "live" in t and f"pid {fx.pid}" in t, t
@@ -90,6 +106,18 @@ with tempfile.TemporaryDirectory() as d:
         planner = next(l for l in t.splitlines() if " planner " in l).split()
         assert planner[:3] == ["7", "planner", "active"] and planner[-3:] == ["6", "6.8KiB", "7.8KiB"], planner
         assert 'worker "q" caf\u00e9' in t and "dead" in t, t
+        t = run(["--counters", page, "lanes"]).stdout
+        assert "1 lane open" in t and "lane table full" in t, t
+        header = t.splitlines()[2]
+        assert header.split() == ["LANE", "AGENTS", "MSGS_AB", "BYTES_AB", "BLOCKED_AB", "MSGS_BA",
+                                  "BYTES_BA", "BLOCKED_BA", "AGE"], header
+        row = t.splitlines()[3]
+        assert 'planner(7) \u2192 worker "q" caf\u00e9(9)' in row, row
+        assert row.split()[-7:-1] == ["1.5k", "1.9MiB", "2", "1.5k", "62.5KiB", "0"], row
+        assert "gone" not in t, t
+        t = run(["--counters", page, "lanes", "--all"]).stdout
+        assert "1 lane open, 1 closed" in t and "STATE" in t.splitlines()[2], t
+        assert "gone(11)" in t and "closed" in t, t
 
         # ---- found beside the socket: $BUS_SOCKET, then $XDG_RUNTIME_DIR ----
         sock = os.path.join(d, "busd.sock")
@@ -122,6 +150,8 @@ with tempfile.TemporaryDirectory() as d:
     assert "not running" in r.stderr, r.stderr
     r = run(["--counters", stale, "agents"], rc=1)
     assert "NOT RUNNING" in r.stdout and "planner" in r.stdout, r.stdout
+    r = run(["--counters", stale, "lanes"], rc=1)
+    assert "NOT RUNNING" in r.stdout and "planner(7)" in r.stdout, r.stdout
 
     # A fresh heartbeat but the pid is gone: died a moment ago, not running.
     crashed = os.path.join(d, "crashed.counters")
@@ -140,8 +170,9 @@ with tempfile.TemporaryDirectory() as d:
     # ---- usage: exit 2; help: 0 ----
     run([], rc=2)
     run(["stat", "--bogus"], rc=2)
+    run(["agents", "--all"], rc=2)  # lanes only
     run(["nosuchcommand"], rc=2)
     run(["--counters"], rc=2)
-    assert "stat" in run(["--help"]).stdout
+    assert "stat" in run(["--help"]).stdout and "lanes" in run(["--help"]).stdout
 
 print("busctl counters: ok")

@@ -2,6 +2,8 @@
 //   test_agent serve SUBJECT [--group G] [--name N] [--no-reply] [--delay-ms D]
 //   test_agent sub SUBJECT --count N [--name N]        exit 0 after N messages (in order: seq)
 //   test_agent idle [--name N]                          connect and wait
+//   test_agent pub SUBJECT --count N [--delay-ms D]     publish seq 0..N-1 (8-byte payloads),
+//                                                       D ms apart every 100, then wait
 // Prints "ready" on stdout once subscribed, and every connection state change.
 #include <csignal>
 #include <cstdio>
@@ -60,10 +62,17 @@ int main(int argc, char** argv) {
       if (++got == count) cl.stop();
     });
     if (!s) return 4;
+  } else if (mode == "pub") {
+    std::printf("ready\n");
+    for (uint64_t i = 0; i < count; ++i) {
+      while (!cl.publish(subject, std::as_bytes(std::span(&i, 1)))) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      if (delay_ms > 0 && i % 100 == 99) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    }
+    std::printf("published %llu\n", static_cast<unsigned long long>(count));
   } else if (mode != "idle") {
     return 2;
   }
-  std::printf("ready\n");
+  if (mode != "pub") std::printf("ready\n");
   cl.run();
   if (mode == "sub") {
     std::printf("received %llu out_of_order %llu\n", static_cast<unsigned long long>(got),

@@ -1,5 +1,9 @@
 // busd with real agents: routing, request/reply, presence, faults, limits, ACL.
+// The view-lifetime check of bus::Message is on here whatever the build type (one test uses it).
+#define BUS_CHECK_VIEWS 1
 #include <catch2/catch.hpp>
+
+#include <sys/wait.h>
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -17,7 +21,8 @@ using namespace bus::test;
 using namespace std::chrono_literals;
 
 TEST_CASE("publish/subscribe with wildcards, in order", "[busd]") {
-  Busd d;
+  // Through busd (no lanes): its counters per pattern and agent count every message.
+  Busd d("[busd]\nlanes = false\n");
   REQUIRE(d.started());
   auto pub = d.client("publisher");
   auto exact = d.client("exact");
@@ -103,7 +108,7 @@ TEST_CASE("request/reply, queue-group fairness", "[busd]") {
 }
 
 TEST_CASE("hop timing: busd stamps its times into Timed messages only; batched publish", "[busd]") {
-  Busd d;
+  Busd d("[busd]\nlanes = false\n");  // busd's hops: messages through busd
   REQUIRE(d.started());
   auto timed_opts = d.options("timed");
   timed_opts.hop_timing = true;
@@ -590,4 +595,63 @@ TEST_CASE("zero copy: reserve() a payload in ring memory, commit() what was writ
   REQUIRE(got.size() == static_cast<size_t>(n + 1));
   for (int i = 0; i < n; ++i) REQUIRE(got[i] == "message " + std::to_string(i));
   CHECK(got.back() == "last");
+}
+
+TEST_CASE("a Message kept past its handler: stale(), and a debug build aborts naming the misuse", "[busd]") {
+  Busd d;
+  REQUIRE(d.started());
+  // In this process: the kept copy says it is stale (its accessors would abort here).
+  {
+    auto pub = d.client("view-pub");
+    auto sub = d.client("view-sub");
+    Message kept;
+    bool fresh_inside = false;
+    REQUIRE(sub->subscribe("view.x", [&](const Message& m) {
+      fresh_inside = !m.stale() && m.text() == "hello";
+      kept = m;
+    }));
+    REQUIRE(pub->publish("view.x", "hello"));
+    REQUIRE(pump_until(*sub, [&] { return kept.valid(); }));
+    CHECK(fresh_inside);
+    CHECK(kept.stale());
+    // A reply stays good until the next call on its Client.
+    REQUIRE(sub->subscribe("view.svc", [&](const Message& m) { (void)sub->reply(m, "answer"); }));
+    std::thread t([&] { pump_until(*sub, [] { return false; }, 500); });
+    auto r = pub->request("view.svc", "q", 2s);
+    REQUIRE(r);
+    CHECK_FALSE(r->stale());
+    CHECK(r->text() == "answer");
+    auto r2 = pub->request("view.svc", "q2", 2s);
+    t.join();
+    REQUIRE(r2);
+    CHECK(r->stale());
+  }
+  // In a child: using the kept copy aborts with a message that says what went wrong.
+  int err[2];
+  REQUIRE(::pipe(err) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::dup2(err[1], 2);
+    auto pub = d.client("view-pub-child");
+    auto sub = d.client("view-sub-child");
+    Message kept;
+    if (!pub || !sub || !sub->subscribe("view.y", [&](const Message& m) { kept = m; })) ::_exit(3);
+    (void)pub->publish("view.y", "hello");
+    for (int i = 0; i < 400 && !kept.valid(); ++i) (void)sub->poll(5ms);
+    if (!kept.valid()) ::_exit(4);
+    volatile size_t n = kept.payload().size();  // aborts
+    (void)n;
+    ::_exit(0);
+  }
+  ::close(err[1]);
+  std::string text;
+  char buf[512];
+  for (ssize_t k; (k = ::read(err[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(k));
+  ::close(err[0]);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGABRT);
+  CHECK(text.find("used after its handler returned") != std::string::npos);
 }

@@ -41,33 +41,66 @@ namespace shm {
 struct WaitStrategy;
 }
 
-/// A received message. Its views point into the ring (or, for request(), into the Client's
-/// reply buffer): valid until the handler returns, or until the next call on the Client.
+// Debug builds check that a Message is not used after the memory it views was handed back
+// (BUS_CHECK_VIEWS, on unless NDEBUG; define it to 0 or 1 to choose). The check is in this
+// header, so it follows the agent's build, not libbus's; the Message layout is the same both ways.
+#ifndef BUS_CHECK_VIEWS
+#ifdef NDEBUG
+#define BUS_CHECK_VIEWS 0
+#else
+#define BUS_CHECK_VIEWS 1
+#endif
+#endif
+
+/// Aborts with a message naming the misuse (a Message used after its handler returned).
+[[noreturn]] void stale_message_view() noexcept;
+
+/// A received message. Its views point into ring memory (or, for request(), into the Client's
+/// reply buffer): valid until the handler returns, or until the next call on the Client. Copy
+/// what must live longer. In a debug build, using a Message after that aborts with a clear
+/// message instead of reading bytes that may already belong to the next message.
 class Message {
  public:
   Message() = default;
-  Message(EnvelopeView v, uint32_t sid) noexcept : view_(v), sid_(sid), valid_(true) {}
+  /// `epoch`: the Client's count of handed-back views; the Message is stale once it moves.
+  Message(EnvelopeView v, uint32_t sid, uint32_t lane = 0, const uint64_t* epoch = nullptr) noexcept
+      : view_(v), sid_(sid), lane_(lane), valid_(true), epoch_(epoch), epoch_at_(epoch != nullptr ? *epoch : 0) {}
 
-  [[nodiscard]] std::string_view subject() const noexcept { return view_.subject(); }
-  [[nodiscard]] std::string_view reply_to() const noexcept { return view_.reply_to(); }
-  [[nodiscard]] std::span<const std::byte> payload() const noexcept { return view_.payload(); }
+  [[nodiscard]] std::string_view subject() const noexcept { return checked().subject(); }
+  [[nodiscard]] std::string_view reply_to() const noexcept { return checked().reply_to(); }
+  [[nodiscard]] std::span<const std::byte> payload() const noexcept { return checked().payload(); }
   /// The payload as text (no copy, not 0-terminated).
   [[nodiscard]] std::string_view text() const noexcept {
     return {reinterpret_cast<const char*>(payload().data()), payload().size()};
   }
-  [[nodiscard]] wire::Kind kind() const noexcept { return view_.header().kind(); }
+  [[nodiscard]] wire::Kind kind() const noexcept { return checked().header().kind(); }
   [[nodiscard]] bool is_request() const noexcept { return kind() == wire::Kind::Request; }
-  [[nodiscard]] uint64_t id() const noexcept { return view_.header().msg_id(); }
-  [[nodiscard]] uint32_t source_id() const noexcept { return view_.header().source_id(); }
+  [[nodiscard]] uint64_t id() const noexcept { return checked().header().msg_id(); }
+  [[nodiscard]] uint32_t source_id() const noexcept { return checked().header().source_id(); }
   /// The subscription it was delivered for (0: a reply or a system message).
   [[nodiscard]] uint32_t sid() const noexcept { return sid_; }
-  [[nodiscard]] const EnvelopeView& envelope() const noexcept { return view_; }
+  /// The direct lane it came over (0: through busd). A reply to a request goes back the same way.
+  [[nodiscard]] uint32_t lane() const noexcept { return lane_; }
+  [[nodiscard]] const EnvelopeView& envelope() const noexcept { return checked(); }
   [[nodiscard]] bool valid() const noexcept { return valid_; }
+  /// Whether the memory it views was handed back (the handler returned, or another call on
+  /// the Client came): then its views must not be used. Always false for a Message not from a
+  /// Client.
+  [[nodiscard]] bool stale() const noexcept { return epoch_ != nullptr && *epoch_ != epoch_at_; }
 
  private:
+  [[nodiscard]] const EnvelopeView& checked() const noexcept {
+#if BUS_CHECK_VIEWS
+    if (stale()) stale_message_view();
+#endif
+    return view_;
+  }
   EnvelopeView view_{};
   uint32_t sid_ = 0;
+  uint32_t lane_ = 0;
   bool valid_ = false;
+  const uint64_t* epoch_ = nullptr;
+  uint64_t epoch_at_ = 0;
 };
 
 using Handler = std::function<void(const Message&)>;
@@ -215,6 +248,10 @@ class Client {
     uint64_t published = 0, received = 0, requests = 0, replies_late = 0, verify_failures = 0;
     uint64_t reconnects = 0;
     uint64_t resubscribe_failures = 0;  // subscriptions busd refused after a reconnect (dropped)
+    // Lanes (direct rings to other local agents, set up by busd): messages sent and received
+    // over them, lanes opened and closed, and the lanes open now.
+    uint64_t lane_sent = 0, lane_received = 0;
+    uint64_t lanes_opened = 0, lanes_closed = 0, lanes_open = 0;
   };
   [[nodiscard]] const Stats& stats() const noexcept;
 

@@ -4,10 +4,12 @@
 //   offset                       size               writer            contents
 //   0                            128                create()          PageHeader, static part
 //   128                          128                busd's loop       heartbeat_ns, generation
+//                                                   create()          lane_stride (static, at 144)
 //   globals_offset   (256)       count * 128        busd's loop       one Global counter per 128 B
-//   agents_offset    (3968)      max_agents * 256   see AgentSlot     agent slots
+//   agents_offset    (4608)      max_agents * 256   see AgentSlot     agent slots
 //   patterns_offset              (max_patterns + 1) * 256             pattern slots, last = overflow
-//   page_size = patterns_offset + (max_patterns + 1) * 256
+//   lanes_offset                 max_lanes * 256    see LaneSlot      lane slots (max_lanes may be 0)
+//   page_size = lanes_offset + max_lanes * 256
 //
 // Rules both sides follow:
 //  * Every value a reader may read while busd writes it is a lock-free std::atomic<uint64_t> (or
@@ -16,20 +18,21 @@
 //    nothing is ordered by it.
 //  * The static part of the header is written once, before `magic` is release-stored; a reader
 //    acquire-loads `magic` first (0: busd is still writing the page).
-//  * Strings (agent name, pattern) sit in a slot's descriptor, written under the slot's `seq`
-//    (a seqlock: odd while busd writes the descriptor, +2 per change; the fields are stored with
-//    release and loaded with acquire, plain moves on x86, no fences). A reader copies the
-//    descriptor between two loads of `seq` and retries when they differ or are odd, so it never
-//    shows a torn name; `seq` changing also tells it the slot was reused. Strings are stored as
-//    atomic 8-byte words (their bytes in memory are the NUL-padded string) so that a reader racing
-//    the writer is still race-free.
+//  * Strings (agent name, pattern, a lane's agent names) sit in a slot's descriptor, written
+//    under the slot's `seq` (a seqlock: odd while busd writes the descriptor, +2 per change; the
+//    fields are stored with release and loaded with acquire, plain moves on x86, no fences). A
+//    reader copies the descriptor between two loads of `seq` and retries when they differ or are
+//    odd, so it never shows a torn name; `seq` changing also tells it the slot was reused.
+//    Strings are stored as atomic 8-byte words (their bytes in memory are the NUL-padded string)
+//    so that a reader racing the writer is still race-free.
 //  * Each global counter owns 128 bytes (two cache lines: the adjacent-line prefetcher fetches
 //    pairs). An agent slot is 256 bytes, 64-byte aligned: its descriptor (written by the control
 //    loop) and its counters (written by whoever serves the agent: one shard thread later) sit on
-//    separate lines, and two slots never share a line.
+//    separate lines, and two slots never share a line. Pattern and lane slots are built the same.
 //  * Room to grow within version 1: fields are only appended, into the reserved bytes or at a
 //    slot's end, and a reader accepts a larger header_size, larger strides and more globals than
-//    it knows. Anything else changes kLayoutVersion.
+//    it knows. Anything else changes kLayoutVersion. The lane table came this way (into reserved
+//    header bytes): a page from a busd without it has max_lanes 0 and reads as having no lanes.
 //  * A reader trusts nothing it maps: the header is checked once against the file size (every
 //    table inside the file, every offset aligned) and copied; later reads use only those copies.
 //    The page is a plain file (it cannot be sealed): a process able to truncate it could make a
@@ -58,7 +61,7 @@ inline constexpr size_t kFalseSharingRange = 128;  // two lines: the adjacent-li
 inline constexpr size_t kVersionSize = 32;         // busd version string, NUL-padded
 inline constexpr size_t kNameSize = 64;            // agent name, NUL-padded (no NUL when full)
 inline constexpr size_t kPatternSize = 128;        // subject pattern, NUL-padded
-/// Largest table a writer creates and a reader accepts (either table).
+/// Largest table a writer creates and a reader accepts (any table).
 inline constexpr uint32_t kMaxTableSlots = 1u << 20;
 /// busd stores heartbeat_ns about once a second; a reader calls a page whose heartbeat is
 /// further than this from its own clock stale (busd stopped, hung or killed).
@@ -98,10 +101,15 @@ enum class Global : uint32_t {
   link_bytes_in,             // envelope bytes of link_messages_in
   link_drops_held_full,      // messages for a peer dropped: its hold buffer was full
   link_drops_no_route,       // replies for a node this busd has no link to
+  lanes_open,                // gauge: direct lanes between two local agents open now
+  lanes_opened,              // lanes set up
+  lanes_closed,              // lanes torn down
+  lane_routes,               // routes over a lane handed to agents
+  lane_table_full,           // lane_open found no free lane slot: that lane is not in the table
   Count
 };
 inline constexpr size_t kGlobalCount = static_cast<size_t>(Global::Count);
-static_assert(kGlobalCount == 29, "layout v1 has 29 globals: append only, and update the table below");
+static_assert(kGlobalCount == 34, "layout v1 has 34 globals: append only, and update the table below");
 
 struct GlobalInfo {
   std::string_view name;  // as printed by busctl and in JSON
@@ -140,6 +148,11 @@ inline constexpr std::array<GlobalInfo, kGlobalCount> kGlobals{{
     {"link_bytes_in", "bytes received from peer busds", false, true},
     {"link_drops_held_full", "messages dropped: a peer's hold buffer was full", false, false},
     {"link_drops_no_route", "replies for a node with no link", false, false},
+    {"lanes_open", "direct lanes between two agents open now", true, false},
+    {"lanes_opened", "direct lanes set up", false, false},
+    {"lanes_closed", "direct lanes torn down", false, false},
+    {"lane_routes", "routes over a lane handed to agents", false, false},
+    {"lane_table_full", "lanes left out of the counters page: lane table full", false, false},
 }};
 
 [[nodiscard]] constexpr const GlobalInfo& global_info(Global g) noexcept {
@@ -155,7 +168,7 @@ struct PageHeader {
   uint32_t header_size;              // 12   sizeof(PageHeader)
   uint64_t page_size;                // 16   bytes of the whole page (the file's size)
   int32_t pid;                       // 24   busd's pid
-  uint32_t reserved0;                // 28
+  uint32_t max_lanes;                // 28   lane slots (0: no lane table, as in older v1 pages)
   uint64_t start_time_ns;            // 32   CLOCK_REALTIME when busd created the page
   char busd_version[kVersionSize];   // 40   NUL-padded
   uint32_t global_count;             // 72   kGlobalCount
@@ -167,11 +180,14 @@ struct PageHeader {
   uint64_t globals_offset;           // 96
   uint64_t agents_offset;            // 104
   uint64_t patterns_offset;          // 112
-  uint64_t reserved1;                // 120
+  uint64_t lanes_offset;             // 120  (0 in older v1 pages: no lane table)
   // Live part, its own two lines: written by busd's loop.
   alignas(kFalseSharingRange) std::atomic<uint64_t> heartbeat_ns;  // 128  CLOCK_REALTIME; 0 = stopped
-  std::atomic<uint64_t> generation;  // 136  +1 whenever a slot of either table changes state
-  uint64_t reserved2[14];            // 144
+  std::atomic<uint64_t> generation;  // 136  +1 whenever a slot of any table changes state
+  // Static like the first line (written once, before magic), here because that line is full.
+  uint32_t lane_stride;              // 144  sizeof(LaneSlot)
+  uint32_t reserved2;                // 148
+  uint64_t reserved3[13];            // 152
 };
 
 struct alignas(kFalseSharingRange) GlobalCell {
@@ -184,6 +200,7 @@ enum class SlotState : uint32_t {
   Active = 1,    // an agent is registered / a pattern has subscribers
   Dead = 2,      // the agent died; busd is reclaiming its rings (counters still shown)
   Overflow = 3,  // the pattern table's last slot: every pattern that found no free slot
+  Closed = 4,    // a lane that closed: its last counters stay shown until the slot is reused
 };
 
 /// Per-agent counters: the part of an AgentSlot the thread serving the agent writes.
@@ -238,6 +255,29 @@ struct alignas(kCacheLine) PatternSlot {
   PatternCounters counters;                         // 192
 };
 
+/// Per-lane counters, one direction per index: [0] is agent[0] to agent[1] (ring 0 of the lane,
+/// written by agent[0]), [1] the other way. busd copies the totals it reads in the lane's own
+/// header (shm/lane.hpp LaneSide) now and then (CountersPage::lane_set).
+struct alignas(kCacheLine) LaneCounters {
+  std::atomic<uint64_t> messages[2];     // 0    messages written into the lane's ring
+  std::atomic<uint64_t> bytes[2];        // 16
+  std::atomic<uint64_t> would_block[2];  // 32   writes that found the ring full
+  uint64_t reserved[2];                  // 48
+};
+
+/// A direct lane between two local agents (busd sets it up; their messages skip busd).
+/// Active = open; Closed = torn down, last counters kept until the slot is reused.
+struct alignas(kCacheLine) LaneSlot {
+  std::atomic<uint64_t> seq;                     // 0    as AgentSlot::seq
+  std::atomic<uint32_t> state;                   // 8    SlotState: Free, Active, Closed
+  std::atomic<uint32_t> lane_id;                 // 12
+  std::atomic<uint32_t> agent_id[2];             // 16   agent[0] writes ring 0 (the lower id)
+  std::atomic<uint64_t> opened_ns;               // 24   CLOCK_REALTIME when busd set it up
+  std::atomic<uint64_t> name[2][kNameSize / 8];  // 32   the agents' names, as AgentSlot::name
+  uint64_t reserved[4];                          // 160
+  LaneCounters counters;                         // 192
+};
+
 static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free &&
               std::atomic<int32_t>::is_always_lock_free, "counters live in shared memory");
 static_assert(sizeof(std::atomic<uint64_t>) == 8 && alignof(std::atomic<uint64_t>) == 8);
@@ -245,7 +285,9 @@ static_assert(sizeof(std::atomic<uint32_t>) == 4 && sizeof(std::atomic<int32_t>)
 static_assert(offsetof(PageHeader, busd_version) == 40 && offsetof(PageHeader, global_count) == 72 &&
               offsetof(PageHeader, globals_offset) == 96 && offsetof(PageHeader, patterns_offset) == 112 &&
               offsetof(PageHeader, heartbeat_ns) == 128 && offsetof(PageHeader, generation) == 136 &&
-              sizeof(PageHeader) == 256, "PageHeader v1 is fixed: change kLayoutVersion with it");
+              offsetof(PageHeader, max_lanes) == 28 && offsetof(PageHeader, lanes_offset) == 120 &&
+              offsetof(PageHeader, lane_stride) == 144 && sizeof(PageHeader) == 256,
+              "PageHeader v1 is fixed: change kLayoutVersion with it");
 static_assert(sizeof(GlobalCell) == 128);
 static_assert(sizeof(AgentCounters) == 128 && offsetof(AgentCounters, subscriptions) == 64 &&
               offsetof(AgentCounters, outbound_high_water) == 88);
@@ -256,19 +298,31 @@ static_assert(offsetof(AgentSlot, state) == 8 && offsetof(AgentSlot, pid) == 16 
 static_assert(sizeof(PatternCounters) == 64);
 static_assert(offsetof(PatternSlot, pattern) == 16 && offsetof(PatternSlot, counters) == 192 &&
               sizeof(PatternSlot) == 256, "PatternSlot v1 is fixed: change kLayoutVersion with it");
+static_assert(sizeof(LaneCounters) == 64 && offsetof(LaneCounters, bytes) == 16 &&
+              offsetof(LaneCounters, would_block) == 32);
+static_assert(offsetof(LaneSlot, lane_id) == 12 && offsetof(LaneSlot, agent_id) == 16 &&
+              offsetof(LaneSlot, opened_ns) == 24 && offsetof(LaneSlot, name) == 32 &&
+              offsetof(LaneSlot, counters) == 192 && sizeof(LaneSlot) == 256,
+              "LaneSlot v1 is fixed: change kLayoutVersion with it");
 
 inline constexpr uint64_t kGlobalsOffset = sizeof(PageHeader);
 inline constexpr uint64_t kAgentsOffset = kGlobalsOffset + kGlobalCount * sizeof(GlobalCell);
-static_assert(kAgentsOffset == 3968 && kAgentsOffset % kFalseSharingRange == 0);
+static_assert(kAgentsOffset == 4608 && kAgentsOffset % kFalseSharingRange == 0);
 
 /// Offset of the pattern table in a page with `max_agents` agent slots.
 [[nodiscard]] constexpr uint64_t patterns_offset(uint32_t max_agents) noexcept {
   return kAgentsOffset + uint64_t{max_agents} * sizeof(AgentSlot);
 }
 
-/// Bytes of a page with these table capacities (the pattern table has one more slot: overflow).
-[[nodiscard]] constexpr uint64_t page_size(uint32_t max_agents, uint32_t max_patterns) noexcept {
+/// Offset of the lane table (after the pattern table and its overflow slot).
+[[nodiscard]] constexpr uint64_t lanes_offset(uint32_t max_agents, uint32_t max_patterns) noexcept {
   return patterns_offset(max_agents) + (uint64_t{max_patterns} + 1) * sizeof(PatternSlot);
+}
+
+/// Bytes of a page with these table capacities (the pattern table has one more slot: overflow).
+[[nodiscard]] constexpr uint64_t page_size(uint32_t max_agents, uint32_t max_patterns,
+                                           uint32_t max_lanes) noexcept {
+  return lanes_offset(max_agents, max_patterns) + uint64_t{max_lanes} * sizeof(LaneSlot);
 }
 
 // ---- reading ----------------------------------------------------------------------------------
@@ -282,6 +336,7 @@ struct PageInfo {
   std::string busd_version;
   uint32_t max_agents = 0;
   uint32_t max_patterns = 0;  // ordinary slots (the overflow slot is extra)
+  uint32_t max_lanes = 0;     // 0: the page has no lane table
 };
 
 struct GlobalSnapshot {
@@ -316,6 +371,17 @@ struct PatternSnapshot {
   uint64_t subscribers = 0, messages = 0, bytes = 0, drops = 0;
 };
 
+struct LaneSnapshot {
+  uint32_t slot = 0;
+  uint64_t generation = 0;  // the slot's seq: changes when the slot is reused
+  bool open = false;        // false: closed, its last counters (the slot is not reused yet)
+  uint32_t lane_id = 0;
+  std::array<uint32_t, 2> agent_id{};  // direction 0 is agent_id[0] to agent_id[1]
+  std::array<std::string, 2> name;
+  uint64_t opened_ns = 0;
+  std::array<uint64_t, 2> messages{}, bytes{}, would_block{};  // per direction
+};
+
 /// A counters page mapped read-only (or a caller's buffer, see from_bytes). Move-only.
 /// Every accessor reads the live page: call again for a newer snapshot.
 class CountersView {
@@ -343,14 +409,18 @@ class CountersView {
   [[nodiscard]] std::vector<AgentSnapshot> agents() const;
   /// Active patterns by slot, then the overflow slot if anything went there.
   [[nodiscard]] std::vector<PatternSnapshot> patterns() const;
+  /// Open and closed lanes, by slot (empty when the page has no lane table). A slot busd keeps
+  /// rewriting during the copy is left out.
+  [[nodiscard]] std::vector<LaneSnapshot> lanes() const;
 
  private:
   const std::byte* base_ = nullptr;
   size_t size_ = 0;
   bool owned_ = false;  // base_ is our mmap
   PageInfo info_;
-  uint32_t global_count_ = 0, global_stride_ = 0, agent_stride_ = 0, pattern_stride_ = 0;
-  uint64_t globals_offset_ = 0, agents_offset_ = 0, patterns_offset_ = 0;
+  uint32_t global_count_ = 0, global_stride_ = 0, agent_stride_ = 0, pattern_stride_ = 0,
+           lane_stride_ = 0;
+  uint64_t globals_offset_ = 0, agents_offset_ = 0, patterns_offset_ = 0, lanes_offset_ = 0;
 
   friend Expected<CountersView> open_counters(const std::string& path);
 };

@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   }
   const bool crash = argc > 2 && std::strcmp(argv[2], "--crash") == 0;
   const bool leave = crash || (argc > 2 && std::strcmp(argv[2], "--leave") == 0);
-  auto page = CountersPage::create(argv[1], 8, 16, 0644);
+  auto page = CountersPage::create(argv[1], 8, 16, 4, 0644);
   if (!page) {
     std::fprintf(stderr, "counters_fixture: %s\n", page.error().message().c_str());
     return 1;
@@ -54,6 +54,14 @@ int main(int argc, char** argv) {
   page->agent_dead(b);
   (void)page->pattern_open("svc.>");
   (void)page->pattern_open("svc.>");
+  // Lanes: 3 (7 -> 9) open, 4 (7 -> 11) closed.
+  LaneCounters* l = page->lane_open(3, 7, "planner", 9, "worker \"q\" caf\xC3\xA9");
+  LaneCounters* closed = page->lane_open(4, 7, "planner", 11, "gone");
+  if (l == nullptr || closed == nullptr) return 1;
+  page->lane_set(l, 0, 1500, 2'000'000, 2);
+  page->lane_set(l, 1, 1499, 64'000, 0);
+  page->lane_set(closed, 0, 5, 50, 0);
+  page->lane_close(closed);
 
   if (leave) {
     page->heartbeat(clock::real_ns() - (crash ? 0 : 60'000'000'000ull));

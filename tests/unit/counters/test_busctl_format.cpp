@@ -60,3 +60,10 @@ TEST_CASE("JSON objects", "[counters][busctl]") {
   j.num("a", uint64_t{1}).num("b", int64_t{-2}).str("c", "d").boolean("e", true).raw("f", "[1]");
   CHECK(j.done() == R"({"a": 1, "b": -2, "c": "d", "e": true, "f": [1]})");
 }
+
+TEST_CASE("JSON arrays", "[counters][busctl]") {
+  CHECK(JsonArray().done() == "[]");
+  JsonArray a;
+  a.raw(JsonObject().num("a", uint64_t{1}).done()).raw("2");
+  CHECK(a.done() == "[{\"a\": 1},\n  2]");
+}

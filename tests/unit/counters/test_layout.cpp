@@ -8,16 +8,18 @@
 
 using namespace bus::counters;
 
-static_assert(kGlobalCount == 29);
+static_assert(kGlobalCount == 34);
 static_assert(sizeof(PageHeader) == 256 && alignof(PageHeader) == 128);
 static_assert(sizeof(GlobalCell) == 128 && alignof(GlobalCell) == 128);
 static_assert(sizeof(AgentSlot) == 256 && alignof(AgentSlot) == 64);
 static_assert(sizeof(PatternSlot) == 256 && alignof(PatternSlot) == 64);
+static_assert(sizeof(LaneSlot) == 256 && alignof(LaneSlot) == 64);
 static_assert(offsetof(PageHeader, magic) == 0 && offsetof(PageHeader, layout_version) == 8 &&
               offsetof(PageHeader, header_size) == 12 && offsetof(PageHeader, page_size) == 16 &&
               offsetof(PageHeader, pid) == 24 && offsetof(PageHeader, start_time_ns) == 32 &&
               offsetof(PageHeader, max_agents) == 80 && offsetof(PageHeader, max_patterns) == 88 &&
-              offsetof(PageHeader, agents_offset) == 104);
+              offsetof(PageHeader, agents_offset) == 104 && offsetof(PageHeader, max_lanes) == 28 &&
+              offsetof(PageHeader, lanes_offset) == 120 && offsetof(PageHeader, lane_stride) == 144);
 static_assert(offsetof(AgentSlot, seq) == 0 && offsetof(AgentSlot, agent_id) == 12 &&
               offsetof(AgentSlot, uid) == 20 && offsetof(AgentSlot, gid) == 24);
 static_assert(offsetof(AgentCounters, messages_in) == 0 && offsetof(AgentCounters, bytes_out) == 24 &&
@@ -25,11 +27,18 @@ static_assert(offsetof(AgentCounters, messages_in) == 0 && offsetof(AgentCounter
               offsetof(AgentCounters, inbound_high_water) == 80);
 static_assert(offsetof(PatternSlot, state) == 8 &&
               offsetof(PatternSlot, counters) + offsetof(PatternCounters, drops) == 216);
-static_assert(kGlobalsOffset == 256 && kAgentsOffset == 3968);
-static_assert(page_size(1, 1) == 3968 + 256 + 2 * 256);
-static_assert(page_size(1024, 4096) == 3968 + 1024 * 256 + 4097 * 256);
-// Every agent slot and the pattern table start on a 64-byte boundary (the slots' alignment).
-static_assert(patterns_offset(3) % kCacheLine == 0 && kAgentsOffset % kCacheLine == 0);
+static_assert(offsetof(LaneSlot, seq) == 0 && offsetof(LaneSlot, state) == 8 &&
+              offsetof(LaneSlot, name) + kNameSize == 96 &&  // name[1] at 96
+              offsetof(LaneSlot, counters) + offsetof(LaneCounters, would_block) + 8 == 232);
+static_assert(kGlobalsOffset == 256 && kAgentsOffset == 4608);
+static_assert(page_size(1, 1, 0) == 4608 + 256 + 2 * 256);
+static_assert(page_size(1, 1, 3) == 4608 + 256 + 2 * 256 + 3 * 256);
+static_assert(lanes_offset(1024, 4096) == 4608 + 1024 * 256 + 4097 * 256);
+static_assert(page_size(1024, 4096, 4096) == 4608 + 1024 * 256 + 4097 * 256 + 4096 * 256);
+// Every agent slot and the pattern and lane tables start on a 64-byte boundary (the slots'
+// alignment).
+static_assert(patterns_offset(3) % kCacheLine == 0 && kAgentsOffset % kCacheLine == 0 &&
+              lanes_offset(3, 5) % kCacheLine == 0);
 
 TEST_CASE("the magic spells !BUSCNTR in memory", "[counters][layout]") {
   char m[8];
@@ -50,4 +59,10 @@ TEST_CASE("every global has a unique snake_case name and a help line", "[counter
   CHECK(global_info(Global::bytes_in).bytes);
   CHECK(global_info(Global::bytes_out).bytes);
   CHECK(global_info(Global::config_reload_failures).name == "config_reload_failures");
+  CHECK(global_info(Global::lanes_open).gauge);
+  CHECK_FALSE(global_info(Global::lanes_opened).gauge);
+  CHECK(global_info(Global::lane_table_full).name == "lane_table_full");
+  // Appended after the link globals: the indices a reader of an older page knows are unchanged.
+  CHECK(static_cast<size_t>(Global::link_drops_no_route) == 28);
+  CHECK(static_cast<size_t>(Global::lanes_open) == 29);
 }

@@ -1,5 +1,6 @@
 // The writer (bus/counters/page.hpp) and the reader (bus/counters.hpp) together: round trips in
-// one process, a reader in a forked child, slot reuse, the overflow pattern slot, stale pages.
+// one process, a reader in a forked child, slot reuse, the overflow pattern slot, lanes, stale
+// pages.
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
@@ -34,12 +35,12 @@ TEST_CASE("a page written by busd reads back", "[counters][page]") {
   TempDir dir;
   const std::string path = dir.file("busd.counters");
   const uint64_t before = clock::real_ns();
-  auto page = CountersPage::create(path, 8, 4, 0640);
+  auto page = CountersPage::create(path, 8, 4, 2, 0640);
   REQUIRE(page);
   struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0640);
-  CHECK(static_cast<uint64_t>(st.st_size) == page_size(8, 4));
+  CHECK(static_cast<uint64_t>(st.st_size) == page_size(8, 4, 2));
 
   page->add(Global::messages_in, 41);
   page->add(Global::messages_in);
@@ -82,7 +83,7 @@ TEST_CASE("a page written by busd reads back", "[counters][page]") {
   CHECK(info.busd_version == BUSD_VERSION_FOR_TEST);
   CHECK(info.max_agents == 8);
   CHECK(info.max_patterns == 4);
-  CHECK(info.page_size == page_size(8, 4));
+  CHECK(info.page_size == page_size(8, 4, 2));
   CHECK(v.live(clock::real_ns()));
   CHECK(v.generation() == 2);  // one agent slot, one pattern slot
 
@@ -139,7 +140,7 @@ TEST_CASE("a clean stop unlinks the page and marks it stopped for readers still 
   const std::string path = dir.file("busd.counters");
   std::optional<CountersView> v;
   {
-    auto page = CountersPage::create(path, 2, 2);
+    auto page = CountersPage::create(path, 2, 2, 1);
     REQUIRE(page);
     CountersPage moved = std::move(*page);  // the moved-from object owns nothing
     v = must_open(path);
@@ -156,7 +157,7 @@ TEST_CASE("a clean stop unlinks the page and marks it stopped for readers still 
 
 TEST_CASE("the heartbeat tells a live busd from a stale page", "[counters][page]") {
   TempDir dir;
-  auto page = CountersPage::create(dir.file("c"), 1, 1);
+  auto page = CountersPage::create(dir.file("c"), 1, 1, 1);
   REQUIRE(page);
   CountersView v = must_open(dir.file("c"));
   const uint64_t t = 1'700'000'000'000'000'000ull;
@@ -172,20 +173,24 @@ TEST_CASE("the heartbeat tells a live busd from a stale page", "[counters][page]
 TEST_CASE("create refuses an existing file and bad table sizes", "[counters][page]") {
   TempDir dir;
   const std::string path = dir.file("busd.counters");
-  auto first = CountersPage::create(path, 4, 4);
+  auto first = CountersPage::create(path, 4, 4, 1);
   REQUIRE(first);
-  auto second = CountersPage::create(path, 4, 4);
+  auto second = CountersPage::create(path, 4, 4, 1);
   REQUIRE_FALSE(second);
   CHECK(second.error().code() == Errc::AlreadyExists);
   CHECK(std::filesystem::exists(path));  // the failed create did not remove the live page
 
-  for (auto [agents, patterns] : {std::pair{0u, 4u}, {4u, 0u}, {kMaxTableSlots + 1, 4u}}) {
-    auto bad = CountersPage::create(dir.file("bad"), agents, patterns);
+  struct Sizes {
+    uint32_t agents, patterns, lanes;
+  };
+  for (auto [agents, patterns, lanes] :
+       {Sizes{0, 4, 4}, {4, 0, 4}, {kMaxTableSlots + 1, 4, 4}, {4, 4, kMaxTableSlots + 1}}) {
+    auto bad = CountersPage::create(dir.file("bad"), agents, patterns, lanes);
     REQUIRE_FALSE(bad);
     CHECK(bad.error().code() == Errc::InvalidArgument);
     CHECK_FALSE(std::filesystem::exists(dir.file("bad")));
   }
-  auto nodir = CountersPage::create(dir.file("no/such/dir"), 1, 1);
+  auto nodir = CountersPage::create(dir.file("no/such/dir"), 1, 1, 1);
   REQUIRE_FALSE(nodir);
   CHECK(nodir.error().code() == Errc::NotFound);
 }
@@ -194,7 +199,7 @@ TEST_CASE("reusing an agent slot changes its generation and resets its counters"
           "[counters][page]") {
   TempDir dir;
   const std::string path = dir.file("c");
-  auto page = CountersPage::create(path, 1, 1);
+  auto page = CountersPage::create(path, 1, 1, 1);
   REQUIRE(page);
   CountersView v = must_open(path);
 
@@ -235,7 +240,7 @@ TEST_CASE("reusing an agent slot changes its generation and resets its counters"
 
 TEST_CASE("long names are cut at 64 bytes on a UTF-8 boundary", "[counters][page]") {
   TempDir dir;
-  auto page = CountersPage::create(dir.file("c"), 2, 2);
+  auto page = CountersPage::create(dir.file("c"), 2, 2, 1);
   REQUIRE(page);
   const std::string exact(64, 'x');
   std::string utf8(63, 'y');
@@ -257,7 +262,7 @@ TEST_CASE("long names are cut at 64 bytes on a UTF-8 boundary", "[counters][page
 TEST_CASE("patterns share slots, free them with the last subscriber, and overflow",
           "[counters][page]") {
   TempDir dir;
-  auto page = CountersPage::create(dir.file("c"), 1, 2);
+  auto page = CountersPage::create(dir.file("c"), 1, 2, 1);
   REQUIRE(page);
   CountersView v = must_open(dir.file("c"));
 
@@ -307,10 +312,136 @@ TEST_CASE("patterns share slots, free them with the last subscriber, and overflo
   CHECK((e == a || e == b));
 }
 
+TEST_CASE("lanes read back, both directions", "[counters][page][lanes]") {
+  TempDir dir;
+  const std::string path = dir.file("c");
+  const uint64_t before = clock::real_ns();
+  auto page = CountersPage::create(path, 4, 4, 4);
+  REQUIRE(page);
+  CountersView v = must_open(path);
+  CHECK(v.info().max_lanes == 4);
+  CHECK(v.lanes().empty());
+
+  LaneCounters* l = page->lane_open(12, 3, "planner", 7, "worker");
+  REQUIRE(l != nullptr);
+  page->lane_set(l, 0, 100, 6400, 2);
+  page->lane_set(l, 1, 99, 3200, 0);
+  page->lane_set(l, 2, 1, 1, 1);   // no such side: ignored
+  page->lane_set(l, -1, 1, 1, 1);  // ignored
+  page->lane_set(nullptr, 0, 1, 1, 1);
+  std::string utf8(63, 'y');
+  utf8 += "\xC3\xA9";  // cut whole, as agent names are
+  LaneCounters* m = page->lane_open(13, 3, std::string(64, 'x'), 9, utf8);
+  REQUIRE(m != nullptr);
+  CHECK(m != l);
+  CHECK(v.generation() == 2);
+
+  const auto lanes = v.lanes();
+  REQUIRE(lanes.size() == 2);
+  const LaneSnapshot& a = lanes[0];
+  CHECK(a.open);
+  CHECK(a.slot == 0);
+  CHECK(a.lane_id == 12);
+  CHECK(a.agent_id == std::array<uint32_t, 2>{3, 7});
+  CHECK(a.name[0] == "planner");
+  CHECK(a.name[1] == "worker");
+  CHECK(a.opened_ns >= before);
+  CHECK(a.opened_ns <= clock::real_ns());
+  CHECK(a.messages == std::array<uint64_t, 2>{100, 99});
+  CHECK(a.bytes == std::array<uint64_t, 2>{6400, 3200});
+  CHECK(a.would_block == std::array<uint64_t, 2>{2, 0});
+  CHECK(a.generation % 2 == 0);
+  CHECK(a.generation > 0);
+  CHECK(lanes[1].lane_id == 13);
+  CHECK(lanes[1].name[0] == std::string(64, 'x'));
+  CHECK(lanes[1].name[1] == std::string(63, 'y'));
+  CHECK(lanes[1].messages == std::array<uint64_t, 2>{0, 0});
+
+  // lane_open counts no global but lane_table_full: the rest are the caller's.
+  const GlobalSnapshot g = v.globals();
+  CHECK(g[Global::lanes_open] == 0);
+  CHECK(g[Global::lanes_opened] == 0);
+  CHECK(g[Global::lane_table_full] == 0);
+  page->add(Global::lanes_opened, 2);
+  page->set(Global::lanes_open, 2);
+  page->add(Global::lane_routes, 5);
+  CHECK(v.globals()[Global::lanes_opened] == 2);
+  CHECK(v.globals()[Global::lanes_open] == 2);
+  CHECK(v.globals()[Global::lane_routes] == 5);
+}
+
+TEST_CASE("closed lanes keep their counters until the slot is reused, oldest first; a full table",
+          "[counters][page][lanes]") {
+  TempDir dir;
+  const std::string path = dir.file("c");
+  auto page = CountersPage::create(path, 1, 1, 2);
+  REQUIRE(page);
+  CountersView v = must_open(path);
+
+  LaneCounters* a = page->lane_open(1, 1, "a", 2, "b");
+  LaneCounters* b = page->lane_open(2, 1, "a", 3, "c");
+  REQUIRE(a != nullptr);
+  REQUIRE(b != nullptr);
+  page->lane_set(a, 0, 10, 100, 1);
+
+  // Full: nullptr, lane_table_full counted (not limit_hits: the lane may still open).
+  CHECK(page->lane_open(3, 2, "b", 3, "c") == nullptr);
+  CHECK(v.globals()[Global::lane_table_full] == 1);
+  CHECK(v.globals()[Global::limit_hits] == 0);
+
+  const auto g0 = v.generation();
+  const auto open_a = v.lanes().at(0);
+  page->lane_close(a);
+  auto lanes = v.lanes();
+  REQUIRE(lanes.size() == 2);
+  CHECK_FALSE(lanes[0].open);
+  CHECK(lanes[0].lane_id == 1);
+  CHECK(lanes[0].messages[0] == 10);  // the last counters stay
+  CHECK(lanes[0].generation != open_a.generation);
+  CHECK(lanes[1].open);
+  CHECK(v.generation() == g0 + 1);
+  page->lane_close(a);  // twice: ignored
+  page->lane_close(nullptr);
+  LaneCounters elsewhere{};
+  page->lane_close(&elsewhere);  // not a slot of this page: ignored
+  CHECK(v.generation() == g0 + 1);
+
+  // b closes after a: the next open takes a's slot (closed longest ago), b stays listed.
+  page->lane_close(b);
+  LaneCounters* c = page->lane_open(4, 5, "e", 6, "f");
+  CHECK(c == a);
+  lanes = v.lanes();
+  REQUIRE(lanes.size() == 2);
+  CHECK(lanes[0].open);
+  CHECK(lanes[0].lane_id == 4);
+  CHECK(lanes[0].name[0] == "e");
+  CHECK(lanes[0].messages[0] == 0);  // fresh counters
+  CHECK(lanes[0].generation > open_a.generation);
+  CHECK_FALSE(lanes[1].open);
+  CHECK(lanes[1].lane_id == 2);
+  CHECK(page->lane_open(5, 5, "e", 7, "g") == b);
+  CHECK(page->lane_open(6, 5, "e", 8, "h") == nullptr);
+  CHECK(v.globals()[Global::lane_table_full] == 2);
+  CHECK(v.generation() == g0 + 4);  // close a, close b, open, open
+}
+
+TEST_CASE("a page without a lane table", "[counters][page][lanes]") {
+  TempDir dir;
+  auto page = CountersPage::create(dir.file("c"), 1, 1, 0);
+  REQUIRE(page);
+  CountersView v = must_open(dir.file("c"));
+  CHECK(v.info().max_lanes == 0);
+  CHECK(v.info().page_size == page_size(1, 1, 0));
+  CHECK(page->lane_open(1, 1, "a", 2, "b") == nullptr);
+  CHECK(v.globals()[Global::lane_table_full] == 1);
+  page->lane_close(nullptr);
+  CHECK(v.lanes().empty());
+}
+
 TEST_CASE("a reader in another process sees the writer's increments", "[counters][page]") {
   TempDir dir;
   const std::string path = dir.file("busd.counters");
-  auto page = CountersPage::create(path, 4, 4);
+  auto page = CountersPage::create(path, 4, 4, 1);
   REQUIRE(page);
   int ready[2], go[2];
   REQUIRE(::pipe(ready) == 0);
@@ -332,16 +463,24 @@ TEST_CASE("a reader in another process sees the writer's increments", "[counters
     const auto agents = v->agents();
     if (agents.size() != 1 || agents[0].name != "remote" || agents[0].messages_out != kN) ::_exit(14);
     if (!v->live(clock::real_ns())) ::_exit(15);
+    const auto lanes = v->lanes();
+    if (lanes.size() != 1 || !lanes[0].open || lanes[0].name[1] != "peer" || lanes[0].messages[1] != kN ||
+        lanes[0].bytes[1] != 64 * kN) {
+      ::_exit(16);
+    }
     ::_exit(0);
   }
   char c = 0;
   REQUIRE(::read(ready[0], &c, 1) == 1);
   AgentCounters* a = page->agent_open(3, "remote", ::getpid(), ::getuid(), ::getgid());
   REQUIRE(a != nullptr);
+  LaneCounters* l = page->lane_open(1, 3, "remote", 4, "peer");
+  REQUIRE(l != nullptr);
   for (uint64_t i = 0; i < kN; ++i) {
     page->add(Global::messages_in);
     page->add(Global::bytes_in, 64);
     message_out(*a, 64);
+    page->lane_set(l, 1, i + 1, 64 * (i + 1), 0);
   }
   REQUIRE(::write(go[1], &c, 1) == 1);
   int status = 0;
@@ -355,7 +494,7 @@ TEST_CASE("a reader in another process watches counters grow while busd writes",
           "[counters][page]") {
   TempDir dir;
   const std::string path = dir.file("busd.counters");
-  auto page = CountersPage::create(path, 1, 1);
+  auto page = CountersPage::create(path, 1, 1, 1);
   REQUIRE(page);
   const pid_t child = ::fork();
   REQUIRE(child >= 0);
@@ -395,7 +534,7 @@ TEST_CASE("remove_stale removes a dead busd's page and nothing else", "[counters
     const pid_t child = ::fork();
     REQUIRE(child >= 0);
     if (child == 0) {
-      auto page = CountersPage::create(path, 1, 1);
+      auto page = CountersPage::create(path, 1, 1, 1);
       char c = page ? 'y' : 'n';
       if (::write(ready[1], &c, 1) != 1) ::_exit(1);
       if (::read(done[0], &c, 1) != 1) ::_exit(2);
@@ -409,7 +548,7 @@ TEST_CASE("remove_stale removes a dead busd's page and nothing else", "[counters
     CHECK(running.error().code() == Errc::AlreadyExists);
     CHECK_THAT(running.error().message(), Catch::Contains(std::to_string(child)));
     CHECK(std::filesystem::exists(path));
-    auto refused = CountersPage::create(path, 1, 1);
+    auto refused = CountersPage::create(path, 1, 1, 1);
     REQUIRE_FALSE(refused);
     CHECK(refused.error().code() == Errc::AlreadyExists);
 
@@ -422,11 +561,11 @@ TEST_CASE("remove_stale removes a dead busd's page and nothing else", "[counters
     REQUIRE(stale);
     CHECK(*stale);
     CHECK_FALSE(std::filesystem::exists(path));
-    CHECK(CountersPage::create(path, 1, 1));
+    CHECK(CountersPage::create(path, 1, 1, 1));
     for (int fd : {ready[0], ready[1], done[0], done[1]}) ::close(fd);
   }
   SECTION("a page recording our own pid is stale (a restart that got the same pid)") {
-    auto page = CountersPage::create(path, 1, 1);
+    auto page = CountersPage::create(path, 1, 1, 1);
     REQUIRE(page);
     auto r = CountersPage::remove_stale(path);
     REQUIRE(r);

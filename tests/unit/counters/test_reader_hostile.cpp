@@ -47,10 +47,10 @@ class Image {
   size_t size_;
 };
 
-// A realistic page: a few agents and patterns, read back from the file busd wrote.
+// A realistic page: a few agents, patterns and lanes, read back from the file busd wrote.
 Image valid_image(const TempDir& dir) {
   const std::string path = dir.file("valid");
-  auto page = CountersPage::create(path, 4, 3);
+  auto page = CountersPage::create(path, 4, 3, 3);
   REQUIRE(page);
   page->add(Global::messages_in, 7);
   AgentCounters* a = page->agent_open(1, "alpha", 100, 1, 1);
@@ -61,9 +61,15 @@ Image valid_image(const TempDir& dir) {
   (void)page->pattern_open("x.>");
   (void)page->pattern_open("y");
   for (int i = 0; i < 3; ++i) (void)page->pattern_open("overflow" + std::to_string(i));
+  LaneCounters* l = page->lane_open(5, 1, "alpha", 2, std::string(64, 'b'));
+  REQUIRE(l != nullptr);
+  page->lane_set(l, 0, 11, 1100, 1);
+  LaneCounters* closed = page->lane_open(6, 1, "alpha", 3, "gamma");
+  REQUIRE(closed != nullptr);
+  page->lane_close(closed);
   std::ifstream in(path, std::ios::binary);
   std::vector<char> buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  REQUIRE(buf.size() == page_size(4, 3));
+  REQUIRE(buf.size() == page_size(4, 3, 3));
   return Image(reinterpret_cast<const std::byte*>(buf.data()), buf.size());
 }
 
@@ -80,6 +86,13 @@ void exercise(const CountersView& v) {
   for (const auto& p : v.patterns()) {
     CHECK(p.pattern.size() <= kPatternSize);
     CHECK(p.slot <= v.info().max_patterns);
+  }
+  const auto lanes = v.lanes();
+  CHECK(lanes.size() <= v.info().max_lanes);
+  for (const auto& l : lanes) {
+    CHECK(l.name[0].size() <= kNameSize);
+    CHECK(l.name[1].size() <= kNameSize);
+    CHECK(l.slot < v.info().max_lanes);
   }
   CHECK(v.info().busd_version.size() <= kVersionSize);
 }
@@ -100,6 +113,13 @@ TEST_CASE("the valid image decodes", "[counters][hostile]") {
   CHECK(v->globals()[Global::messages_in] == 7);
   REQUIRE(v->agents().size() == 2);
   CHECK(v->patterns().size() == 4);  // x.>, y, overflow0, and the overflow slot (the rest)
+  const auto lanes = v->lanes();
+  REQUIRE(lanes.size() == 2);
+  CHECK(lanes[0].open);
+  CHECK(lanes[0].messages[0] == 11);
+  CHECK(lanes[0].name[1] == std::string(64, 'b'));
+  CHECK_FALSE(lanes[1].open);
+  CHECK(lanes[1].name[1] == "gamma");
   exercise(*v);
 }
 
@@ -163,7 +183,48 @@ TEST_CASE("damaged headers give clear errors", "[counters][hostile]") {
       Image img3 = fresh();
       img3.header().globals_offset = off;
       CHECK_THAT(error_of(img3, img3.size()), Catch::Contains("globals table"));
+      Image img4 = fresh();
+      img4.header().lanes_offset = off;
+      CHECK_THAT(error_of(img4, img4.size()), Catch::Contains("lanes table"));
     }
+    // Inside the page and aligned, but over another table.
+    Image img = fresh();
+    img.header().lanes_offset = img.header().patterns_offset;
+    CHECK_THAT(error_of(img, img.size()), Catch::Contains("overlap"));
+    Image img2 = fresh();
+    img2.header().lanes_offset = img2.header().lanes_offset + 64;  // its last 64 bytes past the end
+    CHECK_THAT(error_of(img2, img2.size()), Catch::Contains("lanes table"));
+  }
+  SECTION("a lane table larger than the file") {
+    Image img = fresh();
+    img.header().max_lanes = 4;  // one slot more than the page holds
+    CHECK_THAT(error_of(img, img.size()), Catch::Contains("lanes table") &&
+                                               Catch::Contains("(4 x 256 bytes)"));
+    Image huge = fresh();
+    huge.header().max_lanes = kMaxTableSlots;
+    CHECK_THAT(error_of(huge, huge.size()), Catch::Contains("lanes table"));
+    Image over = fresh();
+    over.header().max_lanes = kMaxTableSlots + 1;
+    CHECK_THAT(error_of(over, over.size()), Catch::Contains("exceed"));
+    Image wide = fresh();
+    wide.header().max_lanes = UINT32_MAX;
+    CHECK_THAT(error_of(wide, wide.size()), Catch::Contains("exceed"));
+    // A file cut inside the lane table.
+    Image cut = fresh();
+    cut.header().page_size = cut.size() - 256;
+    CHECK_THAT(error_of(cut, cut.size() - 256), Catch::Contains("lanes table"));
+    CHECK_THAT(error_of(cut, cut.size() - 257), Catch::Contains("header says"));
+  }
+  SECTION("no lane table (a page from a busd before lanes): offset and stride are not read") {
+    Image img = fresh();
+    img.header().max_lanes = 0;
+    img.header().lanes_offset = UINT64_MAX;
+    img.header().lane_stride = 3;
+    auto v = CountersView::from_bytes(img.bytes());
+    REQUIRE(v);
+    CHECK(v->info().max_lanes == 0);
+    CHECK(v->lanes().empty());
+    exercise(*v);
   }
   SECTION("tables larger than the page") {
     Image img = fresh();
@@ -187,17 +248,24 @@ TEST_CASE("damaged headers give clear errors", "[counters][hostile]") {
       Image img = fresh();
       img.header().agent_stride = st;
       CHECK_THAT(error_of(img, img.size()), Catch::Contains("strides"));
+      Image img2 = fresh();
+      img2.header().lane_stride = st;
+      CHECK_THAT(error_of(img2, img2.size()), Catch::Contains("strides"));
     }
+    Image img = fresh();
+    img.header().lane_stride = 512;  // a larger stride is fine, if the table still fits: not here
+    CHECK_THAT(error_of(img, img.size()), Catch::Contains("lanes table"));
   }
 }
 
 TEST_CASE("room to grow: larger strides, headers and more globals are accepted",
           "[counters][hostile]") {
-  // A v1 page from a newer busd: a 512-byte header, 30 globals, 320-byte agent slots.
-  const uint32_t agents = 2, patterns = 1;
-  const uint64_t globals_off = 512, agents_off = globals_off + 30 * 128;
+  // A v1 page from a newer busd: a 512-byte header, 40 globals, 320-byte agent and lane slots.
+  const uint32_t agents = 2, patterns = 1, lanes = 2;
+  const uint64_t globals_off = 512, agents_off = globals_off + 40 * 128;
   const uint64_t patterns_off = agents_off + agents * 320;
-  const uint64_t size = patterns_off + (patterns + 1) * 256;
+  const uint64_t lanes_off = patterns_off + (patterns + 1) * 256;
+  const uint64_t size = lanes_off + lanes * 320;
   Image img(size);
   PageHeader& h = img.header();
   h.layout_version = 1;
@@ -205,7 +273,7 @@ TEST_CASE("room to grow: larger strides, headers and more globals are accepted",
   h.page_size = size;
   h.pid = 77;
   std::memcpy(h.busd_version, "9.9.9-with-a-version-of-32-bytes", 32);  // no NUL
-  h.global_count = 30;
+  h.global_count = 40;
   h.global_stride = 128;
   h.max_agents = agents;
   h.agent_stride = 320;
@@ -214,15 +282,23 @@ TEST_CASE("room to grow: larger strides, headers and more globals are accepted",
   h.globals_offset = globals_off;
   h.agents_offset = agents_off;
   h.patterns_offset = patterns_off;
+  h.max_lanes = lanes;
+  h.lane_stride = 320;
+  h.lanes_offset = lanes_off;
   h.magic.store(kMagic);
   auto* g = reinterpret_cast<GlobalCell*>(img.data() + globals_off);
   g[static_cast<size_t>(Global::config_reload_failures)].value.store(5);
-  g[29].value.store(99);  // a global this reader does not know
+  g[39].value.store(99);  // a global this reader does not know
   auto* slot1 = reinterpret_cast<AgentSlot*>(img.data() + agents_off + 320);
   slot1->seq.store(2);
   slot1->state.store(static_cast<uint32_t>(SlotState::Active));
   slot1->agent_id.store(42);
   slot1->counters.messages_in.store(3);
+  auto* lane1 = reinterpret_cast<LaneSlot*>(img.data() + lanes_off + 320);
+  lane1->seq.store(4);
+  lane1->state.store(static_cast<uint32_t>(SlotState::Closed));
+  lane1->lane_id.store(8);
+  lane1->counters.would_block[1].store(6);
 
   auto v = CountersView::from_bytes(img.bytes());
   REQUIRE(v);
@@ -235,6 +311,13 @@ TEST_CASE("room to grow: larger strides, headers and more globals are accepted",
   CHECK(a[0].agent_id == 42);
   CHECK(a[0].messages_in == 3);
   CHECK(a[0].name.empty());
+  const auto l = v->lanes();
+  REQUIRE(l.size() == 1);
+  CHECK(l[0].slot == 1);
+  CHECK(l[0].lane_id == 8);
+  CHECK_FALSE(l[0].open);
+  CHECK(l[0].would_block[1] == 6);
+  CHECK(l[0].generation == 4);
 }
 
 TEST_CASE("a slot left odd (a writer that died mid-update) is skipped, not waited for",
@@ -249,6 +332,37 @@ TEST_CASE("a slot left odd (a writer that died mid-update) is skipped, not waite
   const auto agents = v->agents();
   REQUIRE(agents.size() == 1);
   CHECK(agents[0].slot == 1);
+}
+
+TEST_CASE("lane slots with a garbage state or left odd are skipped", "[counters][hostile]") {
+  TempDir dir;
+  Image img = valid_image(dir);
+  auto v = CountersView::from_bytes(img.bytes());
+  REQUIRE(v);
+  REQUIRE(v->lanes().size() == 2);
+  auto* slots = reinterpret_cast<LaneSlot*>(img.data() + img.header().lanes_offset);
+  for (uint32_t garbage : {static_cast<uint32_t>(SlotState::Overflow), static_cast<uint32_t>(SlotState::Dead),
+                           5u, 0xFFFFFFFFu}) {
+    slots[0].state.store(garbage);
+    const auto lanes = v->lanes();
+    REQUIRE(lanes.size() == 1);
+    CHECK(lanes[0].slot == 1);
+  }
+  slots[0].state.store(static_cast<uint32_t>(SlotState::Active));
+  REQUIRE(v->lanes().size() == 2);
+  slots[1].seq.store(slots[1].seq.load() + 1);  // a writer that died mid-update
+  const auto lanes = v->lanes();
+  REQUIRE(lanes.size() == 1);
+  CHECK(lanes[0].slot == 0);
+  // Names with no NUL in either 64-byte field stay within 64 bytes each.
+  std::memset(static_cast<void*>(&slots[0].name), 'z', sizeof slots[0].name);
+  const auto named = v->lanes();
+  REQUIRE(named.size() == 1);
+  CHECK(named[0].name[0] == std::string(64, 'z'));
+  CHECK(named[0].name[1] == std::string(64, 'z'));
+  // The unused third slot, made to look open: listed, within the table.
+  slots[2].state.store(static_cast<uint32_t>(SlotState::Active));
+  CHECK(v->lanes().size() == 2);
 }
 
 TEST_CASE("open_counters on files that are not pages", "[counters][hostile]") {
@@ -296,7 +410,8 @@ TEST_CASE("fuzz: random damage to a valid page never crashes the reader", "[coun
         static const uint64_t kVals[] = {0, 1, 63, 64, 255, 256, 4095, 4096, UINT32_MAX,
                                          UINT64_MAX, UINT64_MAX - 255, 1ull << 32, 1ull << 63};
         const uint64_t val = kVals[rng() % std::size(kVals)];
-        const size_t field = 8 + (rng() % 15) * 8;  // an 8-byte field after magic
+        // An 8-byte field after magic, or lane_stride's (at 144).
+        const size_t field = rng() % 16 == 0 ? 144 : 8 + (rng() % 15) * 8;
         const size_t width = rng() % 2 == 0 ? 4 : 8;
         std::memcpy(raw + field + (width == 4 ? (rng() % 2) * 4 : 0), &val, width);
       } else if (kind == 2) {  // slots: seq, state, strings, counters
@@ -335,12 +450,15 @@ TEST_CASE("fuzz: random bytes with a valid magic and version", "[counters][hosti
       h.global_stride = 128;
       h.agent_stride = 256;
       h.pattern_stride = 256;
+      h.lane_stride = 256;
       h.global_count = static_cast<uint32_t>(rng() % 32);
       h.max_agents = static_cast<uint32_t>(rng() % 16);
       h.max_patterns = static_cast<uint32_t>(rng() % 16);
       h.globals_offset = 256;
       h.agents_offset = 256 + (rng() % 64) * 64;
       h.patterns_offset = 256 + (rng() % 64) * 64;
+      h.max_lanes = static_cast<uint32_t>(rng() % 16);
+      h.lanes_offset = 256 + (rng() % 64) * 64;
     }
     auto v = CountersView::from_bytes(img.bytes());
     if (v) exercise(*v);

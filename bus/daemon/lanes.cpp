@@ -1,0 +1,298 @@
+// busd's side of direct lanes (layout: shm/lane.hpp). busd decides and the agents carry:
+//
+//  * An agent asks where a subject goes (RouteQuery, once per route epoch). When every receiver
+//    is a local agent it may lane with (no queue group, no peer busd, not a remote agent, not the
+//    sender itself, ACL allows the publish, at most max_lane_targets), busd opens the lanes it
+//    needs (LaneOpen to both ends, with the memfd and eventfds) and answers Route with the lanes
+//    and subscription ids; otherwise Route with no targets and why: the subject stays on busd's
+//    path. The ACL is checked here, at set-up: what the sender may publish, and (at subscribe)
+//    what the receiver may receive.
+//  * Anything that may change an answer bumps the sender's route epoch in its AgentLines: a
+//    subscription or a peer's interest that matches a subject it was answered for, a reload,
+//    a lane closing. The agent reads the epoch before each send and forgets all its routes when
+//    it moved; busd forgets them too, and a lane no route uses any more is closed.
+//  * Closing: LaneClose to both ends (peer_gone to the survivor when an agent died); each
+//    writer ends its direction with an end record and switches back through busd with a gate,
+//    so the reader sees the flow in order. busd unmaps its copy at once; the memfd goes away
+//    with the last agent that maps it (nothing in /dev/shm).
+//
+// Mark and gate records that agents write to busd are forwarded here, in order with the
+// sender's other messages, to the other end of the lane.
+#include <cstring>
+
+#include "bus/clock.hpp"
+#include "daemon.hpp"
+#include "log.hpp"
+#include "router/subjects.hpp"
+
+namespace bus::daemon {
+namespace {
+
+uint64_t pair_key(uint32_t a, uint32_t b) noexcept {
+  return a < b ? (uint64_t{a} << 32 | b) : (uint64_t{b} << 32 | a);
+}
+
+}  // namespace
+
+void Daemon::on_route_query(Agent& a, const control::ControlMessage& m) {
+  const auto* q = m.body_as_RouteQuery();
+  const std::string_view subject = q->subject()->string_view();
+  if (a.lines == nullptr || q->epoch() != a.route_epoch) return;  // stale: it asks again
+  std::string why;
+  lane_targets_.clear();
+  if (!route_by_lanes(a, subject, why)) lane_targets_.clear();
+  if (a.routes.size() >= kMaxRoutesPerAgent) {
+    // Bounded memory: answers beyond this stay on busd's path until the next epoch.
+    lane_targets_.clear();
+    why = "too many routes for one agent";
+  } else {
+    Agent::RouteRec rec{std::string(subject), {}};
+    for (const auto& t : lane_targets_) {
+      if (std::find(rec.lanes.begin(), rec.lanes.end(), t.lane_id()) == rec.lanes.end()) {
+        rec.lanes.push_back(t.lane_id());
+        ++lanes_.at(t.lane_id())->routes;
+      }
+    }
+    a.routes.push_back(std::move(rec));
+  }
+  if (!lane_targets_.empty()) counters_.add(counters::Global::lane_routes);
+  const std::string subj(subject);
+  auto body = control::CreateRouteDirect(fbb_, subj.c_str(), a.route_epoch, &lane_targets_,
+                                         why.empty() ? nullptr : why.c_str());
+  send_control(a, control::Body::Route, body.Union());
+}
+
+bool Daemon::route_by_lanes(Agent& a, std::string_view subject, std::string& why) {
+  if (!opts_.config.lanes) {
+    why = "lanes are off ([busd] lanes = false)";
+    return false;
+  }
+  if (router::classify(subject) != router::SubjectClass::Normal || !router::validate_subject(subject)) {
+    why = "not a subject lanes carry";
+    return false;
+  }
+  if (!a.grants.may_publish(subject)) {
+    why = "ACL: not allowed to publish here";
+    return false;
+  }
+  matches_.clear();
+  trie_.match(subject, matches_);
+  if (matches_.empty()) {
+    why = "no subscribers";
+    return false;
+  }
+  if (matches_.size() > opts_.config.limits.max_lane_targets) {
+    why = "more subscribers than limits.max_lane_targets";
+    return false;
+  }
+  for (const auto& r : matches_) {
+    if (r.agent >= kPeerBase) {
+      why = "subscribers on other hosts";
+      return false;
+    }
+    if (r.group != 0) {
+      why = "a queue group subscribes";
+      return false;
+    }
+    if (r.agent == a.id) {
+      why = "the sender subscribes itself";
+      return false;
+    }
+    const Agent* b = agent(r.agent);
+    if (b == nullptr || b->phase != Agent::Phase::Active || b->lines == nullptr) {
+      why = "a subscriber cannot take lanes";
+      return false;
+    }
+  }
+  for (const auto& r : matches_) {
+    Lane* l = lane_between(a, *agent(r.agent), why);
+    if (l == nullptr) return false;
+    lane_targets_.emplace_back(l->id, r.sid);
+  }
+  return true;
+}
+
+Daemon::Lane* Daemon::lane_between(Agent& a, Agent& b, std::string& why) {
+  if (auto it = lane_by_pair_.find(pair_key(a.id, b.id)); it != lane_by_pair_.end()) {
+    return lanes_.at(it->second).get();
+  }
+  const uint32_t max = opts_.config.limits.max_lanes_per_agent;
+  if (a.lanes.size() >= max || b.lanes.size() >= max) {
+    why = "limits.max_lanes_per_agent reached";
+    return nullptr;
+  }
+  auto l = std::make_unique<Lane>();
+  l->id = next_lane_id_++;
+  if (next_lane_id_ == 0) next_lane_id_ = 1;
+  Agent& lo = a.id < b.id ? a : b;
+  Agent& hi = a.id < b.id ? b : a;
+  l->agent[0] = lo.id;
+  l->agent[1] = hi.id;
+  const uint64_t cap = opts_.config.limits.ring_capacity;
+  const size_t ring = shm::ring_bytes(cap);
+  const size_t head = sizeof(shm::lane::LaneHeader);
+  auto seg = shm::Segment::create_memfd("lane-" + std::to_string(l->id), head + 2 * ring, false);
+  if (!seg) {
+    why = "creating the lane: " + seg.error().message();
+    return nullptr;
+  }
+  l->segment = std::move(*seg);
+  const auto bytes = l->segment.bytes();
+  for (int i = 0; i < 2; ++i) {
+    if (auto f = shm::format_ring(bytes.subspan(head + i * ring, ring), cap, 0, shm::Zeroed::yes); !f) {
+      why = "formatting the lane: " + f.error().message();
+      return nullptr;
+    }
+  }
+  for (auto& e : l->fds) {
+    auto fd = shm::EventFd::create();
+    if (!fd) {
+      why = "creating the lane's eventfds: " + fd.error().message();
+      return nullptr;
+    }
+    e = std::move(*fd);
+  }
+  auto* h = new (bytes.data()) shm::lane::LaneHeader{};
+  h->magic = shm::lane::kLaneMagic;
+  h->layout_version = shm::lane::kLaneLayoutVersion;
+  h->lane_id = l->id;
+  h->agent[0] = lo.id;
+  h->agent[1] = hi.id;
+  h->ring_offset[0] = head;
+  h->ring_offset[1] = head + ring;
+  l->header = h;
+  // Each end: the ring it writes, the ring it reads, and their eventfds in that order.
+  for (int side = 0; side < 2; ++side) {
+    Agent& me = side == 0 ? lo : hi;
+    const Agent& other = side == 0 ? hi : lo;
+    const int out = side, in = 1 - side;
+    const bool other_uid = me.cred.uid != other.cred.uid;
+    auto open = control::CreateLaneOpenDirect(fbb_, l->id, other.id, other.name.c_str(), bytes.size(),
+                                              h->ring_offset[out], h->ring_offset[in],
+                                              other_uid || opts_.config.lanes_verify_same_uid, other_uid);
+    const int fds[5] = {l->segment.fd(), l->fds[2 * out].fd(), l->fds[2 * out + 1].fd(), l->fds[2 * in].fd(),
+                        l->fds[2 * in + 1].fd()};
+    send_control(me, control::Body::LaneOpen, open.Union(), fds);
+  }
+  l->stats = counters_.lane_open(l->id, lo.id, lo.name, hi.id, hi.name);
+  lo.lanes.push_back(l->id);
+  hi.lanes.push_back(l->id);
+  lane_by_pair_.emplace(pair_key(lo.id, hi.id), l->id);
+  counters_.add(counters::Global::lanes_opened);
+  counters_.set(counters::Global::lanes_open, lanes_.size() + 1);
+  log::debug("lane_open", {{"lane", l->id}, {"a", lo.name}, {"b", hi.name}});
+  Lane* raw = l.get();
+  lanes_.emplace(l->id, std::move(l));
+  return raw;
+}
+
+void Daemon::forget_routes(Agent& a) {
+  if (a.lines == nullptr) return;
+  ++a.route_epoch;
+  a.lines->route_epoch.store(a.route_epoch, std::memory_order_release);
+  for (const auto& r : a.routes) {
+    for (uint32_t id : r.lanes) {
+      if (auto it = lanes_.find(id); it != lanes_.end() && it->second->routes > 0) --it->second->routes;
+    }
+  }
+  a.routes.clear();
+}
+
+void Daemon::routes_changed(std::string_view pattern) {
+  bool any = false;
+  for (Agent* a : active_) {
+    for (const auto& r : a->routes) {
+      if (router::pattern_matches(pattern, r.subject)) {
+        forget_routes(*a);
+        any = true;
+        break;
+      }
+    }
+  }
+  if (any) close_unused_lanes("its routes changed");
+}
+
+void Daemon::close_unused_lanes(const char* why) {
+  lane_scratch_.clear();
+  for (const auto& [id, l] : lanes_) {
+    if (l->routes == 0) lane_scratch_.push_back(id);
+  }
+  for (uint32_t id : lane_scratch_) close_lane(id, why, 0);
+}
+
+void Daemon::close_lane(uint32_t id, const char* why, uint32_t gone) {
+  auto it = lanes_.find(id);
+  if (it == lanes_.end()) return;
+  Lane& l = *it->second;
+  // The survivor's routes over it go first (it must not write to a lane nobody reads).
+  for (uint32_t member : l.agent) {
+    Agent* m = agent(member);
+    if (m == nullptr) continue;
+    std::erase(m->lanes, id);
+    if (member == gone || m->phase != Agent::Phase::Active) continue;
+    for (const auto& r : m->routes) {
+      if (std::find(r.lanes.begin(), r.lanes.end(), id) != r.lanes.end()) {
+        forget_routes(*m);
+        break;
+      }
+    }
+  }
+  l.header->closed.store(1, std::memory_order_release);
+  sync_lane(l);
+  for (uint32_t member : l.agent) {
+    Agent* m = agent(member);
+    if (m == nullptr || member == gone || m->phase != Agent::Phase::Active) continue;
+    auto body = control::CreateLaneCloseDirect(fbb_, id, gone != 0, why);
+    send_control(*m, control::Body::LaneClose, body.Union());
+  }
+  if (l.stats != nullptr) counters_.lane_close(l.stats);
+  lane_by_pair_.erase(pair_key(l.agent[0], l.agent[1]));
+  log::debug("lane_close", {{"lane", id}, {"why", why}});
+  lanes_.erase(it);  // unmaps busd's copy; the agents hold theirs until they are done
+  counters_.add(counters::Global::lanes_closed);
+  counters_.set(counters::Global::lanes_open, lanes_.size());
+}
+
+void Daemon::drop_lanes_of(Agent& a) {
+  forget_routes(a);
+  const std::vector<uint32_t> mine = a.lanes;  // close_lane edits a.lanes
+  for (uint32_t id : mine) close_lane(id, "the agent at the other end is gone", a.id);
+  a.lines = nullptr;
+}
+
+void Daemon::reset_lanes(const char* why) {
+  for (Agent* a : active_) forget_routes(*a);
+  close_unused_lanes(why);
+}
+
+void Daemon::sync_lane(Lane& l) {
+  if (l.stats == nullptr) return;
+  for (int side = 0; side < 2; ++side) {
+    const auto& s = l.header->side[side];
+    counters_.lane_set(l.stats, side, s.messages.load(std::memory_order_relaxed),
+                       s.bytes.load(std::memory_order_relaxed), s.would_block.load(std::memory_order_relaxed));
+  }
+}
+
+void Daemon::sync_lanes() {
+  for (auto& [id, l] : lanes_) sync_lane(*l);
+}
+
+bool Daemon::forward_fence(Agent& src, const shm::Record& rec) {
+  const std::span<const std::byte> bytes = rec.data;
+  src.timed_in_ns = 0;  // a retry of this record (drain_agent) must not stamp hop times into it
+  shm::lane::Fence f{};
+  if (bytes.size() != sizeof f) return true;  // malformed: dropped (it only disorders its own flows)
+  std::memcpy(&f, bytes.data(), sizeof f);
+  // To the agent it names, whether or not busd still has the lane (the reader may still be
+  // before the gate this mark opens), stamped with the sender: the reader checks that the
+  // lane is one from the sender, so a fence can only touch the sender's own flows.
+  const uint32_t other = f.agent;
+  f.agent = src.id;
+  src.copy_buf.resize(sizeof f);
+  std::memcpy(src.copy_buf.data(), &f, sizeof f);
+  src.owed.assign(1, router::SubRef{other, rec.tag, 0});
+  return deliver_owed(src.owed, src.copy_buf, nullptr);
+}
+
+}  // namespace bus::daemon

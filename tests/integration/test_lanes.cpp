@@ -1,0 +1,342 @@
+// Direct lanes (bus/daemon/lanes.cpp, agents/client/lanes.cpp): set-up and tear-down, order
+// across the switch between busd's path and a lane, faults. A real busd per test case.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "bus/counters.hpp"
+#include "busd_fixture.hpp"
+#include "../support/scale.hpp"
+
+using namespace bus;
+using namespace bus::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+uint64_t seq_of(const Message& m) {
+  uint64_t s = 0;
+  if (m.payload().size() >= 8) std::memcpy(&s, m.payload().data(), 8);
+  return s;
+}
+
+std::span<const std::byte> seq_bytes(const uint64_t& s) { return std::as_bytes(std::span(&s, 1)); }
+
+/// Mappings of lane segments in this process (memfd "busd-lane-N" or similar).
+int lane_mappings() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  int n = 0;
+  while (std::getline(maps, line)) {
+    if (line.find("lane-") != std::string::npos) ++n;
+  }
+  return n;
+}
+
+/// A responder on its own thread: answers every request on `subject` with the request's bytes.
+struct Echo {
+  std::unique_ptr<Client> c;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> served{0}, over_lane{0};
+  std::thread t;
+  Echo(const Busd& d, const std::string& name, const std::string& subject) : c(d.client(name)) {
+    REQUIRE(c);
+    REQUIRE(c->subscribe(subject, [this](const Message& m) {
+      if (m.lane() != 0) ++over_lane;
+      ++served;
+      (void)c->reply(m, m.payload());
+    }));
+    t = std::thread([this] {
+      while (!stop.load()) (void)c->poll(5ms);
+    });
+  }
+  ~Echo() {
+    stop = true;
+    t.join();
+  }
+};
+
+counters::GlobalSnapshot globals(const Busd& d) {
+  auto page = counters::open_counters(d.counters_path());
+  REQUIRE(page);
+  return page->globals();
+}
+using G = counters::Global;
+
+}  // namespace
+
+TEST_CASE("request/reply moves onto a lane after the first round trip", "[lanes]") {
+  Busd d("[busd]\nlog_level = \"debug\"\n");
+  REQUIRE(d.started());
+  Echo echo(d, "echo", "svc.echo");
+  auto req = d.client("requester");
+  REQUIRE(req);
+  uint64_t lane_replies = 0;
+  for (uint64_t i = 0; i < 200; ++i) {
+    auto r = req->request("svc.echo", seq_bytes(i), 2s);
+    REQUIRE(r);
+    REQUIRE(seq_of(*r) == i);
+    if (r->lane() != 0) ++lane_replies;
+  }
+  INFO("opened " << req->stats().lanes_opened << " sent " << req->stats().lane_sent << " closed " << req->stats().lanes_closed);
+  CHECK(lane_replies > 150);
+  CHECK(echo.over_lane.load() > 150);
+  CHECK(req->stats().lanes_open == 1);
+  CHECK(req->stats().lane_sent > 150);
+  const auto g = globals(d);
+  CHECK(g[G::lanes_open] == 1);
+  CHECK(g[G::lane_routes] >= 1);
+  // busd saw the first messages only.
+  CHECK(g[G::messages_in] < 100);
+}
+
+TEST_CASE("lanes = false: every message through busd", "[lanes]") {
+  Busd d("[busd]\nlanes = false\n");
+  REQUIRE(d.started());
+  Echo echo(d, "echo", "svc.echo");
+  auto req = d.client("requester");
+  for (uint64_t i = 0; i < 50; ++i) {
+    auto r = req->request("svc.echo", seq_bytes(i), 2s);
+    REQUIRE(r);
+    CHECK(r->lane() == 0);
+  }
+  CHECK(req->stats().lanes_opened == 0);
+  CHECK(lane_mappings() == 0);
+  CHECK(globals(d)[G::messages_in] >= 100);
+}
+
+TEST_CASE("continuous publish while lanes open and close under it: nothing lost, doubled or reordered",
+          "[lanes]") {
+  Busd d;
+  REQUIRE(d.started());
+  const uint64_t kN = scaled(20000);
+  auto pub = d.client("pub");
+  auto steady = d.client("steady");
+  auto churn = d.client("churn");
+  auto grouped = d.client("grouped");
+  REQUIRE((pub && steady && churn && grouped));
+  // `steady` subscribes for the whole run and must see 0..kN-1 exactly, in order.
+  std::vector<uint64_t> seen;
+  seen.reserve(kN);
+  REQUIRE(steady->subscribe("flow.x", [&](const Message& m) { seen.push_back(seq_of(m)); }));
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> churn_bad{0}, churn_got{0}, churn_rounds{0}, group_rounds{0};
+  // `churn` subscribes and unsubscribes a wildcard over and over (each change moves the flow
+  // off its lanes and back); what it gets while subscribed only goes up.
+  std::thread churner([&] {
+    uint64_t last = 0;
+    bool any = false;
+    while (!done.load()) {
+      auto sid = churn->subscribe("flow.*", [&](const Message& m) {
+        const uint64_t s = seq_of(m);
+        if (any && s <= last) ++churn_bad;
+        last = s;
+        any = true;
+        ++churn_got;
+      });
+      if (!sid) continue;
+      pump_until(*churn, [] { return false; }, 15);
+      (void)churn->unsubscribe(*sid);
+      pump_until(*churn, [] { return false; }, 10);
+      ++churn_rounds;
+    }
+  });
+  // `grouped` joins a queue group now and then: while it is there, the subject cannot go over
+  // lanes (busd picks the member per message) and the flow goes back through busd.
+  std::thread grouper([&] {
+    while (!done.load()) {
+      auto sid = grouped->subscribe("flow.x", [](const Message&) {}, "g");
+      if (!sid) continue;
+      pump_until(*grouped, [] { return false; }, 20);
+      (void)grouped->unsubscribe(*sid);
+      pump_until(*grouped, [] { return false; }, 30);
+      ++group_rounds;
+    }
+  });
+  // At least kN messages, and for as long as it takes the others to come and go a few times
+  // (sanitizer builds are slow), within 30 s.
+  std::atomic<uint64_t> sent{UINT64_MAX};
+  std::thread reader([&] {
+    pump_until(*steady, [&] { return seen.size() >= sent.load(); }, 60000);
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  uint64_t n = 0;
+  for (; n < kN || churn_rounds.load() < 4 || group_rounds.load() < 2; ++n) {
+    if (std::chrono::steady_clock::now() - t0 > 30s) break;
+    while (!pub->publish("flow.x", seq_bytes(n))) std::this_thread::sleep_for(1ms);
+    if (n % 200 == 199) std::this_thread::sleep_for(1ms);  // let the others run on 2 cores
+  }
+  sent = n;
+  reader.join();
+  done = true;
+  churner.join();
+  grouper.join();
+  REQUIRE(seen.size() == n);
+  uint64_t wrong = 0;
+  for (uint64_t i = 0; i < n; ++i) wrong += seen[i] != i;
+  CHECK(wrong == 0);
+  CHECK(churn_bad.load() == 0);
+  CHECK(churn_got.load() > 0);
+  INFO("lane_sent " << pub->stats().lane_sent << " opened " << pub->stats().lanes_opened << " churn rounds "
+                    << churn_rounds.load() << " group rounds " << group_rounds.load());
+  // Both paths carried part of the flow, and lanes came and went under it.
+  CHECK(pub->stats().lane_sent > 0);
+  CHECK(pub->stats().lane_sent < pub->stats().published + churn_got.load());
+  CHECK(pub->stats().lanes_opened >= 2);
+  CHECK(churn_rounds.load() >= 4);
+}
+
+TEST_CASE("unsubscribe tears the lane down at both ends", "[lanes]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto pub = d.client("pub");
+  auto sub = d.client("sub");
+  uint64_t got = 0;
+  auto sid = sub->subscribe("t.x", [&](const Message& m) { got += m.lane() != 0; });
+  REQUIRE(sid);
+  for (uint64_t i = 0; i < 100; ++i) {
+    REQUIRE(pub->publish("t.x", seq_bytes(i)));
+    (void)sub->poll(1ms);
+    std::this_thread::sleep_for(1ms);
+  }
+  REQUIRE(pump_until(*sub, [&] { return got > 0; }));
+  REQUIRE(sub->stats().lanes_open == 1);
+  CHECK(globals(d)[G::lanes_open] == 1);
+  REQUIRE(sub->unsubscribe(*sid));
+  CHECK(globals(d)[G::lanes_open] == 0);
+  // The publisher ends its direction when it next looks; the subscriber frees the lane after
+  // both ends are in.
+  std::thread t([&] { pump_until(*pub, [&] { return pub->stats().lanes_open == 0; }, 3000); });
+  CHECK(pump_until(*sub, [&] { return sub->stats().lanes_open == 0; }, 3000));
+  t.join();
+  CHECK(pub->stats().lanes_open == 0);
+  CHECK(lane_mappings() == 0);
+  // Publishing on goes through busd (nobody listens: not an error).
+  CHECK(pub->publish("t.x", "after"));
+}
+
+TEST_CASE("a reload closes every lane; an ACL that no longer allows the flow refuses it", "[lanes]") {
+  const std::string allow = "[busd]\nacl_owner_all = false\n[[acl]]\npublish = [\"svc.>\", \"_INBOX.>\"]\nsubscribe = [\">\"]\n";
+  Busd d(allow);
+  REQUIRE(d.started());
+  Echo echo(d, "echo", "svc.echo");
+  auto req = d.client("req");
+  for (uint64_t i = 0; i < 50; ++i) REQUIRE(req->request("svc.echo", seq_bytes(i), 2s));
+  auto r = req->request("svc.echo", "on a lane", 2s);
+  REQUIRE(r);
+  CHECK(r->lane() != 0);
+  const uint64_t closed_before = globals(d)[G::lanes_closed];
+  // The new config no longer lets anyone publish on svc.>.
+  std::ofstream(d.dir() / "busd.toml") << "[busd]\nacl_owner_all = false\n[[acl]]\npublish = [\"_INBOX.>\"]\nsubscribe = [\">\"]\n";
+  ::kill(d.pid(), SIGHUP);
+  REQUIRE(eventually([&] { return globals(d)[G::lanes_closed] > closed_before; }));
+  auto refused = req->request("svc.echo", "now?", 2s);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code() == Errc::PermissionDenied);
+  CHECK(globals(d)[G::lanes_open] == 0);
+}
+
+TEST_CASE("kill -9 of the responder mid-stream: requests fail fast, the lane is reclaimed", "[lanes]") {
+  Busd d("[busd]\nlog_level = \"debug\"\n");
+  REQUIRE(d.started());
+  const pid_t victim = d.agent_process({"serve", "svc.v", "--name", "victim"});
+  auto req = d.client("req");
+  REQUIRE(eventually([&] { return d.log().find("name=victim") != std::string::npos; }));
+  std::this_thread::sleep_for(100ms);
+  uint64_t lane = 0;
+  for (int i = 0; i < 200 && lane == 0; ++i) {
+    auto r = req->request("svc.v", "hi", 2s);
+    REQUIRE(r);
+    if (r->lane() != 0) lane = r->lane();
+  }
+  REQUIRE(lane != 0);
+  std::thread killer([&] {
+    std::this_thread::sleep_for(50ms);
+    ::kill(victim, SIGKILL);
+  });
+  // Requests keep going until the responder is gone: none may hang.
+  const auto t0 = std::chrono::steady_clock::now();
+  Errc last = Errc::Ok;
+  while (std::chrono::steady_clock::now() - t0 < 5s) {
+    const auto s = std::chrono::steady_clock::now();
+    auto r = req->request("svc.v", "still?", 10s);
+    INFO("lanes_open " << req->stats().lanes_open << " closed " << req->stats().lanes_closed << " lane " << r.has_value());
+    CHECK(std::chrono::steady_clock::now() - s < 3s);
+    if (!r) {
+      last = r.error().code();
+      break;
+    }
+  }
+  killer.join();
+  CHECK(reap(victim) == 128 + SIGKILL);
+  CHECK(last == Errc::NoResponders);
+  CHECK(eventually([&] { return globals(d)[G::lanes_open] == 0; }));
+  CHECK(pump_until(*req, [&] { return req->stats().lanes_open == 0; }, 3000));
+  CHECK(lane_mappings() == 0);
+}
+
+TEST_CASE("kill -9 of the publisher mid-stream: the subscriber keeps what came, in order, and moves on",
+          "[lanes]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto sub = d.client("sub");
+  std::vector<uint64_t> seen;
+  uint64_t over_lane = 0;
+  REQUIRE(sub->subscribe("feed.x", [&](const Message& m) {
+    seen.push_back(seq_of(m));
+    over_lane += m.lane() != 0;
+  }));
+  const pid_t victim = d.agent_process({"pub", "feed.x", "--name", "feeder", "--count", "100000000", "--delay-ms", "1"});
+  REQUIRE(pump_until(*sub, [&] { return over_lane > 1000; }, 10000));
+  ::kill(victim, SIGKILL);
+  CHECK(reap(victim) == 128 + SIGKILL);
+  CHECK(pump_until(*sub, [&] { return sub->stats().lanes_open == 0; }, 5000));
+  for (size_t i = 0; i < seen.size(); ++i) {
+    if (seen[i] != i) {
+      FAIL_CHECK("message " << i << " is seq " << seen[i]);
+      break;
+    }
+  }
+  CHECK(lane_mappings() == 0);
+  CHECK(globals(d)[G::lanes_open] == 0);
+  // Nothing of the lanes is left in /dev/shm (they are memfds) and busd serves on.
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+    CHECK(e.path().filename().string().find("lane") == std::string::npos);
+  }
+  Echo echo(d, "echo", "svc.e");
+  CHECK(sub->request("svc.e", "x", 2s));
+}
+
+TEST_CASE("one publisher, two subjects, one on a lane and one through busd: the receiver sees them in order",
+          "[lanes]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto pub = d.client("pub");
+  auto rcv = d.client("rcv");
+  std::vector<uint64_t> seen;
+  uint64_t over_lane = 0;
+  auto record = [&](const Message& m) {
+    seen.push_back(seq_of(m));
+    over_lane += m.lane() != 0;
+  };
+  REQUIRE(rcv->subscribe("mix.lane", record));
+  REQUIRE(rcv->subscribe("mix.busd", record, "g"));  // a queue group: always through busd
+  const uint64_t kN = scaled(20000);
+  std::thread t([&] { pump_until(*rcv, [&] { return seen.size() >= kN; }, 30000); });
+  for (uint64_t i = 0; i < kN; ++i) {
+    // Runs of each subject, so that the flow keeps switching between the two paths.
+    const bool lane = (i / 7) % 2 == 0;
+    while (!pub->publish(lane ? "mix.lane" : "mix.busd", seq_bytes(i))) std::this_thread::sleep_for(1ms);
+  }
+  t.join();
+  REQUIRE(seen.size() == kN);
+  uint64_t wrong = 0;
+  for (uint64_t i = 0; i < kN; ++i) wrong += seen[i] != i;
+  CHECK(wrong == 0);
+  CHECK(over_lane > 0);
+  CHECK(over_lane < kN);
+}
