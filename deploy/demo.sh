@@ -64,7 +64,7 @@ fi
 echo "busd stopped; nothing left in $run but logs, nothing new in /dev/shm"
 rm -rf "$run"
 
-echo "== busbench pingpong: request/reply through a private busd, interleaved with raw baselines"
+echo "== busbench pingpong: request/reply through two private busd (lanes on and off), interleaved with raw baselines"
 $B/agents/busbench/busbench pingpong --busd "$B/bus/daemon/busd"
 echo "== busbench ring --quick: the shared-memory ring alone, next to its same-run baselines"
 $B/agents/busbench/busbench ring --quick

@@ -27,7 +27,7 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 # ASan+UBSan too. busbench, busctl and the tests that measure time or build network namespaces
 # run in the release build only: building them under ASan cost more than the rest together.
 ASAN_SUITES="ring router link sanitize"
-TSAN_SUITES="ring router link"
+TSAN_SUITES="ring router link lanes"
 
 log() { printf '\n=== %s\n' "$*"; }
 

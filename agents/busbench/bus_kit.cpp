@@ -3,6 +3,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -52,12 +53,151 @@ int serve(const std::string& socket, const std::string& name, const std::string&
   if (!sub) return agent_failed(ctl, "subscribe " + subject + ": " + sub.error().message());
   ctl.ready.store(1);
   while (ctl.stop.load(std::memory_order_relaxed) == 0) {
-    auto r = c->poll(std::chrono::milliseconds(50));
+    const bool standby = ctl.standby.load(std::memory_order_acquire) != 0;
+    if (ctl.standby_ack.load(std::memory_order_relaxed) != (standby ? 1 : 0)) {
+      ctl.standby_ack.store(standby ? 1 : 0, std::memory_order_release);
+    }
+    if (standby) {
+      // Something else is measured: sleep, and look at the control socket now and then (a short
+      // poll answers busd's heartbeats) without spinning for long, whatever the wait strategy.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    auto r = standby ? c->poll(std::chrono::microseconds(100)) : c->poll(std::chrono::milliseconds(50));
     if (!r && c->state() != ConnectionState::Connected) {
       return agent_failed(ctl, name + ": " + std::string(errc_name(r.error())));
     }
   }
   return 0;
+}
+
+void set_standby(const std::vector<AgentCtl*>& ctls, bool on) {
+  const int want = on ? 1 : 0;
+  for (AgentCtl* c : ctls) c->standby.store(want, std::memory_order_release);
+  const uint64_t end = clock::mono_ns() + 5'000'000'000ull;
+  for (size_t i = 0; i < ctls.size(); ++i) {
+    AgentCtl& c = *ctls[i];
+    while (c.standby_ack.load(std::memory_order_acquire) != want) {
+      const std::string who = "agent " + std::to_string(i + 1) + " of " + std::to_string(ctls.size());
+      if (c.failed.load() != 0) throw std::runtime_error(who + ": " + c.error);
+      if (clock::mono_ns() > end) {
+        throw std::runtime_error(who + (on ? " did not go on standby" : " did not wake from standby") + " within 5 s");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+}
+
+std::string Variant::row(const std::string& base) const {
+  return label.empty() ? base : std::string(base).append(" (").append(label).append(")");
+}
+
+std::string Variant::hop(const std::string& what) const {
+  return label.empty() ? what : std::string("[").append(label).append("] ").append(what);
+}
+
+std::vector<Variant> start_variants(const BusOptions& o) {
+  std::vector<std::pair<int, std::string>> choice;
+  if (o.lanes == "both") {
+    choice = {{1, "lanes"}, {0, "no lanes"}};
+  } else if (o.lanes == "on") {
+    choice = {{1, "lanes"}};
+  } else if (o.lanes == "off") {
+    choice = {{0, "no lanes"}};
+  } else if (o.lanes.empty()) {
+    choice = {{-1, ""}};
+  } else {
+    throw std::runtime_error("--lanes " + o.lanes + ": on, off or both");
+  }
+  std::vector<Variant> vars;
+  for (const auto& [lanes, label] : choice) {
+    TargetOptions t = target_options(o);
+    t.lanes = lanes;
+    // With two busd, one sits idle while the other is measured (a --duration run may take
+    // minutes), and busbench's client of the idle one reads its control socket only when used:
+    // busd must not take its silence for a death.
+    if (choice.size() > 1) t.heartbeat_misses = 1000;
+    vars.push_back(Variant{lanes, label, std::make_unique<BusTarget>(t)});
+  }
+  return vars;
+}
+
+std::vector<size_t> run_order(size_t n, int run) {
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = run % 2 == 0 ? i : n - 1 - i;
+  return order;
+}
+
+double lane_share(const Client::Stats& before, const Client::Stats& after) {
+  const uint64_t sent = after.published - before.published;
+  if (sent == 0) return -1;
+  const uint64_t lane = after.lane_sent - before.lane_sent;
+  return std::min(1.0, static_cast<double>(lane) / static_cast<double>(sent));
+}
+
+std::string lane_use_note(const Variant& v, double share) {
+  if (v.lanes == 1 && share == 0) {
+    return v.row("busd") +
+           ": busbench sent no message over a lane (this busd and libbus do not open lanes yet, or the flow "
+           "did not qualify): its rows measure the path through busd";
+  }
+  if (v.lanes == 0 && share > 0) return v.row("busd") + ": messages went over lanes although its config says lanes = false";
+  return {};
+}
+
+void plan_waits(BusOptions& o, const std::string& scenario, uint32_t agents, const std::string& agents_what,
+                size_t busds, bool capped) {
+  constexpr double kSlowCapS = 5;
+  auto kind_of = [](const std::string& option, const std::string& w) {
+    auto k = shm::parse_wait_strategy(w);
+    if (!k) throw std::runtime_error(option + " " + w + ": " + k.error().message());
+    return k->kind;
+  };
+  const auto cpus = static_cast<uint64_t>(std::max(1, online_cpus()));
+  const bool private_busd = o.address.empty();
+  const uint64_t spinning = kind_of("--wait", o.wait) == shm::WaitKind::Spin ? 1 + uint64_t{agents} : 0;
+  const bool busd_given = !o.busd_wait.empty();
+  const bool busd_spins = private_busd && busd_given && kind_of("--busd-wait", o.busd_wait) == shm::WaitKind::Spin;
+  const uint64_t spinners = spinning + (busd_spins ? busds : 0);
+  const std::string on_cpus = " on " + std::to_string(cpus) + " CPU" + (cpus == 1 ? "" : "s");
+  const std::string n_spinning = std::to_string(spinning) + " spinning part" + (spinning == 1 ? "y" : "ies");
+  // Round trips and rounds wait for each hand-over; a stream moves in bursts, and pubsub's and
+  // agents' runs are bounded already (a burst gives up after 30 s, agents run for --duration).
+  const std::string cap_note = capped ? "; each run stops after " + num(kSlowCapS) + " s" : std::string();
+  const std::string slow = capped ? "milliseconds per message" : "messages move in bursts, one per tick";
+  if (spinners > cpus) {
+    std::string parties = "busbench";
+    if (spinning > 1) parties.append(", ").append(agents_what);
+    if (busd_spins) parties.append(busds > 1 ? ", " + std::to_string(busds) + " busd" : std::string(", busd"));
+    const std::string what = std::to_string(spinners) + " busy-spinning parties (" + parties + ")" + on_cpus;
+    if (!o.force_spin) {
+      throw std::runtime_error(scenario + ": " + what +
+                               " would take turns once per scheduler tick (" + slow + "). Use --wait adaptive (the "
+                               "default) or block" +
+                               (busd_spins ? std::string(", a --busd-wait other than spin") : std::string()) +
+                               (agents > 1 ? ", fewer agents" : "") + ", or --force-spin to measure it anyway" +
+                               (capped ? " (each run is then capped at " + num(kSlowCapS) + " s)" : std::string()));
+    }
+    if (capped) o.slow_cap_s = kSlowCapS;
+    o.wait_notes.push_back("--force-spin: " + what + " take turns once per scheduler tick (" + slow + ")" + cap_note);
+  }
+  if (!busd_given) {
+    o.busd_wait = "adaptive";
+    if (private_busd && spinning >= cpus) {
+      o.busd_wait = "block";
+      o.wait_notes.push_back("busd wait=block (chosen: no --busd-wait): busbench's " + n_spinning + " fill the " +
+                             std::to_string(cpus) + " CPUs, so busd runs when a message wakes it; a busd that "
+                             "spins or waits adaptively would get a CPU once per scheduler tick (" + slow + ")");
+    }
+    return;
+  }
+  if (spinning >= cpus && spinners <= cpus) {
+    if (capped) o.slow_cap_s = kSlowCapS;
+    o.wait_notes.push_back(
+        (private_busd ? "busd wait=" + o.busd_wait + " (--busd-wait)" : std::string("the busd at --address waits per its config")) +
+        " while busbench's " + n_spinning + " fill the " + std::to_string(cpus) +
+        " CPUs: unless busd blocks, it gets a CPU once per scheduler tick (" + slow +
+        (private_busd ? "; without --busd-wait busbench picks block" : "") + ")" + cap_note);
+  }
 }
 
 int serve_echo(const std::string& socket, const std::string& name, const std::string& subject, const std::string& group,
@@ -93,7 +233,7 @@ TargetOptions target_options(const BusOptions& o) {
   t.address = o.address;
   t.transport = o.transport;
   t.busd_bin = o.busd_bin;
-  t.busd_wait = o.busd_wait;
+  t.busd_wait = o.busd_wait.empty() ? "adaptive" : o.busd_wait;  // plan_waits() settles it first
   t.busd_cpu = pin_of(o, 2);
   t.quiet = o.quiet;
   return t;
@@ -214,6 +354,14 @@ std::string who_waits(const BusOptions& o, const BusTarget& bus, const std::stri
   auto pin = [&](size_t i) { return pin_of(o, i) >= 0 ? ", cpu " + std::to_string(pin_of(o, i)) : ""; };
   return "  busbench: wait=" + o.wait + pin(0) + "; " + peers + ": wait=" + o.wait + pin(1) + "; busd: " +
          bus.describe();
+}
+
+std::string who_waits(const BusOptions& o, const std::vector<Variant>& vars, const std::string& peers) {
+  if (vars.size() == 1) return who_waits(o, *vars[0].bus, peers);
+  auto pin = [&](size_t i) { return pin_of(o, i) >= 0 ? ", cpu " + std::to_string(pin_of(o, i)) : ""; };
+  std::string s = "  busbench: wait=" + o.wait + pin(0) + "; " + peers + " (one set per busd): wait=" + o.wait + pin(1);
+  for (const auto& v : vars) s.append("\n  ").append(v.row("busd")).append(": ").append(v.bus->describe());
+  return s;
 }
 
 std::string num(double v) {

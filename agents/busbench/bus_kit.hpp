@@ -30,6 +30,8 @@ struct alignas(64) AgentCtl {
   std::atomic<uint64_t> done_ns{0};
   std::atomic<uint64_t> errors{0};    // out-of-order messages, failed replies
   std::atomic<uint64_t> backwards{0}; // subscriber: sequence numbers not above the last one (duplicates, reordering)
+  std::atomic<int> standby{0};        // serve(): set by busbench while it measures something else
+  std::atomic<int> standby_ack{0};    // serve(): the agent's answer (it sleeps while this is 1)
   char error[240] = {};
 };
 
@@ -38,6 +40,8 @@ std::unique_ptr<Client> connect_agent(const std::string& socket, const std::stri
                                       bool hop_timing = false);
 /// The body of a serving agent process: connects as `name`, subscribes `handler` to `subject`
 /// (in queue group `group` if not empty), says ready, and dispatches until told to stop.
+/// On standby (ctl.standby) it sleeps instead, polling now and then to answer busd's heartbeats,
+/// so that a spinning agent is not spinning while something else is measured.
 /// The exit code; failures are recorded in `ctl`.
 int serve(const std::string& socket, const std::string& name, const std::string& subject, const std::string& group,
           const BusOptions& o, AgentCtl& ctl, const std::function<void(Client&, const Message&)>& handler,
@@ -45,6 +49,45 @@ int serve(const std::string& socket, const std::string& name, const std::string&
 /// serve() with a handler that echoes every request's payload and counts it in ctl.count.
 int serve_echo(const std::string& socket, const std::string& name, const std::string& subject, const std::string& group,
                const BusOptions& o, AgentCtl& ctl);
+
+/// Puts serving agents on standby (`on`) or wakes them, and waits until each one says so (an
+/// agent on standby sleeps: it never competes for a CPU with what is measured meanwhile).
+/// Throws naming the agent if one fails, or does not answer within 5 s.
+void set_standby(const std::vector<AgentCtl*>& ctls, bool on);
+
+/// Of the `n` busd variants' agents (`serving(v)`: variant v's), only variant `active`'s work;
+/// the others go on standby.
+template <class F>
+void only_serving(size_t n, size_t active, F&& serving) {
+  for (size_t other = 0; other < n; ++other) {
+    if (other != active) set_standby(serving(other), true);
+  }
+  set_standby(serving(active), false);
+}
+
+/// A busd busbench measures through. --lanes both gives two private busd, lanes on and lanes
+/// off, each with its own agents and its own client in busbench; their runs are interleaved
+/// with each other and with the baselines, so every ratio is against a baseline of the same run.
+struct Variant {
+  int lanes = -1;     // 1 lanes on, 0 lanes off, -1 not chosen (--address, or a scenario without --lanes)
+  std::string label;  // "lanes", "no lanes", "" (not chosen)
+  std::unique_ptr<BusTarget> bus;
+  /// `base` as this variant's row: "busd pingpong (lanes)"; `base` itself when not chosen.
+  [[nodiscard]] std::string row(const std::string& base) const;
+  /// `what` as this variant's hop row: "[lanes] request: busbench -> busd".
+  [[nodiscard]] std::string hop(const std::string& what) const;
+};
+/// Starts the busd of every variant --lanes asks for (or finds the one at --address).
+std::vector<Variant> start_variants(const BusOptions& o);
+/// In which order run `run` measures `n` variants: alternating, so that none always comes
+/// right after the baselines.
+std::vector<size_t> run_order(size_t n, int run);
+/// Of the messages a client sent between two snapshots of its stats, the share (0..1) that went
+/// over lanes; -1 when it sent none.
+double lane_share(const Client::Stats& before, const Client::Stats& after);
+/// "busd (lanes): no message went over a lane ..." when the lanes variant used none: the note
+/// for the report, or "" when lanes carried messages (or the variant is not the lanes one).
+std::string lane_use_note(const Variant& v, double share);
 
 /// In an agent process: record why it failed (busbench prints it) and return its exit code.
 int agent_failed(AgentCtl& ctl, const std::string& why);
@@ -94,6 +137,8 @@ int finish(const Report& rep, const BusOptions& o, int rc);
 
 /// One summary line on how every process waited and was pinned.
 std::string who_waits(const BusOptions& o, const BusTarget& bus, const std::string& peers);
+/// The same for every variant's busd.
+std::string who_waits(const BusOptions& o, const std::vector<Variant>& vars, const std::string& peers);
 /// CPU for role i of --pin (busbench 0, its agents 1, busd 2); -1 = not pinned.
 int pin_of(const BusOptions& o, size_t i);
 

@@ -41,7 +41,12 @@ void add_bus_common(CLI::App* app, BusCli& c) {
                                     "(default: closed loop, not corrected)")->check(CLI::Range(0.0, 1e9));
   app->add_option("--timeout-ms", o.timeout_ms, "per request (scatter: per round)")->check(CLI::Range(1u, 600'000u));
   app->add_option("--wait", o.wait, "wait strategy of busbench's agents: spin | yield | adaptive[:<n>us] | block");
-  app->add_option("--busd-wait", o.busd_wait, "wait strategy of the busd busbench starts");
+  app->add_option("--busd-wait", o.busd_wait,
+                  "wait strategy of the busd busbench starts (default: adaptive; block when busbench's spinning "
+                  "agents fill every CPU)");
+  app->add_flag("--force-spin", o.force_spin,
+                "run even with more busy-spinning parties (--wait spin, --busd-wait spin) than CPUs; each run is "
+                "then capped at 5 s");
   app->add_option("--pin", o.pin, "CPUs for busbench, its agents, busd (-1: not pinned), e.g. --pin 0,1,-1")
       ->delimiter(',')->expected(1, 3);
   app->add_option("--address", o.address, "measure the busd listening at this socket instead of starting one");
@@ -114,6 +119,15 @@ int main(int argc, char** argv) {
                      "with --transport tcp (root only): busd A and its agent in one network namespace, busd B and "
                      "busbench in another, joined by a veth pair (removed at the end)");
   }
+  for (BusCli* c : {&pp, &ps, &sc}) {
+    c->app->add_option("--lanes", c->o.lanes,
+                       "busd with direct lanes on, off, or both: two private busd, runs interleaved (default: both; "
+                       "not with --address or --transport tcp)")
+        ->check(CLI::IsMember({"on", "off", "both"}));
+  }
+  pp.app->add_flag("--hops,!--no-hops", pp.o.hops,
+                   "per-hop breakdown: busd stamps its hops into each message, the responder reads the clock and "
+                   "echoes them (default on; off: nothing but the round trip is timed)");
   pp.app->add_option("--stall-ms", pp.o.stall_ms, "the responder stalls once for this long, halfway through run 1 "
                                                   "(shows what coordinated-omission correction does)");
 
@@ -137,6 +151,36 @@ int main(int argc, char** argv) {
       }
     }
     try {
+      auto& o = c->o;
+      const bool lanes_scenario = c == &pp || c == &ps || c == &sc;
+      if (lanes_scenario && !o.lanes.empty()) {
+        if (!o.address.empty()) {
+          throw std::runtime_error("--lanes: busbench sets [busd] lanes in the busd it starts; the busd at --address "
+                                   "has lanes as its own config says (drop --lanes, or drop --address)");
+        }
+        if (o.transport != "shm") {
+          throw std::runtime_error("--lanes: lanes join agents of one busd; --transport " + o.transport +
+                                   " measures a link between two");
+        }
+      } else if (lanes_scenario && o.address.empty() && o.transport == "shm") {
+        o.lanes = "both";
+      }
+      // How busbench's parties wait: spinners against CPUs, busd's wait (see plan_waits).
+      const std::string scenario = c->app->get_name();
+      const size_t busds = o.transport == "tcp" ? 2 : o.lanes == "both" ? 2 : 1;
+      if (c == &pp) {
+        bus::bench::plan_waits(o, scenario, 1, "responder", busds, true);
+      } else if (c == &ld) {
+        bus::bench::plan_waits(o, scenario, 2, "responder, load sink", busds, true);
+      } else if (c == &sc) {
+        bus::bench::plan_waits(o, scenario, o.workers, std::to_string(o.workers) + " workers", busds, true);
+      } else if (c == &ps) {
+        bus::bench::plan_waits(o, scenario, o.subscribers, std::to_string(o.subscribers) + " subscribers", busds, false);
+      } else {
+        bus::bench::plan_waits(o, scenario, o.agents + o.services,
+                               std::to_string(o.agents) + " agents, " + std::to_string(o.services) + " services", busds,
+                               false);
+      }
       if (c->o.transport == "tcp") {
         if (!c->o.address.empty()) throw std::runtime_error("--address measures one running busd; --transport tcp starts its own linked pair");
         if (c == &pp) return bus::bench::run_link_pingpong(c->o);

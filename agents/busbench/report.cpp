@@ -50,7 +50,30 @@ std::string file_safe(const std::string& s) {
   return out;
 }
 
+const char* lanes_json(int lanes) { return lanes < 0 ? "null" : lanes > 0 ? "true" : "false"; }
+
+// "1.42x", "48%", "12.3 us", "21400/s": a target line's value; a limit as "2x", "1.3x".
+std::string target_value(double v, const std::string& unit, bool limit = false) {
+  char b[64];
+  if (unit == "x") {
+    std::snprintf(b, sizeof b, limit ? "%gx" : "%.2fx", v);
+  } else if (unit == "%") {
+    std::snprintf(b, sizeof b, "%.0f%%", v);
+  } else if (unit == "/s") {
+    std::snprintf(b, sizeof b, "%.0f/s", v);
+  } else {
+    std::snprintf(b, sizeof b, v >= 100 || limit ? "%.0f %s" : v >= 10 ? "%.1f %s" : "%.2f %s", v, unit.c_str());
+  }
+  return b;
+}
+
 }  // namespace
+
+bool measured_any(const LatencyRow& row) {
+  return std::any_of(row.runs.begin(), row.runs.end(), [](const LatencySummary& s) { return s.count > 0; });
+}
+
+double same_run_ratio(const ThroughputRow& row, const ThroughputRow& base) { return thr_ratio(row, base.msgs_per_s); }
 
 double same_run_ratio(const LatencyRow& row, const LatencyRow& base, double LatencySummary::*f) {
   std::vector<double> v;
@@ -174,16 +197,16 @@ void Report::print(std::FILE* out) const {
     }
   }
   if (!hops_.empty()) {
-    std::fprintf(out, "\nper-hop breakdown, us (median of runs)  %8s %8s %8s %8s\n", "p50", "p90", "p99", "mean");
+    std::fprintf(out, "\nper-hop breakdown, us (median of runs)     %8s %8s %8s %8s\n", "p50", "p90", "p99", "mean");
     std::vector<std::string> why;  // each reason once, in order
     for (const auto& r : hops_) {
       if (!r.measured) {
-        std::fprintf(out, "  %-37s %8s\n", r.name.c_str(), "not measured");
+        std::fprintf(out, "  %-40s %8s\n", r.name.c_str(), "not measured");
         if (std::find(why.begin(), why.end(), r.note) == why.end()) why.push_back(r.note);
         continue;
       }
       auto m = [&](double LatencySummary::*f) { return med_field(r.runs, f) / 1000.0; };
-      std::fprintf(out, "  %-37s %8.3f %8.3f %8.3f %8.3f\n", r.name.c_str(), m(&LatencySummary::p50),
+      std::fprintf(out, "  %-40s %8.3f %8.3f %8.3f %8.3f\n", r.name.c_str(), m(&LatencySummary::p50),
                    m(&LatencySummary::p90), m(&LatencySummary::p99), m(&LatencySummary::mean));
     }
     for (const auto& r : hops_) {
@@ -229,6 +252,20 @@ void Report::print(std::FILE* out) const {
                    f.worst_is_max ? " (worst run)" : "");
     }
   }
+  if (!targets_.empty()) {
+    std::fprintf(out, "\n%s\n", targets_title_.c_str());
+    for (const auto& t : targets_) {
+      std::string line = "  ";
+      line.append(t.name).append(" ").append(target_value(t.value, t.unit));
+      if (!t.of.empty()) line.append(" ").append(t.of);
+      if (t.limit > 0) {
+        line.append(" (target ").append(t.at_most ? "\u2264 " : "\u2265 ").append(target_value(t.limit, t.unit, true)).append(")");
+        line.append(!t.judged ? ": not judged" : t.met() ? ": met" : ": NOT met");
+      }
+      if (!t.note.empty()) line.append(t.limit > 0 ? ": " : " (").append(t.note).append(t.limit > 0 ? "" : ")");
+      std::fprintf(out, "%s\n", line.c_str());
+    }
+  }
   if (!notes_.empty()) std::fprintf(out, "\n");
   for (const auto& n : notes_) std::fprintf(out, "  %s\n", n.c_str());
   std::fflush(out);
@@ -244,7 +281,8 @@ bool Report::write_json(const std::string& path) const {
     const auto& r = lat_[i];
     auto m = [&](double LatencySummary::*fld) { return med_field(r.runs, fld); };
     f << (i ? "," : "") << "\n    {\"name\": " << json_string(r.name) << ", \"note\": " << json_string(r.note)
-      << ", \"baseline\": " << (r.baseline ? "true" : "false") << ", \"runs\": " << r.runs.size()
+      << ", \"baseline\": " << (r.baseline ? "true" : "false") << ", \"lanes\": " << lanes_json(r.lanes)
+      << ", \"runs\": " << r.runs.size()
       << ", \"p50\": " << m(&LatencySummary::p50) << ", \"p90\": " << m(&LatencySummary::p90)
       << ", \"p99\": " << m(&LatencySummary::p99) << ", \"p99_9\": " << m(&LatencySummary::p999)
       << ", \"p99_99\": " << m(&LatencySummary::p9999) << ", \"max\": " << m(&LatencySummary::max)
@@ -272,7 +310,8 @@ bool Report::write_json(const std::string& path) const {
   for (size_t i = 0; i < thr_.size(); ++i) {
     const auto& r = thr_[i];
     f << (i ? "," : "") << "\n    {\"name\": " << json_string(r.name) << ", \"note\": " << json_string(r.note)
-      << ", \"baseline\": " << (r.baseline ? "true" : "false") << ", \"record_bytes\": " << r.record_bytes
+      << ", \"baseline\": " << (r.baseline ? "true" : "false") << ", \"lanes\": " << lanes_json(r.lanes)
+      << ", \"record_bytes\": " << r.record_bytes
       << ", \"msgs_per_s\": " << median(r.msgs_per_s);
     if (thr_base != nullptr && !r.baseline) f << ", \"vs_baseline\": " << thr_ratio(r, thr_base->msgs_per_s);
     f << ", \"per_run\": [";
@@ -318,6 +357,19 @@ bool Report::write_json(const std::string& path) const {
       << ", \"value\": " << v << ", \"per_run\": [";
     for (size_t k = 0; k < x.values.size(); ++k) f << (k ? ", " : "") << x.values[k];
     f << "]}";
+  }
+  f << "\n  ],\n  \"targets\": [";
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    const auto& t = targets_[i];
+    f << (i ? "," : "") << "\n    {\"name\": " << json_string(t.name) << ", \"variant\": " << json_string(t.variant)
+      << ", \"value\": " << t.value << ", \"unit\": " << json_string(t.unit) << ", \"of\": " << json_string(t.of);
+    if (t.limit > 0) {
+      f << ", \"limit\": " << t.limit << ", \"at_most\": " << (t.at_most ? "true" : "false")
+        << ", \"met\": " << (!t.judged ? "null" : t.met() ? "true" : "false");
+    } else {
+      f << ", \"limit\": null, \"at_most\": null, \"met\": null";
+    }
+    f << ", \"note\": " << json_string(t.note) << "}";
   }
   f << "\n  ],\n  \"notes\": [";
   for (size_t i = 0; i < notes_.size(); ++i) f << (i ? ", " : "") << "\n    " << json_string(notes_[i]);

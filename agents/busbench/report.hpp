@@ -27,6 +27,7 @@ struct LatencyRow {
   std::vector<LatencySummary> runs;
   Histogram merged;      // all runs together (for .hgrm)
   bool measured = true;  // hop rows: false = the data cannot split this hop out (note says why)
+  int lanes = -1;        // the busd measured: 1 lanes on, 0 lanes off, -1 not chosen or not a busd row
 };
 
 struct ThroughputRow {
@@ -35,6 +36,24 @@ struct ThroughputRow {
   bool baseline = false;
   uint32_t record_bytes = 0;
   std::vector<double> msgs_per_s;  // one per run
+  int lanes = -1;                  // as LatencyRow::lanes
+};
+
+/// A figure an issue sets a target for, printed under the tables ("targets") and in JSON:
+/// "<name> <value><unit> <of> (target <= <limit><unit>): met", and whether the target was met. Without a limit it is printed for
+/// comparison; with one but judged = false, `note` says why it was not judged (the run's set-up
+/// is not the one the target is for).
+struct TargetLine {
+  std::string name;     // what, before the value: "pingpong spin, busd (lanes): p50"
+  std::string variant;  // "lanes", "no lanes", "" (lanes not chosen)
+  double value = 0;
+  std::string unit;     // "x", "%", "us", "/s"
+  std::string of;       // after the value: "cache line ping-pong" (a ratio's baseline)
+  double limit = 0;     // 0: no target, printed for comparison
+  bool at_most = true;  // the target is value <= limit (else value >= limit)
+  bool judged = false;  // the set-up is the one the target is for
+  std::string note;     // why not judged, or what else to know
+  [[nodiscard]] bool met() const noexcept { return at_most ? value <= limit : value >= limit; }
 };
 
 struct CostRow {  // ns per operation, single thread
@@ -76,10 +95,16 @@ class Report {
   void hop_not_measured(const std::string& name, const std::string& why);
   /// A line printed under the tables (how it was measured, what it does not correct).
   void note(const std::string& line) { notes_.push_back(line); }
+  /// A target line (printed after the tables, before the notes; JSON "targets").
+  void target(TargetLine t) { targets_.push_back(std::move(t)); }
+  /// The heading of the targets section ("targets of the [lanes] issue").
+  void set_targets_title(std::string t) { targets_title_ = std::move(t); }
   /// What the latency table measures: "round trip" (default), "round", "request".
   void set_latency_unit(std::string what) { latency_unit_ = std::move(what); }
   [[nodiscard]] const std::vector<LatencyRow>& latency_rows() const noexcept { return lat_; }
+  [[nodiscard]] const std::vector<ThroughputRow>& throughput_rows() const noexcept { return thr_; }
   [[nodiscard]] const std::vector<Fact>& facts() const noexcept { return facts_; }
+  [[nodiscard]] const std::vector<TargetLine>& targets() const noexcept { return targets_; }
 
   void print(std::FILE* out) const;
   /// Writes the JSON document; false with errno set when the file cannot be written.
@@ -99,6 +124,8 @@ class Report {
   std::vector<Fact> facts_;
   std::vector<LatencyRow> hops_;
   std::vector<std::string> notes_;
+  std::vector<TargetLine> targets_;
+  std::string targets_title_ = "targets";
   std::string latency_unit_ = "round trip";
 };
 
@@ -107,5 +134,9 @@ double median(std::vector<double> v);
 
 /// Median over runs of row/base for one field, run by run (same-run ratios); 0 if none.
 double same_run_ratio(const LatencyRow& row, const LatencyRow& base, double LatencySummary::*field);
+/// Whether any run of the row recorded a sample.
+bool measured_any(const LatencyRow& row);
+/// The same for throughput rows (msgs/s); 0 if none.
+double same_run_ratio(const ThroughputRow& row, const ThroughputRow& base);
 
 }  // namespace bus::bench

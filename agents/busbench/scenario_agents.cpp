@@ -131,6 +131,7 @@ int run_agents(const BusOptions& o) {
       std::to_string(o.payload) + " B payload, " + num(window_s) + " s x " + std::to_string(o.runs) +
       " runs\n" + who_waits(o, bus, "agents and services") + "\n  clock CLOCK_MONOTONIC in each agent";
   Report rep("agents", header);
+  for (const auto& n : o.wait_notes) rep.note(n);
   rep.set_latency_unit("request");
   rep.note("open loop per agent: coordinated omission corrected (HdrHistogram expected interval " +
            num(1000.0 / o.agent_rate) + " ms); agents keep 2 significant digits");

@@ -138,6 +138,7 @@ int run_link_pingpong(const BusOptions& o) {
       waits(o, pair, "requester", "responder") + "\n  clock " + clk.describe() + "; timeout " +
       std::to_string(o.timeout_ms) + " ms per request";
   Report rep("pingpong-tcp", header);
+  for (const auto& n : o.wait_notes) rep.note(n);
   rep.note(loop_note(o));
 
   CpuMeter cpu;
@@ -265,6 +266,7 @@ int run_link_pubsub(const BusOptions& o) {
       " messages x " + std::to_string(o.runs) + " runs\n" + waits(o, pair, "publisher", "subscriber") +
       "\n  clock " + clk.describe();
   Report rep("pubsub-tcp", header);
+  for (const auto& n : o.wait_notes) rep.note(n);
   rep.note("msgs/s: messages delivered per second (from the first publish to the subscriber's last message); MB/s "
            "counts payload bytes (encoded bytes for raw TCP)");
   rep.note("CPU seconds per million messages = CPU-us per message published, of each process over the burst");

@@ -142,22 +142,83 @@ namespace {
 
 inline void keep(const void* p) noexcept { asm volatile("" : : "r"(p) : "memory"); }
 
+
+// The [lanes] issue: "pubsub 1->1, 64 B, batched: >= 50% of the raw ring baseline (same-size
+// records copied in and out)".
+void add_pubsub_targets(Report& rep, const BusOptions& o, const std::vector<Variant>& vars, const std::string& batched,
+                        const std::string& ring) {
+  const ThroughputRow* base = nullptr;
+  const ThroughputRow* on = nullptr;
+  const ThroughputRow* off = nullptr;
+  for (const auto& r : rep.throughput_rows()) {
+    if (r.name == ring) base = &r;
+  }
+  std::string setup;
+  if (o.subscribers != 1) setup = std::to_string(o.subscribers) + " subscribers, not 1";
+  if (o.payload != 64) setup.append(setup.empty() ? "" : ", ").append("payload " + std::to_string(o.payload) + " B, not 64 B");
+  for (const auto& v : vars) {
+    const ThroughputRow* row = nullptr;
+    for (const auto& r : rep.throughput_rows()) {
+      if (r.name == v.row(batched)) row = &r;
+    }
+    if (row == nullptr) continue;
+    (v.lanes == 0 ? off : on) = row;
+    if (base == nullptr) continue;
+    const bool for_lanes = v.lanes != 0;
+    TargetLine t;
+    t.variant = v.label;
+    t.name = "pubsub 1->" + std::to_string(o.subscribers) + " batch " + std::to_string(o.batch) + ", " + v.row("busd") + ":";
+    t.value = 100 * same_run_ratio(*row, *base);
+    t.unit = std::string(1, '%');  // not = "%": a GCC 12 -Wrestrict false positive
+    t.of = std::string("of the raw ring (").append(std::to_string(base->record_bytes)).append(" B records copied in and out)");
+    t.limit = for_lanes ? 50 : 0;
+    t.at_most = false;
+    t.judged = for_lanes && setup.empty();
+    t.note = !for_lanes ? "for comparison; the target (\u2265 50%) is for lanes" : setup;
+    rep.target(t);
+  }
+  if (on != nullptr && off != nullptr) {
+    TargetLine t;
+    t.name = "pubsub batched, busd (lanes) / busd (no lanes): msgs/s";
+    t.value = same_run_ratio(*on, *off);
+    t.unit = "x";
+    t.note = "same-run ratio, for comparison";
+    rep.target(t);
+  }
+  if (base == nullptr) rep.note("no raw ring baseline in this run (--no-baseline): no target lines");
+}
+
 }  // namespace
 
 int run_pubsub(const BusOptions& o) {
   if (o.subscribers < 1 || o.subscribers > 256) throw std::runtime_error("--subscribers must be 1..256");
   if (o.count == 0) throw std::runtime_error("pubsub needs --count (messages per run)");
   const Clock clk = Clock::calibrate();
-  BusTarget bus(target_options(o));
+  std::vector<Variant> vars = start_variants(o);
+  const size_t nv = vars.size();
   const std::string subject = subject_prefix() + ".pub";
 
-  Shared<AgentCtl> ctl(o.subscribers);
-  auto ctl_of = [&](size_t i) -> AgentCtl& { return ctl[i]; };
-  std::vector<Child> subs = start_agents(o.subscribers, "subscriber", ctl_of, [&](size_t i) {
-    return subscriber_main(bus.socket(), subject, static_cast<int>(i), o, ctl[i]);
-  });
+  // Subscribers of variant v are ctl[v * subscribers + i].
+  const uint32_t ns = o.subscribers;
+  Shared<AgentCtl> ctl(ns * nv);
+  std::vector<std::vector<Child>> subs;
+  for (size_t v = 0; v < nv; ++v) {
+    const std::string socket = vars[v].bus->socket();
+    auto ctl_of = [&, v](size_t i) -> AgentCtl& { return ctl[v * ns + i]; };
+    subs.push_back(start_agents(ns, vars[v].row("subscriber"), ctl_of, [&, socket, v](size_t i) {
+      return subscriber_main(socket, subject, static_cast<int>(i), o, ctl[v * ns + i]);
+    }));
+  }
+  auto serving = [&](size_t v) {
+    std::vector<AgentCtl*> s;
+    for (uint32_t i = 0; i < ns; ++i) s.push_back(&ctl[v * ns + i]);
+    return s;
+  };
   pin_thread(pin_of(o, 0));
-  auto client = connect_agent(bus.socket(), "busbench-" + std::to_string(::getpid()), o.wait);
+  std::vector<std::unique_ptr<Client>> clients;
+  for (size_t v = 0; v < nv; ++v) {
+    clients.push_back(connect_agent(vars[v].bus->socket(), "busbench-" + std::to_string(::getpid()), o.wait));
+  }
 
   // The encoded size of one message: what the ring carries per message.
   auto tmpl = EnvelopeTemplate::make({subject});
@@ -165,34 +226,52 @@ int run_pubsub(const BusOptions& o) {
   const auto record = static_cast<uint32_t>(tmpl->size_for(o.payload));
 
   const std::string header =
-      "busbench pubsub: 1 publisher -> busd -> " + std::to_string(o.subscribers) + " subscriber process(es), " +
+      "busbench pubsub: 1 publisher -> busd -> " + std::to_string(ns) + " subscriber process(es), " +
       std::to_string(o.payload) + " B payload (" + std::to_string(record) + " B encoded), " + std::to_string(o.count) +
-      " messages x " + std::to_string(o.runs) + " runs\n" + who_waits(o, bus, "subscribers") + "\n  clock " +
-      clk.describe();
+      " messages x " + std::to_string(o.runs) + " runs" +
+      (nv > 1 ? ", lanes on and off (one private busd each, runs interleaved)" : "") + "\n" +
+      who_waits(o, vars, "subscribers") + "\n  clock " + clk.describe();
   Report rep("pubsub", header);
+  rep.set_targets_title("targets of the [lanes] issue (medians of same-run ratios)");
   rep.note("msgs/s: messages published per second, each delivered to every subscriber (from the first publish to "
            "the last subscriber's last message); MB/s counts payload bytes (encoded bytes for the raw ring)");
-  rep.note("CPU per million messages counts each message once (deliveries: x" + std::to_string(o.subscribers) + ")");
-  CpuMeter cpu;
-  cpu.add("busbench (publisher)", "wait=" + o.wait, {0});
-  std::vector<pid_t> pids;
-  for (auto& s : subs) pids.push_back(s.pid());
-  cpu.add("subscribers (" + std::to_string(o.subscribers) + ", summed)", "wait=" + o.wait, pids);
-  if (bus.pid() > 0) cpu.add("busd", "wait per busd config", {bus.pid()});
+  rep.note("CPU per million messages counts each message once (deliveries: x" + std::to_string(ns) + ")");
+  for (const auto& n : o.wait_notes) rep.note(n);
+  std::vector<CpuMeter> cpu(nv);
+  for (size_t v = 0; v < nv; ++v) {
+    cpu[v].add(vars[v].row("busbench (publisher)"), "wait=" + o.wait, {0});
+    std::vector<pid_t> pids;
+    for (auto& c : subs[v]) pids.push_back(c.pid());
+    cpu[v].add(vars[v].row("subscribers (" + std::to_string(ns) + ", summed)"), "wait=" + o.wait, pids);
+    if (vars[v].bus->pid() > 0) cpu[v].add(vars[v].row("busd"), "wait per busd config", {vars[v].bus->pid()});
+  }
 
-  Burst burst(*client, subject, ctl.get(), o.subscribers, o.payload);
+  std::vector<std::unique_ptr<Burst>> bursts;
+  for (size_t v = 0; v < nv; ++v) bursts.push_back(std::make_unique<Burst>(*clients[v], subject, &ctl[v * ns], ns, o.payload));
+  // A warm-up burst per busd: envelope templates, and the lane (if any) set up before a run counts.
+  for (size_t v = 0; v < nv; ++v) {
+    only_serving(nv, v, serving);
+    progress(o, 0, vars[v].row("warm-up").c_str());
+    Report scratch("warm-up", "");
+    CpuMeter none;
+    (void)bursts[v]->run(std::max<uint64_t>(o.warmup, 1), o.batch, none, scratch);
+  }
   const std::vector<std::byte> payload(o.payload, std::byte{0x5A});
   std::vector<uint64_t> out_words(record / 8 + 2);
   auto* out = reinterpret_cast<std::byte*>(out_words.data());
+  const std::string ring_row = "raw SPSC ring, batch " + std::to_string(o.batch);
+  const std::string batched_row = "busd pubsub 1->" + std::to_string(ns) + ", batch " + std::to_string(o.batch);
+  const std::string unbatched_row = "busd pubsub 1->" + std::to_string(ns) + ", unbatched";
+  std::vector<double> lane_shares(nv, -1);
   for (int run = 0; run < o.runs; ++run) {
     if (o.baseline) {
+      for (size_t v = 0; v < nv; ++v) set_standby(serving(v), true);
       progress(o, run, "raw ring, copy in and out");
       // stream_ring_copy pins its sides and gives this thread its affinity back.
       const int a = pin_of(o, 0) >= 0 ? pin_of(o, 0) : (online_cpus() >= 2 ? 0 : -1);
       const int b = pin_of(o, 1) >= 0 ? pin_of(o, 1) : (online_cpus() >= 2 ? 1 : -1);
-      rep.throughput("raw SPSC ring, batch " + std::to_string(o.batch), "records of " + std::to_string(record) +
-                                                                         " B copied in and out, spin, cpus " +
-                                                                         std::to_string(a) + "," + std::to_string(b),
+      rep.throughput(ring_row, "records of " + std::to_string(record) + " B copied in and out, spin, cpus " +
+                                   std::to_string(a) + "," + std::to_string(b),
                      true, record)
           .msgs_per_s.push_back(stream_ring_copy(record, std::max<uint64_t>(o.count, 100'000), o.batch, a, b));
       progress(o, run, "raw TCP loopback streaming");
@@ -219,23 +298,51 @@ int run_pubsub(const BusOptions& o) {
       }
       rep.cost("envelope verify (EnvelopeView::verify)").ns_per_op.push_back(static_cast<double>(clock::mono_ns() - t0) / kIter);
     }
-    progress(o, run, "busd pubsub, batched");
-    rep.throughput("busd pubsub 1->" + std::to_string(o.subscribers) + ", batch " + std::to_string(o.batch),
-                   "publish(Flush::Later), flush every " + std::to_string(o.batch), false, o.payload)
-        .msgs_per_s.push_back(burst.run(o.count, o.batch, cpu, rep));
-    progress(o, run, "busd pubsub, unbatched");
-    rep.throughput("busd pubsub 1->" + std::to_string(o.subscribers) + ", unbatched", "every publish() wakes busd",
-                   false, o.payload)
-        .msgs_per_s.push_back(burst.run(o.count, 1, cpu, rep));
-    if (bus.pid() > 0) rep.fact("busd RSS", "MiB", true).values.push_back(static_cast<double>(memory_of(bus.pid()).rss) / (1 << 20));
-    if (!bus.alive()) throw std::runtime_error("busd died during the run");
+    for (const size_t v : run_order(nv, run)) {
+      const Variant& var = vars[v];
+      Burst& burst = *bursts[v];
+      only_serving(nv, v, serving);
+      const Client::Stats stats_before = clients[v]->stats();
+      progress(o, run, var.row("busd pubsub, batched").c_str());
+      auto& batched = rep.throughput(var.row(batched_row), "publish(Flush::Later), flush every " + std::to_string(o.batch),
+                                     false, o.payload);
+      batched.lanes = var.lanes;
+      batched.msgs_per_s.push_back(burst.run(o.count, o.batch, cpu[v], rep));
+      progress(o, run, var.row("busd pubsub, unbatched").c_str());
+      auto& unbatched = rep.throughput(var.row(unbatched_row), "every publish() wakes busd (or the lane's reader)",
+                                       false, o.payload);
+      unbatched.lanes = var.lanes;
+      unbatched.msgs_per_s.push_back(burst.run(o.count, 1, cpu[v], rep));
+      lane_shares[v] = std::max(lane_shares[v], lane_share(stats_before, clients[v]->stats()));
+      if (var.bus->pid() > 0) {
+        rep.fact(var.row("busd RSS"), "MiB", true).values.push_back(static_cast<double>(memory_of(var.bus->pid()).rss) / (1 << 20));
+      }
+      if (!var.bus->alive()) throw std::runtime_error(var.row("busd") + " died during the run");
+    }
   }
-  const uint64_t out_of_order = burst.out_of_order();
-  const uint64_t failed = burst.failed();
+  uint64_t out_of_order = 0, failed = 0;
+  for (const auto& b : bursts) {
+    out_of_order += b->out_of_order();
+    failed += b->failed();
+  }
   rep.fact("messages out of order or missing", "", true).values.push_back(static_cast<double>(out_of_order));
   rep.fact("publish failures", "", true).values.push_back(static_cast<double>(failed));
-  client.reset();
-  stop_all(subs, ctl_of);
+  for (size_t v = 0; v < nv; ++v) {
+    if (vars[v].lanes < 0 || lane_shares[v] < 0) continue;
+    rep.fact("sent over a lane, " + vars[v].row("busd"), "% of busbench's messages").values.push_back(100 * lane_shares[v]);
+    if (auto n = lane_use_note(vars[v], lane_shares[v]); !n.empty()) rep.note(n);
+  }
+  if (nv > 1) {
+    rep.note("runs: the baselines, then each busd in turn (the order alternates run by run); the subscribers of the "
+             "busd not measured sleep meanwhile");
+  }
+  add_pubsub_targets(rep, o, vars, batched_row, ring_row);
+  bursts.clear();
+  clients.clear();
+  for (size_t v = 0; v < nv; ++v) {
+    auto ctl_of = [&, v](size_t i) -> AgentCtl& { return ctl[v * ns + i]; };
+    stop_all(subs[v], ctl_of);
+  }
   return finish(rep, o, out_of_order + failed > 0 ? 1 : 0);
 }
 

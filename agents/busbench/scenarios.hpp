@@ -41,9 +41,15 @@ struct BusOptions : CommonOptions {
   std::string transport = "shm";     // "tcp": pingpong and pubsub between two busd linked over TCP
   bool netns = false;               // tcp: busd A and B in two network namespaces joined by a veth pair
   std::string busd_bin;
-  std::string busd_wait = "adaptive";
+  std::string busd_wait;            // "" (no --busd-wait): plan_waits() picks adaptive, or block
+                                    // when busbench's spinning agents fill every CPU
   std::string wait = "adaptive";    // busbench's own agents
   std::vector<int> pin;             // CPUs: busbench, its peer agents, busd (-1 = not pinned)
+  std::string lanes;                // pingpong, pubsub, scatter: "on", "off", "both" (one private busd
+                                    // each, runs interleaved); "": not chosen (--address, busd's default)
+  bool force_spin = false;          // --force-spin: more busy-spinning parties than CPUs anyway
+  double slow_cap_s = 0;            // > 0: every run stops after this long (plan_waits: a set-up known to be slow)
+  std::vector<std::string> wait_notes;  // what plan_waits() chose and why, for the report
   bool baseline = true;             // raw baselines interleaved with the bus runs
   std::string plot;                 // --plot FILE.svg
   // What.
@@ -54,6 +60,7 @@ struct BusOptions : CommonOptions {
   double rate = 0;                  // open loop at this many per second (0: closed loop)
   uint32_t timeout_ms = 2'000;      // per request
   uint32_t stall_ms = 0;            // pingpong: the responder stalls once, mid-run (CO demo)
+  bool hops = true;                 // pingpong: hop times in the messages, echoed by the responder
   // loaded
   double load_rate = 50'000;
   // scatter
@@ -67,6 +74,19 @@ struct BusOptions : CommonOptions {
   uint32_t services = 2;
   double agent_rate = 10;           // requests/s per agent
 };
+
+/// Checks and settles how busbench's parties wait, before anything starts:
+///  * refuses more busy-spinning parties (wait=spin) than CPUs, unless --force-spin (each run is
+///    then capped at 5 s): `agents` is how many of busbench's agent processes wait as --wait
+///    says (`agents_what` names them), `busds` how many busd it starts;
+///  * without --busd-wait, picks busd's wait: adaptive, or block when busbench's spinning parties
+///    fill every CPU (a busd that spins or waits adaptively would get a CPU once per scheduler
+///    tick: milliseconds per message);
+///  * caps each run at 5 s (o.slow_cap_s, when the scenario's runs are `capped` by it: round trips
+///    and rounds) when the set-up is known to be that slow anyway (--busd-wait given).
+/// What it chose and why goes to o.wait_notes. Throws std::runtime_error on refusal.
+void plan_waits(BusOptions& o, const std::string& scenario, uint32_t agents, const std::string& agents_what,
+                size_t busds, bool capped);
 
 int run_pingpong(const BusOptions& o);
 int run_loaded(const BusOptions& o);

@@ -87,6 +87,8 @@ BusTarget::BusTarget(const TargetOptions& o) {
   {
     std::ofstream f(config);
     f << "[busd]\nwait = \"" << o.busd_wait << "\"\nlog_level = \"warn\"\n";
+    if (o.lanes >= 0) f << "lanes = " << (o.lanes > 0 ? "true" : "false") << "\n";
+    if (o.heartbeat_misses > 0) f << "heartbeat_misses = " << o.heartbeat_misses << "\n";
     if (o.agents > defaults::kMaxAgents) f << "[limits]\nmax_agents = " << o.agents << "\n";
     f << o.extra_config;
   }
@@ -116,7 +118,9 @@ BusTarget::BusTarget(const TargetOptions& o) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   if (o.busd_cpu >= 0) pin_process(pid_, o.busd_cpu);
-  describe_ = (o.name.empty() ? "" : o.name + ": ") + "private busd (wait=" + o.busd_wait + (o.busd_cpu >= 0 ? ", cpu " + std::to_string(o.busd_cpu) : "") +
+  describe_ = (o.name.empty() ? "" : o.name + ": ") + "private busd (wait=" + o.busd_wait +
+              (o.lanes >= 0 ? (o.lanes > 0 ? ", lanes on" : ", lanes off") : "") +
+              (o.busd_cpu >= 0 ? ", cpu " + std::to_string(o.busd_cpu) : "") +
               (o.agents > defaults::kMaxAgents ? ", max_agents " + std::to_string(o.agents) : "") + "), " + bin;
 }
 

@@ -23,6 +23,8 @@ struct TargetOptions {
   int busd_cpu = -1;      // pin the spawned busd
   uint32_t agents = 0;    // agents the run connects: above busd's default max_agents, the
                           // spawned busd's limit is raised to fit (and the header says so)
+  int lanes = -1;         // [busd] lanes: 1 on, 0 off, -1 not written (busd's default)
+  uint32_t heartbeat_misses = 0;  // [busd] heartbeat_misses (0: busd's default)
   bool quiet = false;
   // Two linked busd (--transport tcp) are two targets:
   std::string name;                 // "busd A": names it in describe() and errors ("" = "busd")
@@ -41,7 +43,7 @@ class BusTarget {
   [[nodiscard]] const std::string& socket() const noexcept { return socket_; }
   /// busd's pid (for CPU and RSS); 0 if unknown (an existing busd without a counters page).
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
-  /// "private busd (wait=adaptive), /usr/bin/busd" or "existing busd at PATH (pid N)".
+  /// "private busd (wait=adaptive, lanes on), /usr/bin/busd" or "existing busd at PATH (pid N)".
   [[nodiscard]] const std::string& describe() const noexcept { return describe_; }
   /// busd still running (a private one that died fails the run).
   [[nodiscard]] bool alive();

@@ -120,6 +120,7 @@ static Expected<void> read_control(
           continue;
         case control::Body::LaneOpen: c.on_lane_open(*msg.body_as_LaneOpen()); continue;
         case control::Body::LaneClose: c.on_lane_close(*msg.body_as_LaneClose()); continue;
+        case control::Body::LogOpen: c.on_log_open(*msg.body_as_LogOpen()); continue;
         case control::Body::Route: c.on_route(*msg.body_as_Route()); continue;
         default:
           break;
@@ -277,6 +278,7 @@ Expected<void> Client::Impl::connect_once() {
   // busd names the inbox (with links: "_INBOX.<node>.<id>"); an older busd does not.
   inbox = given_inbox.empty() ? std::string("_INBOX.").append(std::to_string(agent_id)) : std::move(given_inbox);
   request_templates.clear();  // their reply_to names the old inbox
+  last_request = {};
   return {};
 }
 

@@ -17,6 +17,7 @@
 #include "bus/client.hpp"
 #include "bus/control.hpp"
 #include "shm/lane.hpp"
+#include "shm/log.hpp"
 #include "shm/ring.hpp"
 #include "shm/segment.hpp"
 #include "socket/frame.hpp"
@@ -44,17 +45,28 @@ using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>
 
 struct Client::Impl {
   // ---- lanes (lanes.cpp; layout and protocol: shm/lane.hpp)
-  /// A lane to another local agent: the ring this agent writes and the one it reads.
+  /// A lane to another local agent: the ring this agent writes and the one it reads. Or a
+  /// broadcast log (`log`): this agent writes it (readers: log_readers) or reads it (peer: the
+  /// writer; sids: the subscriptions its messages are for).
   struct Lane {
     uint32_t id = 0;
     uint32_t peer = 0;
     std::string peer_name;
     shm::Segment segment;
-    shm::EventFd fds[4];  // out.data, out.space, in.data, in.space
+    shm::EventFd fds[4];  // out.data, out.space, in.data, in.space (a log: [2] data, [3] space)
     shm::RingProducer out;
     shm::RingConsumer in;
-    shm::lane::LaneSide* out_side = nullptr;  // this direction's counters (we write them)
-    const std::atomic<uint32_t>* closed = nullptr;  // busd sets it when the lane goes away
+    bool log = false;
+    shm::log::LogWriter log_out;
+    shm::log::LogReader log_in;
+    std::vector<shm::EventFd> log_fds;  // the writer's: each reader's data eventfd
+    std::vector<uint32_t> log_readers;
+    std::vector<uint32_t> sids;
+    // This direction's counters (we write them): the lane's LaneSide, or the log's.
+    std::atomic<uint64_t>* out_messages = nullptr;
+    std::atomic<uint64_t>* out_bytes = nullptr;
+    std::atomic<uint64_t>* out_would_block = nullptr;
+    const std::atomic<uint32_t>* closed = nullptr;  // busd sets it when the lane goes away (lanes)
     bool verify = true;
     bool copy_first = false;
     // Writing.
@@ -70,6 +82,34 @@ struct Client::Impl {
     // busd said: end it (LaneClose); the other side died.
     bool close_asked = false;
     bool peer_gone = false;
+
+    [[nodiscard]] bool is_closed() const noexcept {
+      return closed != nullptr && closed->load(std::memory_order_acquire) != 0;
+    }
+    Result<std::span<std::byte>> out_try_claim(uint32_t len, uint32_t tag) noexcept {
+      return log ? log_out.try_claim(len, tag) : out.try_claim(len, tag);
+    }
+    Result<std::span<std::byte>> out_claim(uint32_t len, const shm::WaitStrategy& ws, shm::Deadline d, uint32_t tag) noexcept {
+      return log ? log_out.claim(len, ws, d, tag) : out.claim(len, ws, d, tag);
+    }
+    void out_commit(uint32_t len) noexcept { log ? log_out.commit(len) : out.commit(len); }
+    void out_publish() noexcept {
+      if (log) {
+        if (log_out.attached()) log_out.publish();
+      } else if (out.attached()) {
+        out.publish();
+      }
+    }
+    [[nodiscard]] uint64_t out_unconsumed() noexcept { return log ? log_out.unconsumed() : out.unconsumed(); }
+    Result<shm::Record> in_try_peek() noexcept { return log ? log_in.try_peek() : in.try_peek(); }
+    void in_advance() noexcept { log ? log_in.advance() : in.advance(); }
+    void in_release() noexcept { log ? log_in.release() : in.release(); }
+    [[nodiscard]] bool in_arm_sleep() noexcept { return log ? log_in.arm_sleep() : in.arm_sleep(); }
+    void in_disarm() noexcept { log ? log_in.disarm() : in.disarm(); }
+    void count_out(uint32_t bytes) noexcept {
+      shm::lane::count(*out_messages);
+      shm::lane::count(*out_bytes, bytes);
+    }
   };
   struct Target {
     Lane* lane;
@@ -129,6 +169,10 @@ struct Client::Impl {
     shm::RingProducer* ring = nullptr;
     const Outbound* route = nullptr;
     Lane* lane = nullptr;  // the lane written (the first target), or null: through busd
+    // commit_built(): the payload (a FlatBuffer built in place) starts `gap` bytes after the
+    // prefix (EnvelopeTemplate::write_prefix_with_gap); Flags::PayloadFlatBuffer is set.
+    uint32_t gap = 0;
+    bool flatbuffer = false;
   };
   // Zero copy (reserve/commit): the open reservation, if any.
   struct Reservation {
@@ -140,6 +184,14 @@ struct Client::Impl {
   StringMap<Outbound> publish_templates;
   StringMap<Outbound> request_templates;  // reply_to = inbox
   StringMap<Outbound> reply_templates;    // keyed by the requester's inbox
+  /// Each map's entry used last: a stream to one subject skips the hash (entries never move).
+  struct LastSubject {
+    std::string_view key;
+    Outbound* entry = nullptr;
+  };
+  LastSubject last_publish, last_request, last_reply;
+  uint64_t batch_clock_ns = 0;   // the clock read a batch's messages share
+  uint32_t batch_clock_uses = 0;  // ... for this many more
   std::vector<Subscription> subs;                 // index = sid; 0 unused
   // send_request(): answers go to on_reply; outstanding ones are failed locally if busd never
   // answers (it went away) by their deadline plus a grace period.
@@ -185,6 +237,7 @@ struct Client::Impl {
   void settle_lanes();
   Lane* find_lane(uint32_t id) noexcept;
   void on_lane_open(const control::LaneOpen& m);
+  void on_log_open(const control::LogOpen& m);
   void on_lane_close(const control::LaneClose& m);
   void on_route(const control::Route& m);
   void ask_route(std::string_view subject, Outbound& o);
@@ -232,7 +285,9 @@ struct Client::Impl {
   /// send() in two halves (reserve/commit use them apart): room in the ring for a message with
   /// a payload of `payload_len` bytes, then its prefix and header written and the record committed.
   /// `via`: a reply to a request that came over that lane goes back over it (0: busd).
-  Result<Claimed> claim_message(wire::Kind kind, std::string_view subject, size_t payload_len, uint32_t via = 0);
+  /// `batched`: Flush::Later (the clock is read once per 16 such messages).
+  Result<Claimed> claim_message(wire::Kind kind, std::string_view subject, size_t payload_len, uint32_t via = 0,
+                                bool batched = false);
   void finish_message(const Claimed& c, size_t payload_len, wire::Kind kind, uint64_t correlation_id,
                       uint64_t budget_ns, Errc status, bool flush);
   /// Dispatches up to `max` ready messages; stops early at the reply `want_reply` (copied into

@@ -12,6 +12,8 @@
 // through busd, and a gate on busd's ring first reads the lane up to its mark (the writer wrote
 // the mark before the gate, so it is there). So each flow is seen in the order it was sent,
 // whichever way each message went.
+#include <unistd.h>
+
 #include <cstring>
 
 #include "bus/clock.hpp"
@@ -59,12 +61,68 @@ void Client::Impl::on_lane_open(const control::LaneOpen& m) {
   l->id = m.lane_id();
   l->peer = m.peer_id();
   if (m.peer_name() != nullptr) l->peer_name = m.peer_name()->str();
-  l->out_side = &h->side[side];
+  l->out_messages = &h->side[side].messages;
+  l->out_bytes = &h->side[side].bytes;
+  l->out_would_block = &h->side[side].would_block;
   l->closed = &h->closed;
   l->verify = m.verify();
   l->copy_first = m.copy_first();
   lanes.push_back(std::move(l));
   // wait_inbound's poll set grows here, not on the data path.
+  pfds.reserve(lanes.size() + 2);
+  armed.reserve(lanes.size());
+  ++stats.lanes_opened;
+  stats.lanes_open = lanes.size();
+}
+
+void Client::Impl::on_log_open(const control::LogOpen& m) {
+  // Descriptors: the segment, then (writer) the space eventfd and each reader's data eventfd,
+  // or (reader) its data eventfd and the space eventfd.
+  const bool writer = m.reader_index() < 0;
+  const size_t readers = m.reader_ids() != nullptr ? m.reader_ids()->size() : 0;
+  const size_t want = writer ? 2 + readers : 3;
+  if (rx_fds.size() < want || readers == 0) return;
+  std::vector<int> fd(want);
+  for (int& f : fd) {
+    f = rx_fds.front();
+    rx_fds.pop_front();
+  }
+  auto l = std::make_unique<Lane>();
+  l->log = true;
+  for (size_t i = 1; i < want; ++i) l->log_fds.emplace_back(fd[i]);
+  auto seg = shm::Segment::attach_fd(fd[0], sizeof(shm::log::LogHeader));
+  if (!seg || find_lane(m.log_id()) != nullptr || m.segment_size() != seg->size()) return;
+  l->segment = std::move(*seg);
+  auto parts = shm::log::check_log(l->segment.bytes());
+  if (!parts || parts->header.log_id != m.log_id() || parts->lines.size() != readers) return;
+  l->id = m.log_id();
+  l->peer = m.writer_id();
+  if (m.writer_name() != nullptr) l->peer_name = m.writer_name()->str();
+  l->log_readers.assign(m.reader_ids()->begin(), m.reader_ids()->end());
+  l->out_messages = &parts->shared->messages;
+  l->out_bytes = &parts->shared->bytes;
+  l->out_would_block = &parts->shared->would_block;
+  if (writer) {
+    if (parts->header.writer != agent_id) return;
+    std::vector<int> data;
+    for (size_t i = 1; i < l->log_fds.size(); ++i) data.push_back(l->log_fds[i].fd());
+    auto w = shm::log::LogWriter::attach(l->segment.bytes(), std::move(data), l->log_fds[0].fd());
+    if (!w) return;
+    l->log_out = std::move(*w);
+    l->in_ended = true;  // nothing comes back on a log
+  } else {
+    const auto index = static_cast<uint32_t>(m.reader_index());
+    if (index >= readers || parts->lines[index].agent != agent_id) return;
+    auto r = shm::log::LogReader::attach(l->segment.bytes(), index, l->log_fds[0].fd(), l->log_fds[1].fd());
+    if (!r) return;
+    l->log_in = std::move(*r);
+    l->fds[2] = shm::EventFd(::dup(l->log_fds[0].fd()));  // wait_inbound polls fds[2] of every lane
+    if (m.sids() != nullptr) l->sids.assign(m.sids()->begin(), m.sids()->end());
+    l->verify = m.verify();
+    l->copy_first = m.copy_first();
+    l->out_ended = true;  // a reader never writes it
+  }
+  lanes.push_back(std::move(l));
   pfds.reserve(lanes.size() + 2);
   armed.reserve(lanes.size());
   ++stats.lanes_opened;
@@ -103,16 +161,22 @@ bool Client::Impl::write_fence(Lane& l, bool to_lane, uint32_t tag, uint64_t k) 
   const shm::lane::Fence f{l.id, to_lane ? 0 : l.peer, k};
   const auto bytes = std::as_bytes(std::span(&f, 1));
   if (to_lane) {
-    if (l.closed->load(std::memory_order_acquire) != 0 && l.peer_gone) return true;  // nobody reads it
+    if (l.peer_gone && (l.is_closed() || l.log)) return true;  // nobody reads it
     auto c = lane_claim(l, sizeof f, tag);
     if (!c) return false;
     std::memcpy(c->data(), &f, sizeof f);
-    l.out.commit(sizeof f);
-    l.out.publish();
+    l.out_commit(sizeof f);
+    l.out_publish();
     return true;
   }
-  return out.write(bytes, wait, shm::Deadline::after(static_cast<uint64_t>(opts.publish_timeout.count()) * kMs), tag)
-      .has_value();
+  // Through busd, to the other end; a log's to each of its readers.
+  const auto deadline = shm::Deadline::after(static_cast<uint64_t>(opts.publish_timeout.count()) * kMs);
+  if (!l.log) return out.write(bytes, wait, deadline, tag).has_value();
+  for (uint32_t reader : l.log_readers) {
+    const shm::lane::Fence fr{l.id, reader, k};
+    if (!out.write(std::as_bytes(std::span(&fr, 1)), wait, deadline, tag)) return false;
+  }
+  return true;
 }
 
 bool Client::Impl::fence_to_lane(Lane& l) {
@@ -160,17 +224,17 @@ void Client::Impl::fence_to_busd(Lane& l, bool end) {
 }
 
 Result<std::span<std::byte>> Client::Impl::lane_claim(Lane& l, uint32_t len, uint32_t tag) {
-  auto c = l.out.try_claim(len, tag);
+  auto c = l.out_try_claim(len, tag);
   if (c || c.error() != Errc::WouldBlock) [[likely]] return c;
   // Full: wait for the reader like publish() waits for busd, looking at the control socket
   // every few ms (the lane may be closing: its reader died).
-  shm::lane::count(l.out_side->would_block);
+  shm::lane::count(*l.out_would_block);
   const uint64_t deadline = clock::mono_ns() + static_cast<uint64_t>(opts.publish_timeout.count()) * kMs;
   for (;;) {
-    if (l.closed->load(std::memory_order_acquire) != 0) return tl::unexpected(Errc::Closed);
+    if (l.is_closed()) return tl::unexpected(Errc::Closed);
     const uint64_t now = clock::mono_ns();
     if (now >= deadline) return tl::unexpected(Errc::WouldBlock);
-    c = l.out.claim(len, wait, shm::Deadline::at(std::min(deadline, now + 5 * kMs)), tag);
+    c = l.out_claim(len, wait, shm::Deadline::at(std::min(deadline, now + 5 * kMs)), tag);
     if (c || c.error() != Errc::Timeout) return c;
     if (auto r = pump_control_nowait(); !r) return tl::unexpected(Errc::Closed);
     if (l.close_asked) return tl::unexpected(Errc::Closed);
@@ -202,7 +266,8 @@ void Client::Impl::settle_lanes() {
       o.targets.clear();
       for (const auto& [id, tag] : a.targets) {
         Lane* l = find_lane(id);
-        if (l == nullptr || l->out_ended || l->close_asked) {
+        // A request to several responders goes through busd, which gathers their answers.
+        if (l == nullptr || l->out_ended || l->close_asked || (l->log && map == &request_templates)) {
           o.targets.clear();  // all or nothing: a target we cannot reach keeps it on busd's path
           break;
         }
@@ -219,7 +284,7 @@ void Client::Impl::settle_lanes() {
   }
   for (size_t i = 0; i < lanes.size();) {
     Lane& l = *lanes[i];
-    const bool drained = l.in_ended || (l.peer_gone && !l.in.try_peek());
+    const bool drained = l.in_ended || (l.peer_gone && !l.in_try_peek());
     if (!(l.out_ended && drained && (l.close_asked || l.peer_gone))) {
       ++i;
       continue;
@@ -285,7 +350,7 @@ Result<void> Client::Impl::read_lane(Lane& l, size_t max, uint64_t until_mark, u
                                      size_t* n) {
   size_t taken = 0;
   while (!l.in_ended && (until_mark != 0 ? l.lane_mark < until_mark : taken < max)) {
-    auto rec = l.in.try_peek();
+    auto rec = l.in_try_peek();
     if (!rec) {
       if (rec.error() == Errc::WouldBlock) break;
       // A lane the other agent broke: its flows stop here; everything else goes on.
@@ -312,20 +377,25 @@ Result<void> Client::Impl::read_lane(Lane& l, size_t max, uint64_t until_mark, u
         }
       }
       l.blocked = false;
-      l.in.advance();
+      l.in_advance();
       continue;
     }
     l.blocked = false;
     // The record's other lines are on their way from the writer's cache: ask for all of them
     // now, so that reading it costs one transfer time instead of one per line.
     for (size_t off = 64; off < rec->data.size(); off += 64) __builtin_prefetch(rec->data.data() + off);
-    deliver_record(&l, *rec, want_reply, got);
-    l.in.advance();
+    if (l.log) {
+      // A log's record is for each of this agent's subscriptions on its subject.
+      for (size_t i = 0; i < l.sids.size() && !*got; ++i) deliver_record(&l, shm::Record{l.sids[i], rec->data}, want_reply, got);
+    } else {
+      deliver_record(&l, *rec, want_reply, got);
+    }
+    l.in_advance();
     ++taken;
     ++*n;
     if (*got) break;
   }
-  l.in.release();
+  l.in_release();
   return {};
 }
 

@@ -108,6 +108,19 @@ wire::Header* EnvelopeTemplate::write_prefix(std::byte* out, uint32_t payload_le
   return reinterpret_cast<wire::Header*>(out + header_offset_);
 }
 
+wire::Header* EnvelopeTemplate::write_prefix_with_gap(std::byte* out, uint32_t payload_len,
+                                                      size_t gap) const noexcept {
+  // [root offset]["BUSE"] | gap: zeros | [vtable, table, strings ... len] [payload]
+  constexpr size_t kHead = sizeof(uint32_t) + flatbuffers::kFileIdentifierLength;
+  std::memcpy(out, prefix_.data(), kHead);
+  std::memset(out + kHead, 0, gap);
+  std::memcpy(out + kHead + gap, prefix_.data() + kHead, prefix_.size() - kHead);
+  const auto root = flatbuffers::ReadScalar<uint32_t>(prefix_.data());
+  flatbuffers::WriteScalar<uint32_t>(out, static_cast<uint32_t>(root + gap));
+  flatbuffers::WriteScalar<uint32_t>(out + gap + prefix_.size() - sizeof(uint32_t), payload_len);
+  return reinterpret_cast<wire::Header*>(out + gap + header_offset_);
+}
+
 void EnvelopeTemplate::write(std::byte* out, std::span<const std::byte> payload,
                              const MessageMeta& meta) const noexcept {
   wire::Header* h = write_prefix(out, static_cast<uint32_t>(payload.size()));

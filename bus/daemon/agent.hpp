@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "acl.hpp"
+#include "bus/control.hpp"
 #include "bus/counters.hpp"
 #include "router/trie.hpp"
 #include "shm/lane.hpp"
@@ -76,7 +77,8 @@ struct Agent {
   uint64_t route_epoch = 0;
   struct RouteRec {
     std::string subject;
-    std::vector<uint32_t> lanes;
+    std::vector<uint32_t> lanes;                // lanes and logs it uses
+    std::vector<control::RouteTarget> targets;  // as answered (a second query gets the same)
   };
   std::vector<RouteRec> routes;
   std::vector<uint32_t> lanes;

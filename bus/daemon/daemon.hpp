@@ -20,6 +20,7 @@
 #include "counters/page.hpp"
 #include "links/body.hpp"
 #include "links/peer.hpp"
+#include "shm/log.hpp"
 #include "router/queue_groups.hpp"
 #include "router/trie.hpp"
 #include "tcp/tcp_link.hpp"
@@ -87,15 +88,22 @@ struct PeerSlot {
   bool up() const noexcept { return peer->state() == links::PeerState::Up; }
 };
 
-/// A lane between two local agents (lanes.cpp); busd keeps its segment mapped for the counters.
+/// A lane between two local agents, or a broadcast log from one to several (lanes.cpp); busd
+/// keeps its segment mapped for the counters.
 struct LaneRec {
   uint32_t id = 0;
-  uint32_t agent[2] = {0, 0};  // agent[0] < agent[1]; agent[0] writes ring 0
+  uint32_t agent[2] = {0, 0};  // a lane: agent[0] < agent[1], agent[0] writes ring 0; a log: the writer
   shm::Segment segment;
-  shm::EventFd fds[4];  // ring 0 data, space; ring 1 data, space
+  shm::EventFd fds[4];  // ring 0 data, space; ring 1 data, space (a log: fds[1] is its space eventfd)
   shm::lane::LaneHeader* header = nullptr;
   counters::LaneCounters* stats = nullptr;
   uint32_t routes = 0;  // routes of either end that use it; 0: closed
+  // A broadcast log: its readers and their data eventfds, its shared line (counters).
+  bool log = false;
+  std::vector<uint32_t> readers;
+  std::vector<shm::EventFd> reader_fds;
+  shm::log::LogShared* log_shared = nullptr;
+  std::string subject;
 };
 
 /// An accepted link connection whose Hello has not arrived yet.
@@ -185,6 +193,8 @@ class Daemon {
   bool route_by_lanes(Agent& a, std::string_view subject, std::string& why);
   /// The lane between two agents, opened (and announced to both) if there is none.
   Lane* lane_between(Agent& a, Agent& b, std::string& why);
+  /// A broadcast log from `a` to the agents in matches_ (several), announced to all of them.
+  Lane* open_log(Agent& a, std::string_view subject, std::string& why);
   /// Bumps the agent's route epoch: it forgets every route, and so does busd.
   void forget_routes(Agent& a);
   /// A subscription or interest on `pattern` came or went: senders answered for a subject it

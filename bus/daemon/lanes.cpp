@@ -40,13 +40,22 @@ void Daemon::on_route_query(Agent& a, const control::ControlMessage& m) {
   if (a.lines == nullptr || q->epoch() != a.route_epoch) return;  // stale: it asks again
   std::string why;
   lane_targets_.clear();
-  if (!route_by_lanes(a, subject, why)) lane_targets_.clear();
-  if (a.routes.size() >= kMaxRoutesPerAgent) {
+  const auto known = std::find_if(a.routes.begin(), a.routes.end(), [&](const Agent::RouteRec& r) { return r.subject == subject; });
+  if (known != a.routes.end()) {
+    // Asked again in this epoch (for requests as well as publishes): the same answer.
+    lane_targets_ = known->targets;
+    if (lane_targets_.empty()) why = "as answered before";
+  } else if (!route_by_lanes(a, subject, why)) {
+    lane_targets_.clear();
+  }
+  if (known != a.routes.end()) {
+    // nothing more to record
+  } else if (a.routes.size() >= kMaxRoutesPerAgent) {
     // Bounded memory: answers beyond this stay on busd's path until the next epoch.
     lane_targets_.clear();
     why = "too many routes for one agent";
   } else {
-    Agent::RouteRec rec{std::string(subject), {}};
+    Agent::RouteRec rec{std::string(subject), {}, lane_targets_};
     for (const auto& t : lane_targets_) {
       if (std::find(rec.lanes.begin(), rec.lanes.end(), t.lane_id()) == rec.lanes.end()) {
         rec.lanes.push_back(t.lane_id());
@@ -104,12 +113,107 @@ bool Daemon::route_by_lanes(Agent& a, std::string_view subject, std::string& why
       return false;
     }
   }
+  // Several receivers: one broadcast log, each message written once for all of them.
+  bool several = false;
+  for (const auto& r : matches_) several = several || r.agent != matches_.front().agent;
+  if (several) {
+    Lane* l = open_log(a, subject, why);
+    if (l == nullptr) return false;
+    lane_targets_.emplace_back(l->id, 0);
+    return true;
+  }
   for (const auto& r : matches_) {
     Lane* l = lane_between(a, *agent(r.agent), why);
     if (l == nullptr) return false;
     lane_targets_.emplace_back(l->id, r.sid);
   }
   return true;
+}
+
+Daemon::Lane* Daemon::open_log(Agent& a, std::string_view subject, std::string& why) {
+  // The readers, once each, with the subscriptions each gets the messages for.
+  std::vector<uint32_t> readers;
+  std::vector<std::vector<uint32_t>> sids;
+  for (const auto& r : matches_) {
+    auto it = std::find(readers.begin(), readers.end(), r.agent);
+    if (it == readers.end()) {
+      readers.push_back(r.agent);
+      sids.emplace_back();
+      it = readers.end() - 1;
+    }
+    sids[static_cast<size_t>(it - readers.begin())].push_back(r.sid);
+  }
+  const uint32_t max = opts_.config.limits.max_lanes_per_agent;
+  if (a.lanes.size() >= max) {
+    why = "limits.max_lanes_per_agent reached";
+    return nullptr;
+  }
+  for (uint32_t id : readers) {
+    if (agent(id)->lanes.size() >= max) {
+      why = "limits.max_lanes_per_agent reached";
+      return nullptr;
+    }
+  }
+  auto l = std::make_unique<Lane>();
+  l->id = next_lane_id_++;
+  if (next_lane_id_ == 0) next_lane_id_ = 1;
+  l->log = true;
+  l->agent[0] = a.id;
+  l->readers = readers;
+  l->subject.assign(subject);
+  const uint64_t cap = opts_.config.limits.ring_capacity;
+  const auto n = static_cast<uint32_t>(readers.size());
+  auto seg = shm::Segment::create_memfd("log-" + std::to_string(l->id), shm::log::log_bytes(n, cap), false);
+  if (!seg) {
+    why = "creating the log: " + seg.error().message();
+    return nullptr;
+  }
+  l->segment = std::move(*seg);
+  if (auto f = shm::log::format_log(l->segment.bytes(), l->id, a.id, readers, cap, shm::Zeroed::yes); !f) {
+    why = "formatting the log: " + f.error().message();
+    return nullptr;
+  }
+  auto space = shm::EventFd::create();
+  if (!space) {
+    why = "creating the log's eventfds: " + space.error().message();
+    return nullptr;
+  }
+  l->fds[1] = std::move(*space);
+  for (uint32_t i = 0; i < n; ++i) {
+    auto fd = shm::EventFd::create();
+    if (!fd) {
+      why = "creating the log's eventfds: " + fd.error().message();
+      return nullptr;
+    }
+    l->reader_fds.push_back(std::move(*fd));
+  }
+  l->log_shared = reinterpret_cast<shm::log::LogShared*>(l->segment.bytes().data() + sizeof(shm::log::LogHeader));
+  const std::string subj(subject);
+  // The writer: the segment, the space eventfd, every reader's data eventfd.
+  {
+    std::vector<int> fds{l->segment.fd(), l->fds[1].fd()};
+    for (const auto& e : l->reader_fds) fds.push_back(e.fd());
+    auto open = control::CreateLogOpenDirect(fbb_, l->id, a.id, a.name.c_str(), l->segment.size(), -1, &readers,
+                                             nullptr, false, false);
+    send_control(a, control::Body::LogOpen, open.Union(), fds);
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    Agent& r = *agent(readers[i]);
+    const bool other_uid = r.cred.uid != a.cred.uid;
+    auto open = control::CreateLogOpenDirect(fbb_, l->id, a.id, a.name.c_str(), l->segment.size(), static_cast<int32_t>(i),
+                                             &readers, &sids[i], other_uid || opts_.config.lanes_verify_same_uid, other_uid);
+    const int fds[3] = {l->segment.fd(), l->reader_fds[i].fd(), l->fds[1].fd()};
+    send_control(r, control::Body::LogOpen, open.Union(), fds);
+    r.lanes.push_back(l->id);
+  }
+  a.lanes.push_back(l->id);
+  l->stats = counters_.lane_open(l->id, a.id, a.name, 0, std::to_string(n) + " readers of " + subj);
+  counters_.add(counters::Global::lanes_opened);
+  counters_.set(counters::Global::lanes_open, lanes_.size() + 1);
+  log::debug("log_open", {{"log", l->id}, {"writer", a.name}, {"subject", subj}, {"readers", n}});
+  Lane* raw = l.get();
+  lanes_.emplace(l->id, std::move(l));
+  return raw;
 }
 
 Daemon::Lane* Daemon::lane_between(Agent& a, Agent& b, std::string& why) {
@@ -224,8 +328,10 @@ void Daemon::close_lane(uint32_t id, const char* why, uint32_t gone) {
   auto it = lanes_.find(id);
   if (it == lanes_.end()) return;
   Lane& l = *it->second;
-  // The survivor's routes over it go first (it must not write to a lane nobody reads).
-  for (uint32_t member : l.agent) {
+  std::vector<uint32_t> members(l.agent, l.agent + (l.log ? 1 : 2));
+  members.insert(members.end(), l.readers.begin(), l.readers.end());
+  // The survivors' routes over it go first (nobody must write to a lane nobody reads).
+  for (uint32_t member : members) {
     Agent* m = agent(member);
     if (m == nullptr) continue;
     std::erase(m->lanes, id);
@@ -237,16 +343,27 @@ void Daemon::close_lane(uint32_t id, const char* why, uint32_t gone) {
       }
     }
   }
-  l.header->closed.store(1, std::memory_order_release);
+  if (l.header != nullptr) l.header->closed.store(1, std::memory_order_release);
+  if (l.log && gone != 0 && gone != l.agent[0]) {
+    // A reader died: a position no reader can store cuts it out, so that the writer is no
+    // longer held back by it and can end the log for the others.
+    if (auto parts = shm::log::check_log(l.segment.bytes())) {
+      for (auto& line : parts->lines) {
+        if (line.agent == gone) line.head.store(1, std::memory_order_release);
+      }
+    }
+  }
   sync_lane(l);
-  for (uint32_t member : l.agent) {
+  for (uint32_t member : members) {
     Agent* m = agent(member);
     if (m == nullptr || member == gone || m->phase != Agent::Phase::Active) continue;
-    auto body = control::CreateLaneCloseDirect(fbb_, id, gone != 0, why);
+    // peer_gone: the one this agent exchanges with is gone (a log: its writer, for a reader).
+    const bool peer_gone = gone != 0 && (!l.log || gone == l.agent[0]);
+    auto body = control::CreateLaneCloseDirect(fbb_, id, peer_gone, why);
     send_control(*m, control::Body::LaneClose, body.Union());
   }
   if (l.stats != nullptr) counters_.lane_close(l.stats);
-  lane_by_pair_.erase(pair_key(l.agent[0], l.agent[1]));
+  if (!l.log) lane_by_pair_.erase(pair_key(l.agent[0], l.agent[1]));
   log::debug("lane_close", {{"lane", id}, {"why", why}});
   lanes_.erase(it);  // unmaps busd's copy; the agents hold theirs until they are done
   counters_.add(counters::Global::lanes_closed);
@@ -267,6 +384,13 @@ void Daemon::reset_lanes(const char* why) {
 
 void Daemon::sync_lane(Lane& l) {
   if (l.stats == nullptr) return;
+  if (l.log) {
+    // Written once, read by every reader: the bytes count once whatever their number.
+    const auto& s = *l.log_shared;
+    counters_.lane_set(l.stats, 0, s.messages.load(std::memory_order_relaxed), s.bytes.load(std::memory_order_relaxed),
+                       s.would_block.load(std::memory_order_relaxed));
+    return;
+  }
   for (int side = 0; side < 2; ++side) {
     const auto& s = l.header->side[side];
     counters_.lane_set(l.stats, side, s.messages.load(std::memory_order_relaxed),

@@ -53,6 +53,23 @@ def named(rows, name):
     raise SystemExit(f"no row {name!r}: {[r['name'] for r in rows]}")
 
 
+def lanes_of(row, where):
+    """A bus row's 'lanes': true (lanes on), false (off) or null (not chosen, or a baseline)."""
+    if "lanes" not in row:
+        fail(f"{where}: missing 'lanes'")
+    v = row["lanes"]
+    if v is not None and not isinstance(v, bool):
+        fail(f"{where}: 'lanes' is {type(v).__name__}, wanted true, false or null")
+    if row.get("baseline") and v is not None:
+        fail(f"{where}: a baseline row names lanes")
+    return v
+
+
+def targets_of(doc, variant=None):
+    """The target lines of DOC (for one --lanes variant: "lanes", "no lanes")."""
+    return [t for t in doc["targets"] if variant is None or t["variant"] == variant]
+
+
 def check(doc, scenario=None):
     need(doc, "scenario", str, "document")
     if scenario and doc["scenario"] != scenario:
@@ -71,6 +88,7 @@ def check(doc, scenario=None):
                 fail(f"{w}: {k} is negative")
         if not r["p50"] <= r["p90"] <= r["p99"] <= r["p99_9"] <= r["p99_99"]:
             fail(f"{w}: percentiles out of order")
+        lanes_of(r, w)
         if len(need(r, "p50_per_run", list, w)) != runs:
             fail(f"{w}: p50_per_run has {len(r['p50_per_run'])} entries for {runs} runs")
         if not r["baseline"] and baselines:
@@ -85,6 +103,7 @@ def check(doc, scenario=None):
         need(r, "name", str, w)
         need(r, "baseline", bool, w)
         need(r, "record_bytes", int, w)
+        lanes_of(r, w)
         if need(r, "msgs_per_s", NUM, w) <= 0:
             fail(f"{w}: msgs_per_s is not positive")
         need(r, "per_run", list, w)
@@ -103,6 +122,27 @@ def check(doc, scenario=None):
         need(r, "unit", str, "facts")
         need(r, "value", NUM, "facts[%s]" % r["name"])
         need(r, "per_run", list, "facts[%s]" % r["name"])
+    for t in need(doc, "targets", list, "document"):
+        w = "targets[%s]" % t.get("name")
+        need(t, "name", str, w)
+        need(t, "variant", str, w)
+        need(t, "value", NUM, w)
+        need(t, "unit", str, w)
+        need(t, "of", str, w)
+        need(t, "note", str, w)
+        if t.get("limit") is None:
+            if t.get("met") is not None:
+                fail(f"{w}: 'met' without a 'limit'")
+        else:
+            if need(t, "limit", NUM, w) <= 0:
+                fail(f"{w}: limit is not positive")
+            need(t, "at_most", bool, w)
+            if "met" not in t or not (t["met"] is None or isinstance(t["met"], bool)):
+                fail(f"{w}: 'met' is neither true, false nor null")
+            if t["met"] is not None:
+                ok = t["value"] <= t["limit"] if t["at_most"] else t["value"] >= t["limit"]
+                if ok != t["met"]:
+                    fail(f"{w}: met is {t['met']} for {t['value']} against {t['limit']}")
     for n in need(doc, "notes", list, "document"):
         if not isinstance(n, str):
             fail("notes: not a string")

@@ -22,7 +22,7 @@ import json, sys
 print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "libdir"))')
 pc=$root$prefix/$libdir/pkgconfig
 test -f "$pc/bus.pc" || { echo "bus.pc not installed under $pc" >&2; exit 1; }
-for f in client.hpp error.hpp envelope.hpp wire/envelope_generated.h; do
+for f in client.hpp error.hpp envelope.hpp inplace.hpp wire/envelope_generated.h; do
   test -f "$root$prefix/include/bus/$f" || { echo "header bus/$f not installed" >&2; exit 1; }
 done
 ls "$root$prefix/$libdir"/libbus.so.0* >/dev/null

@@ -340,3 +340,151 @@ TEST_CASE("one publisher, two subjects, one on a lane and one through busd: the 
   CHECK(over_lane > 0);
   CHECK(over_lane < kN);
 }
+
+namespace {
+
+/// Fan-out of kN messages from one publisher to `readers` subscribers of fan.x over a
+/// broadcast log; one reader (index 0) is slow when `slow`. Returns the log's byte count from
+/// the counters page.
+uint64_t fan_out(uint32_t readers, bool slow, uint64_t n) {
+  // Slow: small rings (and logs), so that the log fills up behind the slow reader.
+  Busd d(slow ? "[limits]\nmax_message_size = 8192\nring_capacity = 65536\n" : "");
+  REQUIRE(d.started());
+  auto pub = d.client("pub");
+  std::vector<std::unique_ptr<Client>> subs;
+  std::vector<std::vector<uint64_t>> seen(readers);
+  std::vector<uint32_t> via(readers, 0);
+  std::vector<std::atomic<uint32_t>> via_seen(readers);  // read by the publishing thread
+  std::atomic<uint64_t> total{UINT64_MAX};
+  for (uint32_t i = 0; i < readers; ++i) {
+    subs.push_back(d.client("sub" + std::to_string(i)));
+    REQUIRE(subs.back());
+    REQUIRE(subs.back()->subscribe("fan.x", [&, i](const Message& m) {
+      seen[i].push_back(seq_of(m));
+      via[i] = m.lane();
+      via_seen[i].store(m.lane());
+      if (slow && i == 0 && seen[i].size() % 64 == 0) std::this_thread::sleep_for(1ms);
+    }));
+  }
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> ts;
+  for (uint32_t i = 0; i < readers; ++i) {
+    ts.emplace_back([&, i] {
+      const auto end = std::chrono::steady_clock::now() + 60s;
+      while (!stop.load() && seen[i].size() < total.load() && std::chrono::steady_clock::now() < end) {
+        (void)subs[i]->poll(5ms);
+      }
+    });
+  }
+  // Until every reader gets them over the log (busd sets it up after the first messages), then
+  // n more: all of these are written into the log once.
+  uint64_t s = 0;
+  auto publish_one = [&] {
+    while (!pub->publish("fan.x", seq_bytes(s))) std::this_thread::sleep_for(1ms);
+    ++s;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  for (bool all = false; !all && std::chrono::steady_clock::now() - t0 < 10s;) {
+    publish_one();
+    std::this_thread::sleep_for(100us);
+    all = true;
+    for (uint32_t i = 0; i < readers; ++i) all = all && via_seen[i].load() != 0;
+  }
+  const uint64_t warm = s;
+  const uint64_t lane_before = pub->stats().lane_sent;
+  while (s < warm + n) publish_one();
+  total = s;
+  for (auto& t : ts) t.join();
+  n = total;
+  CHECK(pub->stats().lane_sent - lane_before == total - warm);  // all of them over the log
+  for (uint32_t i = 0; i < readers; ++i) {
+    REQUIRE(seen[i].size() == n);
+    uint64_t wrong = 0;
+    for (uint64_t k = 0; k < n; ++k) wrong += seen[i][k] != k;
+    CHECK(wrong == 0);
+    CHECK(via[i] != 0);      // the last ones came over the log
+    CHECK(via[i] == via[0]);  // one log for all of them
+  }
+  auto page = counters::open_counters(d.counters_path());
+  REQUIRE(page);
+  uint64_t bytes = 0, messages = 0, blocked = 0;
+  for (const auto& l : page->lanes()) {
+    if (l.lane_id == via[0]) {
+      bytes = l.bytes[0];
+      messages = l.messages[0];
+      blocked = l.would_block[0];
+    }
+  }
+  // Counters are copied from the log once per busd tick: wait for the last copy.
+  for (int i = 0; i < 300 && messages + 10 < pub->stats().lane_sent; ++i) {
+    std::this_thread::sleep_for(10ms);
+    for (const auto& l : counters::open_counters(d.counters_path())->lanes()) {
+      if (l.lane_id == via[0]) {
+        bytes = l.bytes[0];
+        messages = l.messages[0];
+        blocked = l.would_block[0];
+      }
+    }
+  }
+  INFO("readers " << readers << " log messages " << messages << " bytes " << bytes << " blocked " << blocked);
+  CHECK(messages == pub->stats().lane_sent);  // each message written once, whatever the readers
+  CHECK(messages >= n - warm);
+  if (slow) CHECK(blocked > 0);  // block policy: the slow reader held the publisher back
+  return bytes / std::max<uint64_t>(messages, 1);
+}
+
+}  // namespace
+
+TEST_CASE("fan-out: one broadcast log, each message written once for every reader", "[lanes]") {
+  const uint64_t n = scaled(20000);
+  const uint64_t per_msg_2 = fan_out(2, false, n);
+  const uint64_t per_msg_4 = fan_out(4, false, n);
+  CHECK(per_msg_2 > 0);
+  CHECK(per_msg_2 == per_msg_4);  // bytes written per message do not grow with the readers
+}
+
+TEST_CASE("fan-out with one slow reader (block policy): the writer waits, nobody loses a message", "[lanes]") {
+  (void)fan_out(3, true, scaled(20000));
+}
+
+TEST_CASE("kill -9 of one reader of a broadcast log: the writer goes on, the other reader misses nothing",
+          "[lanes]") {
+  Busd d("[limits]\nmax_message_size = 8192\nring_capacity = 65536\n");  // small: the dead reader would fill it
+  REQUIRE(d.started());
+  auto pub = d.client("pub");
+  auto sub = d.client("sub");
+  std::vector<uint64_t> seen;
+  std::atomic<uint64_t> count{0};  // read by this thread while the reader thread appends
+  REQUIRE(sub->subscribe("logk.x", [&](const Message& m) {
+    seen.push_back(seq_of(m));
+    ++count;
+  }));
+  const pid_t victim = d.agent_process({"sub", "logk.x", "--name", "victim", "--count", "1000000000"});
+  REQUIRE(eventually([&] { return d.log().find("name=victim") != std::string::npos; }));
+  std::this_thread::sleep_for(100ms);
+  std::atomic<bool> done{false};
+  std::thread reader([&] {
+    while (!done.load()) (void)sub->poll(5ms);
+  });
+  const uint64_t n = scaled(40000);
+  bool killed = false;
+  for (uint64_t s = 0; s < n; ++s) {
+    REQUIRE(pub->publish("logk.x", seq_bytes(s)));  // never stuck behind the dead reader
+    if (!killed && s == n / 4) {
+      ::kill(victim, SIGKILL);
+      killed = true;
+    }
+  }
+  CHECK(reap(victim) == 128 + SIGKILL);
+  CHECK(eventually([&] { return count.load() >= n; }, 10000));
+  done = true;
+  reader.join();
+  REQUIRE(seen.size() == n);
+  uint64_t wrong = 0;
+  for (uint64_t s = 0; s < n; ++s) wrong += seen[s] != s;
+  CHECK(wrong == 0);
+  CHECK(pub->stats().lane_sent > 0);
+  // The log with the dead reader was closed at the writer too (a lane to the survivor took over).
+  for (int i = 0; i < 100 && pub->stats().lanes_closed == 0; ++i) (void)pub->poll(10ms);
+  CHECK(pub->stats().lanes_closed >= 1);
+}

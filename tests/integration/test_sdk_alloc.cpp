@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "bus/control.hpp"
+#include "bus/inplace.hpp"
 #include "busd_fixture.hpp"
 
 using namespace bus;
@@ -87,5 +89,42 @@ TEST_CASE("request and reply: no allocation per round trip after warm-up", "[sdk
   done = true;
   t.join();
   CHECK(ok == 2'000);
+  CHECK(allocs == 0);
+}
+
+TEST_CASE("a FlatBuffer built in place (reserve, InPlaceBuilder, commit_built): no allocation", "[sdk]") {
+  Busd d("[busd]\nlanes = false\n");
+  REQUIRE(d.started());
+  auto pub = d.client("alloc-fb-pub");
+  auto sub = d.client("alloc-fb-sub");
+  REQUIRE((pub && sub));
+  uint64_t got = 0;
+  REQUIRE(sub->subscribe("alloc.fb", [&](const Message& m) {
+    got += control::GetControlMessage(m.payload().data())->seq() == got;
+  }));
+  // The builder's one buffer is the room: the heap is never asked.
+  auto send = [&](uint64_t seq) {
+    auto room = pub->reserve("alloc.fb", 256);
+    if (!room) return false;
+    InPlaceBuilder fbb(*room);
+    const auto hb = control::CreateHeartbeat(fbb, seq, seq * 2);
+    control::FinishControlMessageBuffer(fbb, control::CreateControlMessage(fbb, seq, control::Body::Heartbeat, hb.Union()));
+    return pub->commit_built(fbb).has_value();
+  };
+  REQUIRE(send(0));  // warm-up: the subject's envelope template
+  REQUIRE(pump_until(*sub, [&] { return got == 1; }));
+  constexpr uint64_t kN = 20'000;
+  const uint64_t before = bus::test::allocations;
+  bool ok = true;
+  for (uint64_t i = 1; i <= kN; ++i) {
+    ok &= send(i);
+    if (i % 64 == 0) {
+      while (ok && got < i + 1) ok &= sub->poll(100ms).has_value();
+    }
+  }
+  while (ok && got < kN + 1) ok &= sub->poll(100ms).has_value();
+  const uint64_t allocs = bus::test::allocations - before;
+  REQUIRE(ok);
+  CHECK(got == kN + 1);
   CHECK(allocs == 0);
 }

@@ -377,6 +377,9 @@ class alignas(kFalseSharingRange) RingConsumer {
   [[nodiscard]] const EndpointStats& stats() const noexcept { return stats_; }
   [[nodiscard]] const std::string& corruption() const noexcept { return corruption_; }
   [[nodiscard]] bool attached() const noexcept { return shared_ != nullptr; }
+  /// Bytes consumed so far (advance()d, released or not): a broadcast log's reader (log.hpp)
+  /// stores it in its own line instead of calling release().
+  [[nodiscard]] uint64_t position() const noexcept { return head_; }
 
  private:
   // acquire: pairs with the release store of the commit word in RingProducer::write_header():

@@ -40,6 +40,7 @@ namespace bus {
 namespace shm {
 struct WaitStrategy;
 }
+class InPlaceBuilder;  // bus/inplace.hpp
 
 // Debug builds check that a Message is not used after the memory it views was handed back
 // (BUS_CHECK_VIEWS, on unless NDEBUG; define it to 0 or 1 to choose). The check is in this
@@ -176,6 +177,12 @@ class Client {
   /// InvalidArgument (no reservation open, or payload_len above what was reserved: the
   /// reservation stays open), Closed (the connection dropped since reserve(): it is gone).
   Result<void> commit(size_t payload_len, Flush flush = Flush::Now);
+  /// Sends the reserved message with the FlatBuffer `fbb` finished in the reserved room
+  /// (bus/inplace.hpp), where it lies: the payload is exactly that FlatBuffer, 8-byte aligned,
+  /// and Flags::PayloadFlatBuffer is set. Errors: InvalidArgument (no reservation open, `fbb`
+  /// not finished or not built in the reserved room: the reservation stays open), Closed (as
+  /// commit()).
+  Result<void> commit_built(const InPlaceBuilder& fbb, Flush flush = Flush::Now);
   /// Drops the open reservation, if any; nothing is sent.
   void abandon() noexcept;
   Result<void> publish(std::string_view subject, std::string_view text) {
@@ -232,7 +239,8 @@ class Client {
                                                std::string_view name_glob = {});
 
   /// Graceful exit: unsubscribes everything, dispatches what already arrived, waits until busd
-  /// has taken everything this agent published (up to `timeout`), then closes.
+  /// has taken everything this agent published through it (up to `timeout`; what went over a
+  /// lane is in its receiver's ring already, and stays readable), then closes.
   Expected<void> drain(std::chrono::nanoseconds timeout);
   void close();
 

@@ -77,6 +77,15 @@ class EnvelopeTemplate {
   /// at out + prefix_size() (zero-copy from a ring claim). No allocation, no table build.
   wire::Header* write_prefix(std::byte* out, uint32_t payload_len) const noexcept;
 
+  /// write_prefix for a payload that starts `gap` bytes later, at out + prefix_size() + gap (a
+  /// FlatBuffer built in place ends at the end of its room: bus/inplace.hpp sends it where it
+  /// lies). `gap` is a multiple of 8. The root offset and "BUSE" stay at out[0, 8) (the root
+  /// offset grows by `gap`), the rest of the prefix moves up by `gap` (its offsets are relative),
+  /// and out[8, 8 + gap) is zero filler that no field points into. The message is then
+  /// size_for(payload_len) + gap bytes, an ordinary verifiable Envelope; with gap 0 this is
+  /// write_prefix.
+  wire::Header* write_prefix_with_gap(std::byte* out, uint32_t payload_len, size_t gap) const noexcept;
+
   /// write_prefix + copy of the payload + fill_header.
   void write(std::byte* out, std::span<const std::byte> payload,
              const MessageMeta& meta) const noexcept;

@@ -1,10 +1,14 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstring>
+#include <string>
 #include <random>
 #include <vector>
 
+#include "bus/control.hpp"
 #include "bus/envelope.hpp"
+#include "bus/inplace.hpp"
 #include "bus/limits.hpp"
 
 using namespace bus;
@@ -97,6 +101,112 @@ TEST_CASE("header fields are rewritten in place, per message", "[envelope]") {
     REQUIRE(v);
     CHECK(v->header().msg_id() == id);
   }
+}
+
+TEST_CASE("a prefix written with a gap before the payload verifies and gives the same payload",
+          "[envelope]") {
+  auto t = EnvelopeTemplate::make({"orders.new", "_INBOX.7", "shop", "order.v1"});
+  REQUIRE(t);
+  const auto payload = payload_of(40, 5);
+  for (size_t gap : {size_t{0}, size_t{8}, size_t{64}, size_t{1000} * 1000}) {
+    INFO("gap " << gap);
+    const size_t size = t->size_for(payload.size()) + gap;
+    Buf buf(size);
+    std::memset(buf.data(), 0xA5, size);  // what was in the ring before
+    std::byte* at = buf.data() + t->prefix_size() + gap;
+    std::memcpy(at, payload.data(), payload.size());  // the payload is already where it lies
+    wire::Header* h = t->write_prefix_with_gap(buf.data(), static_cast<uint32_t>(payload.size()), gap);
+    fill_header(*h, sample_meta());
+    auto v = EnvelopeView::verify({buf.data(), size}, defaults::kMaxMessageSize);
+    REQUIRE(v);
+    CHECK(v->subject() == "orders.new");
+    CHECK(v->reply_to() == "_INBOX.7");
+    CHECK(v->source() == "shop");
+    CHECK(v->payload_type() == "order.v1");
+    CHECK(&v->header() == h);
+    CHECK(v->header().msg_id() == 77);
+    CHECK(v->payload().data() == at);
+    REQUIRE(v->payload().size() == payload.size());
+    CHECK(std::memcmp(v->payload().data(), payload.data(), payload.size()) == 0);
+    // The filler is zeros: nothing of what was in the ring before goes out with the message.
+    CHECK(std::all_of(buf.data() + 8, buf.data() + 8 + gap, [](std::byte b) { return b == std::byte{0}; }));
+    if (gap == 0) {  // write_prefix, byte for byte
+      Buf ref(size);
+      t->write(ref.data(), payload, sample_meta());
+      CHECK(std::memcmp(ref.data(), buf.data(), size) == 0);
+    }
+  }
+}
+
+namespace {
+// A small control message (Presence), built with any FlatBufferBuilder.
+void build_presence(flatbuffers::FlatBufferBuilder& fbb, uint32_t id, size_t caps) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < caps; ++i) names.push_back("capability-" + std::to_string(i));
+  const auto caps_v = fbb.CreateVectorOfStrings(names);
+  auto p = control::CreatePresence(fbb, control::PresenceEvent::Joined, fbb.CreateString("agent"), id, caps_v);
+  control::FinishControlMessageBuffer(fbb, control::CreateControlMessage(fbb, id, control::Body::Presence, p.Union()));
+}
+}  // namespace
+
+TEST_CASE("a FlatBuffer built in place at the end of its room is sent where it lies", "[envelope]") {
+  auto t = EnvelopeTemplate::make({"orders.new"});
+  REQUIRE(t);
+  for (size_t room_size : {size_t{256}, size_t{300}, size_t{4096}}) {
+    INFO("room " << room_size);
+    Buf buf(t->prefix_size() + room_size);
+    const std::span<std::byte> room(buf.data() + t->prefix_size(), room_size);
+    InPlaceBuilder fbb(room);
+    CHECK(fbb.room().data() == room.data());
+    CHECK(fbb.room().size() == (room_size & ~size_t{7}));
+    CHECK_FALSE(fbb.is_finished());
+    build_presence(fbb, 42, 3);
+    REQUIRE(fbb.is_finished());
+    const auto built = fbb.built();
+    // At the end of the (8-aligned) room, with an 8-byte multiple before it.
+    CHECK(built.data() + built.size() == fbb.room().data() + fbb.room().size());
+    CHECK(built.size() % 8 == 0);
+    const size_t gap = static_cast<size_t>(built.data() - room.data());
+    CHECK(gap % 8 == 0);
+    fill_header(*t->write_prefix_with_gap(buf.data(), static_cast<uint32_t>(built.size()), gap), sample_meta());
+    auto v = EnvelopeView::verify({buf.data(), t->size_for(built.size()) + gap}, defaults::kMaxMessageSize);
+    REQUIRE(v);
+    CHECK(v->payload().data() == built.data());
+    CHECK(reinterpret_cast<uintptr_t>(v->payload().data()) % 8 == 0);
+    auto c = verify_control(v->payload(), 1 << 20);
+    REQUIRE(c);
+    CHECK((*c)->seq() == 42);
+    REQUIRE((*c)->body_as_Presence() != nullptr);
+    CHECK((*c)->body_as_Presence()->capabilities()->size() == 3);
+  }
+}
+
+TEST_CASE("an InPlaceBuilder that outgrows its room throws TooLarge and can start over", "[envelope]") {
+  Buf buf(512);
+  const std::span<std::byte> room(buf.data(), 512);
+  InPlaceBuilder fbb(room);
+  // Outgrown at once (the first allocation) and while growing (a reallocation).
+  for (size_t caps : {size_t{0}, size_t{100}}) {
+    try {
+      if (caps == 0) {
+        std::vector<uint8_t> big(1000);
+        fbb.CreateVector(big);
+      } else {
+        build_presence(fbb, 1, caps);
+      }
+      FAIL("no TooLarge");
+    } catch (const ClientError& e) {
+      CHECK(e.error().code() == Errc::TooLarge);
+      CHECK(std::string(e.what()).find("512 bytes") != std::string::npos);
+    }
+    CHECK_FALSE(fbb.is_finished());
+    CHECK(fbb.built().empty());
+    fbb.Clear();  // starts over in the same room
+  }
+  build_presence(fbb, 7, 2);
+  REQUIRE(fbb.is_finished());
+  CHECK(fbb.built().data() + fbb.built().size() == room.data() + room.size());
+  CHECK(verify_control(fbb.built(), 1 << 20));
 }
 
 TEST_CASE("verify rejects oversize, truncated and damaged envelopes", "[envelope]") {
