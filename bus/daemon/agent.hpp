@@ -58,6 +58,10 @@ struct Agent {
   // Back-pressure (block policy): the message at the head of `from` still owes deliveries to
   // these targets; nothing more is read from this agent until they are done.
   std::vector<router::SubRef> owed;
+  // The head message was routed and waits for its owed deliveries (set when route() stalled).
+  // When the agents it waits for all go away, owed empties and the message is done: it must
+  // not be routed again (its other receivers have it already).
+  bool head_routed = false;
   bool stalled() const noexcept { return !owed.empty(); }
   // The message at the head asked for hop timing (Flags::Timed): when busd read it (0: not
   // timed) and where its Header sits, for stamping each delivered copy.

@@ -67,7 +67,7 @@ size_t Daemon::drain_agent(Agent& a, size_t budget) {
       break;
     }
     bool done;
-    if (a.stalled()) {
+    if (a.stalled() || a.head_routed) {
       // A copy (another uid's message, or a fence busd rewrote) is retried from the copy.
       const bool copied = a.copy_first || rec->tag >= shm::lane::kReservedTagBase;
       done = deliver_owed(a.owed, copied ? std::span<const std::byte>(a.copy_buf) : rec->data, &a);
@@ -76,7 +76,11 @@ size_t Daemon::drain_agent(Agent& a, size_t budget) {
     } else {
       done = route(a, rec->data);
     }
-    if (!done) break;  // stalled: the record stays at the head until its deliveries are done
+    if (!done) {
+      a.head_routed = !a.owed.empty();  // (a retry after a link wait routes it again)
+      break;  // stalled: the record stays at the head until its deliveries are done
+    }
+    a.head_routed = false;
     a.from.advance();
     ++n;
   }
