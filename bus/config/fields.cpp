@@ -184,7 +184,7 @@ constexpr Field kFields[] = {
      "message passes through busd. A change closes every lane."},
     {"busd", "lanes_verify_same_uid", Form::Flag, &Config::lanes_verify_same_uid, false, 0, 0, nullptr,
      "On a lane between agents of the same uid, the reader verifies each message too (another "
-     "uid's are always copied, then verified)."},
+     "uid's are always copied, then verified); false trusts same-uid writers."},
 
     {"limits", "max_agents", Form::Integer, &Limits::max_agents, false, 1, 1'000'000, nullptr,
      "Agents registered at once."},

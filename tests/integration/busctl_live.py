@@ -41,7 +41,11 @@ with tempfile.TemporaryDirectory(prefix="busctl-live-") as d:
     env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
     env["BUS_SOCKET"] = sock
     log = open(os.path.join(d, "busd.log"), "w")
-    daemon = subprocess.Popen([busd], env=env, stdout=log, stderr=subprocess.STDOUT)
+    # Through busd (no lanes): this test reads busd's own per-agent message counts.
+    conf = os.path.join(d, "busd.toml")
+    with open(conf, "w") as f:
+        f.write("[busd]\nlanes = false\n")
+    daemon = subprocess.Popen([busd, "--config", conf], env=env, stdout=log, stderr=subprocess.STDOUT)
     agents = {}
 
     def busctl_json(cmd):
