@@ -563,3 +563,42 @@ TEST_CASE("busd: a message held for a full subscriber that then goes away is not
   for (uint64_t k = 0; k < n; ++k) wrong += seen[k] != k;
   CHECK(wrong == 0);
 }
+
+TEST_CASE("a subject on a broadcast log: publishes go over the log, requests through busd", "[lanes]") {
+  Busd d;
+  REQUIRE(d.started());
+  auto a = d.client("resp-a");
+  auto b = d.client("resp-b");
+  std::atomic<uint64_t> log_msgs{0}, requests{0};
+  auto serve = [&](Client& c) {
+    return [&](const Message& m) {
+      if (m.is_request()) {
+        ++requests;
+        (void)c.reply(m, "answer");
+      } else if (m.lane() != 0) {
+        ++log_msgs;
+      }
+    };
+  };
+  REQUIRE(a->subscribe("both.x", serve(*a)));
+  REQUIRE(b->subscribe("both.x", serve(*b)));
+  std::atomic<bool> stop{false};
+  std::thread ta([&] { while (!stop.load()) (void)a->poll(5ms); });
+  std::thread tb([&] { while (!stop.load()) (void)b->poll(5ms); });
+  auto pub = d.client("pub");
+  for (int i = 0; i < 2000 && log_msgs.load() < 100; ++i) {
+    REQUIRE(pub->publish("both.x", "p"));
+    std::this_thread::sleep_for(100us);
+  }
+  CHECK(log_msgs.load() >= 100);  // both readers get them over one log
+  for (int i = 0; i < 20; ++i) {
+    auto r = pub->request("both.x", "q", 2s);
+    REQUIRE(r);
+    CHECK(r->text() == "answer");
+    CHECK(r->lane() == 0);  // through busd, which gathers the responders' answers
+  }
+  stop = true;
+  ta.join();
+  tb.join();
+  CHECK(requests.load() >= 20);
+}
