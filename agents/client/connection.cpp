@@ -193,8 +193,7 @@ Expected<void> Client::Impl::connect_once() {
   sock = *fd;
   reader = sock::FrameReader(defaults::kMaxMessageSize);
   const uint64_t deadline = clock::mono_ns() + static_cast<uint64_t>(opts.connect_timeout.count()) * kMs;
-  for (int f : rx_fds) ::close(f);
-  rx_fds.clear();
+  close_rx_fds();
 
   // Hello -> Welcome (or an ErrorReply naming both versions).
   auto hello = control::CreateHelloDirect(fbb, kProtocolVersion, kProtocolVersion, kSdkName,
@@ -240,18 +239,13 @@ Expected<void> Client::Impl::connect_once() {
     to_agent = g->to_agent_offset();
     lines_at = g->lines_offset();
   });
-  if (!r || !answer || rx_fds.size() != 5) {
+  int fds[5];
+  if (!r || !answer || rx_fds.size() != 5 || !take_fds(5, fds)) {
     const size_t n = rx_fds.size();
-    for (int f : rx_fds) ::close(f);
-    rx_fds.clear();
+    close_rx_fds();
     if (!r) return r;
     if (!answer) return answer;
     return fail(Errc::Corrupt, "busd sent " + std::to_string(n) + " descriptors, expected 5");
-  }
-  int fds[5];
-  for (int& f : fds) {
-    f = rx_fds.front();
-    rx_fds.pop_front();
   }
   for (int i = 0; i < 4; ++i) this->fds[i] = shm::EventFd(fds[1 + i]);
   auto seg = shm::Segment::attach_fd(fds[0], seg_size);

@@ -236,6 +236,11 @@ struct Client::Impl {
   /// lanes. Never while a reservation is open.
   void settle_lanes();
   Lane* find_lane(uint32_t id) noexcept;
+  /// The next `n` descriptors received with control frames (false, none taken: fewer came).
+  bool take_fds(size_t n, int* out);
+  void close_rx_fds() noexcept;
+  /// A lane or log set up: into `lanes`, the poll set sized for it.
+  void add_lane(std::unique_ptr<Lane> l);
   void on_lane_open(const control::LaneOpen& m);
   void on_log_open(const control::LogOpen& m);
   void on_lane_close(const control::LaneClose& m);

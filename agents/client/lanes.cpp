@@ -33,14 +33,33 @@ Client::Impl::Lane* Client::Impl::find_lane(uint32_t id) noexcept {
   return nullptr;
 }
 
-void Client::Impl::on_lane_open(const control::LaneOpen& m) {
-  // The segment and four eventfds came with this frame, ahead of anything received after it.
-  if (rx_fds.size() < 5) return;  // busd sent none: nothing to map
-  int fd[5];
-  for (int& f : fd) {
-    f = rx_fds.front();
+bool Client::Impl::take_fds(size_t n, int* out) {
+  if (rx_fds.size() < n) return false;  // busd sent none: nothing to map
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = rx_fds.front();
     rx_fds.pop_front();
   }
+  return true;
+}
+
+void Client::Impl::close_rx_fds() noexcept {
+  for (int fd : rx_fds) ::close(fd);
+  rx_fds.clear();
+}
+
+void Client::Impl::add_lane(std::unique_ptr<Lane> l) {
+  lanes.push_back(std::move(l));
+  // wait_inbound's poll set grows here, not on the data path.
+  pfds.reserve(lanes.size() + 2);
+  armed.reserve(lanes.size());
+  ++stats.lanes_opened;
+  stats.lanes_open = lanes.size();
+}
+
+void Client::Impl::on_lane_open(const control::LaneOpen& m) {
+  // The segment and four eventfds came with this frame, ahead of anything received after it.
+  int fd[5];
+  if (!take_fds(5, fd)) return;
   auto l = std::make_unique<Lane>();
   for (int i = 0; i < 4; ++i) l->fds[i] = shm::EventFd(fd[1 + i]);
   auto seg = shm::Segment::attach_fd(fd[0], sizeof(shm::lane::LaneHeader));
@@ -67,12 +86,7 @@ void Client::Impl::on_lane_open(const control::LaneOpen& m) {
   l->closed = &h->closed;
   l->verify = m.verify();
   l->copy_first = m.copy_first();
-  lanes.push_back(std::move(l));
-  // wait_inbound's poll set grows here, not on the data path.
-  pfds.reserve(lanes.size() + 2);
-  armed.reserve(lanes.size());
-  ++stats.lanes_opened;
-  stats.lanes_open = lanes.size();
+  add_lane(std::move(l));
 }
 
 void Client::Impl::on_log_open(const control::LogOpen& m) {
@@ -81,12 +95,8 @@ void Client::Impl::on_log_open(const control::LogOpen& m) {
   const bool writer = m.reader_index() < 0;
   const size_t readers = m.reader_ids() != nullptr ? m.reader_ids()->size() : 0;
   const size_t want = writer ? 2 + readers : 3;
-  if (rx_fds.size() < want || readers == 0) return;
   std::vector<int> fd(want);
-  for (int& f : fd) {
-    f = rx_fds.front();
-    rx_fds.pop_front();
-  }
+  if (!take_fds(want, fd.data())) return;
   auto l = std::make_unique<Lane>();
   l->log = true;
   for (size_t i = 1; i < want; ++i) l->log_fds.emplace_back(fd[i]);
@@ -122,11 +132,7 @@ void Client::Impl::on_log_open(const control::LogOpen& m) {
     l->copy_first = m.copy_first();
     l->out_ended = true;  // a reader never writes it
   }
-  lanes.push_back(std::move(l));
-  pfds.reserve(lanes.size() + 2);
-  armed.reserve(lanes.size());
-  ++stats.lanes_opened;
-  stats.lanes_open = lanes.size();
+  add_lane(std::move(l));
 }
 
 void Client::Impl::on_lane_close(const control::LaneClose& m) {
@@ -342,8 +348,7 @@ void Client::Impl::drop_lanes() {
   lanes_dirty = false;
   routes_pending = 0;
   route_wait_until = 0;
-  for (int fd : rx_fds) ::close(fd);
-  rx_fds.clear();
+  close_rx_fds();
 }
 
 Result<void> Client::Impl::read_lane(Lane& l, size_t max, uint64_t until_mark, uint64_t want_reply, bool* got,

@@ -191,6 +191,10 @@ class Daemon {
   void on_route_query(Agent& a, const control::ControlMessage& m);
   /// Whether `subject` from `a` can go over lanes; fills lane_targets_ (else says why).
   bool route_by_lanes(Agent& a, std::string_view subject, std::string& why);
+  /// A lane or log just announced to its agents: counted and kept.
+  Lane* keep_lane(std::unique_ptr<Lane> l);
+  /// Whether `a` may have one more lane or log (else says why).
+  [[nodiscard]] bool lanes_left(const Agent& a, std::string& why) const;
   /// The lane between two agents, opened (and announced to both) if there is none.
   Lane* lane_between(Agent& a, Agent& b, std::string& why);
   /// A broadcast log from `a` to the agents in matches_ (several), announced to all of them.

@@ -34,6 +34,28 @@ uint64_t pair_key(uint32_t a, uint32_t b) noexcept {
 
 }  // namespace
 
+bool Daemon::lanes_left(const Agent& a, std::string& why) const {
+  if (a.lanes.size() < opts_.config.limits.max_lanes_per_agent) return true;
+  why = "limits.max_lanes_per_agent reached";
+  return false;
+}
+
+namespace {
+
+bool make_eventfds(std::span<shm::EventFd> into, std::string& why) {
+  for (auto& e : into) {
+    auto fd = shm::EventFd::create();
+    if (!fd) {
+      why = "creating a lane's eventfds: " + fd.error().message();
+      return false;
+    }
+    e = std::move(*fd);
+  }
+  return true;
+}
+
+}  // namespace
+
 void Daemon::on_route_query(Agent& a, const control::ControlMessage& m) {
   const auto* q = m.body_as_RouteQuery();
   const std::string_view subject = q->subject()->string_view();
@@ -45,16 +67,11 @@ void Daemon::on_route_query(Agent& a, const control::ControlMessage& m) {
     // Asked again in this epoch (for requests as well as publishes): the same answer.
     lane_targets_ = known->targets;
     if (lane_targets_.empty()) why = "as answered before";
-  } else if (!route_by_lanes(a, subject, why)) {
-    lane_targets_.clear();
-  }
-  if (known != a.routes.end()) {
-    // nothing more to record
   } else if (a.routes.size() >= kMaxRoutesPerAgent) {
     // Bounded memory: answers beyond this stay on busd's path until the next epoch.
-    lane_targets_.clear();
     why = "too many routes for one agent";
   } else {
+    if (!route_by_lanes(a, subject, why)) lane_targets_.clear();
     Agent::RouteRec rec{std::string(subject), {}, lane_targets_};
     for (const auto& t : lane_targets_) {
       if (std::find(rec.lanes.begin(), rec.lanes.end(), t.lane_id()) == rec.lanes.end()) {
@@ -143,20 +160,12 @@ Daemon::Lane* Daemon::open_log(Agent& a, std::string_view subject, std::string& 
     }
     sids[static_cast<size_t>(it - readers.begin())].push_back(r.sid);
   }
-  const uint32_t max = opts_.config.limits.max_lanes_per_agent;
-  if (a.lanes.size() >= max) {
-    why = "limits.max_lanes_per_agent reached";
-    return nullptr;
-  }
+  if (!lanes_left(a, why)) return nullptr;
   for (uint32_t id : readers) {
-    if (agent(id)->lanes.size() >= max) {
-      why = "limits.max_lanes_per_agent reached";
-      return nullptr;
-    }
+    if (!lanes_left(*agent(id), why)) return nullptr;
   }
   auto l = std::make_unique<Lane>();
   l->id = next_lane_id_++;
-  if (next_lane_id_ == 0) next_lane_id_ = 1;
   l->log = true;
   l->agent[0] = a.id;
   l->readers = readers;
@@ -173,20 +182,8 @@ Daemon::Lane* Daemon::open_log(Agent& a, std::string_view subject, std::string& 
     why = "formatting the log: " + f.error().message();
     return nullptr;
   }
-  auto space = shm::EventFd::create();
-  if (!space) {
-    why = "creating the log's eventfds: " + space.error().message();
-    return nullptr;
-  }
-  l->fds[1] = std::move(*space);
-  for (uint32_t i = 0; i < n; ++i) {
-    auto fd = shm::EventFd::create();
-    if (!fd) {
-      why = "creating the log's eventfds: " + fd.error().message();
-      return nullptr;
-    }
-    l->reader_fds.push_back(std::move(*fd));
-  }
+  l->reader_fds.resize(n);
+  if (!make_eventfds(std::span(&l->fds[1], 1), why) || !make_eventfds(l->reader_fds, why)) return nullptr;
   l->log_shared = reinterpret_cast<shm::log::LogShared*>(l->segment.bytes().data() + sizeof(shm::log::LogHeader));
   const std::string subj(subject);
   // The writer: the segment, the space eventfd, every reader's data eventfd.
@@ -208,26 +205,17 @@ Daemon::Lane* Daemon::open_log(Agent& a, std::string_view subject, std::string& 
   }
   a.lanes.push_back(l->id);
   l->stats = counters_.lane_open(l->id, a.id, a.name, 0, std::to_string(n) + " readers of " + subj);
-  counters_.add(counters::Global::lanes_opened);
-  counters_.set(counters::Global::lanes_open, lanes_.size() + 1);
   log::debug("log_open", {{"log", l->id}, {"writer", a.name}, {"subject", subj}, {"readers", n}});
-  Lane* raw = l.get();
-  lanes_.emplace(l->id, std::move(l));
-  return raw;
+  return keep_lane(std::move(l));
 }
 
 Daemon::Lane* Daemon::lane_between(Agent& a, Agent& b, std::string& why) {
   if (auto it = lane_by_pair_.find(pair_key(a.id, b.id)); it != lane_by_pair_.end()) {
     return lanes_.at(it->second).get();
   }
-  const uint32_t max = opts_.config.limits.max_lanes_per_agent;
-  if (a.lanes.size() >= max || b.lanes.size() >= max) {
-    why = "limits.max_lanes_per_agent reached";
-    return nullptr;
-  }
+  if (!lanes_left(a, why) || !lanes_left(b, why)) return nullptr;
   auto l = std::make_unique<Lane>();
   l->id = next_lane_id_++;
-  if (next_lane_id_ == 0) next_lane_id_ = 1;
   Agent& lo = a.id < b.id ? a : b;
   Agent& hi = a.id < b.id ? b : a;
   l->agent[0] = lo.id;
@@ -248,14 +236,7 @@ Daemon::Lane* Daemon::lane_between(Agent& a, Agent& b, std::string& why) {
       return nullptr;
     }
   }
-  for (auto& e : l->fds) {
-    auto fd = shm::EventFd::create();
-    if (!fd) {
-      why = "creating the lane's eventfds: " + fd.error().message();
-      return nullptr;
-    }
-    e = std::move(*fd);
-  }
+  if (!make_eventfds(l->fds, why)) return nullptr;
   auto* h = new (bytes.data()) shm::lane::LaneHeader{};
   h->magic = shm::lane::kLaneMagic;
   h->layout_version = shm::lane::kLaneLayoutVersion;
@@ -282,11 +263,16 @@ Daemon::Lane* Daemon::lane_between(Agent& a, Agent& b, std::string& why) {
   lo.lanes.push_back(l->id);
   hi.lanes.push_back(l->id);
   lane_by_pair_.emplace(pair_key(lo.id, hi.id), l->id);
-  counters_.add(counters::Global::lanes_opened);
-  counters_.set(counters::Global::lanes_open, lanes_.size() + 1);
   log::debug("lane_open", {{"lane", l->id}, {"a", lo.name}, {"b", hi.name}});
+  return keep_lane(std::move(l));
+}
+
+Daemon::Lane* Daemon::keep_lane(std::unique_ptr<Lane> l) {
+  if (next_lane_id_ == 0) next_lane_id_ = 1;  // wrapped: 0 stands for "through busd"
+  counters_.add(counters::Global::lanes_opened);
   Lane* raw = l.get();
   lanes_.emplace(l->id, std::move(l));
+  counters_.set(counters::Global::lanes_open, lanes_.size());
   return raw;
 }
 
