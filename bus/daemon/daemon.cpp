@@ -150,11 +150,6 @@ Expected<void> Daemon::start() {
   if (!page) return tl::unexpected(page.error().context("counters page"));
   counters_ = std::move(*page);
 
-  // Accept only once the counters page exists: busctl never sees a live busd without it.
-  auto l = listen_at(socket_path_, cfg.socket_mode, cfg.socket_group);
-  if (!l) return tl::unexpected(l.error());
-  listener_ = *l;
-
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
@@ -174,11 +169,16 @@ Expected<void> Daemon::start() {
     ev.data.u64 = tag(s);
     ::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev);
   };
-  add(listener_, Source::Listener);
   add(signal_fd_, Source::Signal);
   add(timer_fd_, Source::Timer);
   if (auto links = start_links(); !links) return links;
   if (auto remote = start_tcp_agents(); !remote) return remote;
+  // The control socket last: whoever finds it can count on the counters page (busctl) and on
+  // every TCP listener (remote agents, peers) being up.
+  auto l = listen_at(socket_path_, cfg.socket_mode, cfg.socket_group);
+  if (!l) return tl::unexpected(l.error());
+  listener_ = *l;
+  add(listener_, Source::Listener);
   counters_.heartbeat(clock::real_ns());
   log::info("busd_started", {{"socket", socket_path_}, {"counters", counters_path},
                              {"pid", ::getpid()}, {"wait", shm::to_string(wait_)},
