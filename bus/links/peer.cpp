@@ -38,7 +38,10 @@ void Peer::start_link(std::unique_ptr<link::Link> l, uint64_t now_ns) {
 
 void Peer::fail(const std::string& why, uint64_t now_ns) {
   last_error_ = why;
-  if (link_) link_->close(why);
+  if (link_) {
+    link_->close(why);
+    retired_totals_.add(link_->counters());
+  }
   retired_ = std::move(link_);  // receive()'s views into its buffer stay valid until the next call
   if (state_ == PeerState::Handshake || state_ == PeerState::Up) {
     ++c_.disconnects;
@@ -97,7 +100,8 @@ void Peer::tick(uint64_t now_ns) {
   switch (state_) {
     case PeerState::Waiting: {
       if (!o_.dial || now_ns < retry_at_) return;
-      auto l = tcp::TcpLink::connect(o_.address, o_.max_frame);
+      Expected<std::unique_ptr<link::Link>> l =
+          o_.dialer ? o_.dialer() : Expected<std::unique_ptr<link::Link>>(tcp::TcpLink::connect(o_.address, o_.max_frame));
       if (!l) {
         fail(l.error().message(), now_ns);
         return;
@@ -113,7 +117,9 @@ void Peer::tick(uint64_t now_ns) {
         return;
       }
       if (link_->state() != link::LinkState::Up) {
-        if (now_ns - state_since_ > uint64_t{o_.handshake_ms} * kMs) fail("connect to " + o_.address.to_string() + " timed out", now_ns);
+        if (now_ns - state_since_ > uint64_t{o_.handshake_ms} * kMs) {
+          fail("connect to " + (o_.target.empty() ? o_.address.to_string() : o_.target) + " timed out", now_ns);
+        }
         return;
       }
       state_ = PeerState::Handshake;

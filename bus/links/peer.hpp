@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <span>
@@ -24,6 +25,10 @@ struct PeerOptions {
   std::string node;                 // this busd's name in the cluster
   tcp::Endpoint address;            // where to dial (dial = true)
   bool dial = true;                 // false: the peer dials us (adopt() its connections)
+  /// Makes a new link to the peer (any kind; a datagram link starts Connecting and finishes
+  /// its handshake in finish_connect()). Empty: a TCP connect to `address`.
+  std::function<Expected<std::unique_ptr<link::Link>>()> dialer;
+  std::string target;               // what is dialed, for messages ("" = address)
   uint32_t heartbeat_ms = 1000;     // a Heartbeat when nothing else was sent for this long
   uint32_t dead_after_ms = 3000;    // nothing heard for this long: the connection is dead
   uint32_t handshake_ms = 2000;     // Hello must arrive within this long
@@ -72,6 +77,12 @@ class Peer {
   /// buffer); they must be control frames, the peer sends Data only after our Resume.
   void adopt_greeted(std::unique_ptr<link::Link> l, const link::Hello& hello, std::span<const link::Frame> rest,
                      uint64_t now_ns);
+  /// From now on, dial with `dialer` (see PeerOptions::dialer); `target` names it in messages.
+  void set_dialer(decltype(PeerOptions::dialer) dialer, std::string target) {
+    o_.dialer = std::move(dialer);
+    o_.target = std::move(target);
+    o_.dial = true;
+  }
   /// This busd's Hello, as sent.
   [[nodiscard]] const link::Hello& local() const noexcept { return local_; }
   /// Ends the current connection (operator command, shutdown, tests); a dialing peer redials
@@ -86,6 +97,24 @@ class Peer {
   [[nodiscard]] uint64_t retry_at() const noexcept { return retry_at_; }
   [[nodiscard]] int wait_fd() const noexcept { return link_ ? link_->wait_fd() : -1; }
   [[nodiscard]] bool wants_write() const noexcept { return link_ && link_->wants_write(); }
+  /// Poll-mode links (DPDK): input is ready without a readable descriptor.
+  [[nodiscard]] bool has_input() const noexcept { return link_ && link_->has_input(); }
+  /// Before the poll loop sleeps: false when input is ready (see link::Link::arm()).
+  [[nodiscard]] bool arm() noexcept { return !link_ || link_->arm(); }
+  void disarm() noexcept {
+    if (link_) link_->disarm();
+  }
+  /// When tick() must run at the latest for the link's timers (retransmissions), UINT64_MAX if
+  /// it has none.
+  [[nodiscard]] uint64_t timer_ns() const noexcept { return link_ ? link_->timer_ns() : UINT64_MAX; }
+  /// Counts of every connection this peer had, the current one included.
+  [[nodiscard]] link::LinkCounters link_totals() const noexcept {
+    link::LinkCounters t = retired_totals_;
+    if (link_) t.add(link_->counters());
+    return t;
+  }
+  /// The link itself (counters of its kind), null while there is none.
+  [[nodiscard]] const link::Link* current_link() const noexcept { return link_.get(); }
   [[nodiscard]] const link::Session& session() const noexcept { return session_; }
   [[nodiscard]] const PeerCounters& counters() const noexcept { return c_; }
 
@@ -113,6 +142,7 @@ class Peer {
   std::mt19937_64 rng_;
   std::vector<link::Frame> frames_;
   PeerCounters c_;
+  link::LinkCounters retired_totals_;  // the connections before the current one
 };
 
 }  // namespace bus::links

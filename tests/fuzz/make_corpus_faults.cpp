@@ -1,4 +1,4 @@
-// Writes the seed corpora of fuzz_frames, fuzz_counters, fuzz_link and fuzz_link_body: OUTDIR/<target>/<seed>, each under
+// Writes the seed corpora of fuzz_frames, fuzz_counters, fuzz_link, fuzz_link_body, fuzz_agent_stream and fuzz_dgram: OUTDIR/<target>/<seed>, each under
 // 8 KiB: a counters page with its 34 globals and a few slots is ~6 KiB (make_corpus.cpp writes the other targets').
 //   ninja -C <build> fuzz-corpus-faults      (regenerates them in the source tree)
 // Counters pages are written by the real writer (bus/counters/page.hpp) and checked with the
@@ -16,6 +16,8 @@
 #include "corpus_writer.hpp"
 #include "bus/counters.hpp"
 #include "counters/page.hpp"
+#include "dgram/channel.hpp"
+#include "dgram/wire.hpp"
 #include "link/wire.hpp"
 #include "links/body.hpp"
 #include "socket/endpoint.hpp"
@@ -331,6 +333,107 @@ void agent_stream_seeds() {
   write_seed("fuzz_agent_stream", "bad_channel", bad);
 }
 
+// ---- fuzz_dgram: [options] then [op][len lo][len hi][datagram] records (see fuzz_dgram.cpp)
+// The datagrams are what a real Channel (connection 0x1111, peer 0x2222) sends for a real link
+// session's frames.
+struct DgramScript {
+  Bytes b;
+  explicit DgramScript(uint8_t options) { b.push_back(options); }
+  void rec(uint8_t op, std::span<const std::byte> pkt) {
+    b.push_back(op);
+    b.push_back(static_cast<uint8_t>(pkt.size()));
+    b.push_back(static_cast<uint8_t>(pkt.size() >> 8));
+    for (std::byte x : pkt) b.push_back(static_cast<uint8_t>(x));
+  }
+};
+
+// Data packets from a sender whose session offers `sizes` (envelope bytes each).
+std::vector<Bytes> dgram_packets(const dgram::ChannelOptions& o, const std::vector<size_t>& sizes) {
+  dgram::Channel a(o, 0x1111);
+  // The peer's Syn naming a: a is up (as the fuzz target's channel will be with it).
+  std::vector<std::byte> syn(dgram::kHeaderBytes + dgram::kSynBody);
+  dgram::Header h;
+  h.type = dgram::PacketType::Syn;
+  h.src_conn = 0x2222;
+  h.dst_conn = 0x1111;
+  h.window = 64;
+  h.payload_len = dgram::kSynBody;
+  dgram::write_header(syn.data(), h);
+  dgram::store_le(syn.data() + dgram::kHeaderBytes, o.max_packet, 4);
+  dgram::seal(syn.data(), syn.size());
+  const dgram::RxPacket in{syn.data(), static_cast<uint32_t>(syn.size()), 1};
+  require(a.receive(std::span(&in, 1), nullptr, 0, 1000).has_value(), "dgram handshake");
+  link::Session s(link::SessionOptions{1u << 16, 64}, 0xAB);
+  s.on_connected();
+  link::Frame resume;
+  std::vector<std::byte> rb;
+  link::append_resume(rb, 0, link::ResumeBody{0xCD, 0});
+  resume = *link::parse_frame(std::span(rb).subspan(link::kLengthBytes));
+  require(s.on_frame(resume).has_value(), "session resume");
+  for (size_t n : sizes) {
+    std::vector<std::byte> env(n, std::byte{0x5A});
+    require(s.offer(env).has_value(), "offer");
+  }
+  std::vector<std::span<const std::byte>> out;
+  a.collect(&s, 2000, out);
+  std::vector<Bytes> pkts;
+  for (auto p : out) {
+    dgram::Header ph;
+    if (dgram::parse_header(p, ph) == dgram::Reject::None && ph.type == dgram::PacketType::Data) {
+      pkts.emplace_back(reinterpret_cast<const uint8_t*>(p.data()), reinterpret_cast<const uint8_t*>(p.data() + p.size()));
+    }
+  }
+  return pkts;
+}
+
+void dgram_seeds() {
+  dgram::ChannelOptions o;
+  auto as_span = [](const Bytes& x) { return std::as_bytes(std::span(x)); };
+  {  // small frames, several to a packet, delivered in order
+    DgramScript d(3);
+    for (const Bytes& p : dgram_packets(o, {40, 100, 60, 200, 30})) d.rec(16 | 4, as_span(p));
+    write_seed("fuzz_dgram", "in_order", d.b);
+  }
+  {  // a frame in fragments (a small MTU), the packets reordered and one duplicated
+    dgram::ChannelOptions small = o;
+    small.max_packet = 256;
+    DgramScript d(0x80 | 14);  // packets of 256 bytes, window 16, frames up to 4 KiB
+    auto pk = dgram_packets(small, {900, 50});
+    require(pk.size() >= 4, "fragments");
+    std::swap(pk[1], pk[2]);
+    for (const Bytes& p : pk) d.rec(16 | 4, as_span(p));
+    d.rec(16 | 4, as_span(pk[0]));
+    write_seed("fuzz_dgram", "fragments_reordered", d.b);
+  }
+  {  // a hole (NAKed), then filled; a burst of two
+    DgramScript d(4);
+    auto pk = dgram_packets(o, {1400, 1400, 1400, 20});
+    require(pk.size() >= 4, "hole");
+    d.rec(16 | 4, as_span(pk[0]));
+    d.rec(16 | 4, as_span(pk[2]));
+    d.rec(16 | 8, as_span(pk[1]));
+    d.rec(16 | 4, as_span(pk[3]));
+    write_seed("fuzz_dgram", "hole_and_burst", d.b);
+  }
+  {  // a corrupted packet (CRC), then the good one; then a Fin
+    DgramScript d(2);
+    auto pk = dgram_packets(o, {300});
+    Bytes bad = pk[0];
+    bad[bad.size() / 2] ^= 0x10;
+    d.rec(16 | 4, as_span(bad));
+    d.rec(16 | 4, as_span(pk[0]));
+    std::vector<std::byte> fin(dgram::kHeaderBytes);
+    dgram::Header h;
+    h.type = dgram::PacketType::Fin;
+    h.src_conn = 0x1111;
+    h.dst_conn = 0x2222;
+    dgram::write_header(fin.data(), h);
+    dgram::seal(fin.data(), fin.size());
+    d.rec(4, fin);
+    write_seed("fuzz_dgram", "corrupt_then_fin", d.b);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -340,5 +443,6 @@ int main(int argc, char** argv) {
     link_seeds();
     link_body_seeds();
     agent_stream_seeds();
+    dgram_seeds();
   });
 }

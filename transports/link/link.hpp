@@ -1,4 +1,4 @@
-// The Link interface: one connection to a peer busd, of any kind (TCP now; DPDK and RDMA later),
+// The Link interface: one connection to a peer busd, of any kind (TCP, DPDK; RDMA later),
 // driven by busd's link manager from its poll loop. A Link moves link frames (wire.hpp) and
 // knows nothing of subjects; the Session above it (session.hpp) owns sequence numbers, acks and
 // resends; the router above that knows nothing of sockets.
@@ -28,8 +28,29 @@ enum class LinkState : uint8_t {
 struct LinkCounters {
   uint64_t bytes_out = 0, bytes_in = 0;
   uint64_t frames_in = 0;
-  uint64_t write_calls = 0, read_calls = 0;  // system calls: writev/sendmsg, read/recv
+  uint64_t write_calls = 0, read_calls = 0;  // system calls: writev/sendmsg, read/recv (poll-mode: bursts)
   uint64_t would_block = 0;                  // writes the kernel refused (socket buffer full)
+  // Datagram links (0 on a stream link, whose transport repairs itself).
+  uint64_t retransmits = 0;         // packets sent again
+  uint64_t naks = 0;                // holes named to the peer (NAK ranges sent)
+  uint64_t datagrams_corrupt = 0;   // checksum mismatch: dropped
+  uint64_t datagrams_dropped = 0;   // malformed, another connection's, beyond the window: dropped
+  uint64_t rtt_ns = 0;              // smoothed round trip (a gauge)
+
+  /// Adds another connection's counts (the gauge is taken from `o`).
+  void add(const LinkCounters& o) noexcept {
+    bytes_out += o.bytes_out;
+    bytes_in += o.bytes_in;
+    frames_in += o.frames_in;
+    write_calls += o.write_calls;
+    read_calls += o.read_calls;
+    would_block += o.would_block;
+    retransmits += o.retransmits;
+    naks += o.naks;
+    datagrams_corrupt += o.datagrams_corrupt;
+    datagrams_dropped += o.datagrams_dropped;
+    rtt_ns = o.rtt_ns;
+  }
 };
 
 class Link {
@@ -59,6 +80,18 @@ class Link {
   virtual void close(const std::string& why) = 0;
 
   [[nodiscard]] virtual const LinkCounters& counters() const noexcept = 0;
+
+  // Poll-mode links (a DPDK port's thread hands packets over in memory, not through the
+  // kernel) also say these; a socket link's descriptor says it all.
+  /// Input is ready without waiting on wait_fd(): call receive().
+  [[nodiscard]] virtual bool has_input() const noexcept { return false; }
+  /// The caller is about to sleep on wait_fd(): false when input is ready (do not sleep).
+  [[nodiscard]] virtual bool arm() noexcept { return true; }
+  /// The caller woke up (after arm()).
+  virtual void disarm() noexcept {}
+  /// When transmit() (or finish_connect() while connecting) must be called at the latest, on
+  /// CLOCK_MONOTONIC (retransmission and ack timers); UINT64_MAX: no timer.
+  [[nodiscard]] virtual uint64_t timer_ns() const noexcept { return UINT64_MAX; }
 };
 
 }  // namespace bus::link
