@@ -1,5 +1,5 @@
 // busd's configuration: a TOML file (busd.toml) with the tables [busd], [limits], [cluster],
-// [[acl]] and [[links]].
+// [[acl]], [[links]] and [dpdk] (with its [[dpdk.ports]]).
 //
 // Every knob has one default, here: the member initializers below (sizes from bus/limits.hpp).
 // default_config_text() is the embedded default document, written out from these values with a
@@ -67,12 +67,50 @@ struct Cluster {
   friend bool operator==(const Cluster&, const Cluster&) = default;
 };
 
-/// One [[links]] table: a peer busd this one dials.
+/// One [[links]] table: a peer busd this one dials (tcp), or exchanges datagrams with through a
+/// DPDK port (dpdk: both sides list each other).
 struct LinkConfig {
-  std::string kind = "tcp";  // tcp (dpdk and rdma come with their transports)
-  std::string peer;          // "host:port" or "[v6]:port" of the peer's [cluster] listen
+  std::string kind = "tcp";  // tcp | dpdk (rdma comes with its transport)
+  /// tcp: "host:port" or "[v6]:port" of the peer's [cluster] listen. dpdk: "IPv4:udp_port" of
+  /// the peer's end of this link.
+  std::string peer;
+  // kind = "dpdk" only (the keys below are refused on a tcp link):
+  std::string port;          // the name of a [[dpdk.ports]] table
+  std::string local;         // "IPv4:udp_port" of this side (several links share a port by UDP port)
+  std::string peer_mac;      // "aa:bb:cc:dd:ee:ff"; "" = learn it by ARP
+  uint32_t window = 256;     // datagrams in flight (and accepted ahead of a hole), 16..4096
+  uint32_t rto_min_us = 1000;  // least retransmission timeout, 50..1000000
 
   friend bool operator==(const LinkConfig&, const LinkConfig&) = default;
+};
+
+/// One [[dpdk.ports]] table: a DPDK ethdev port and its poll-mode thread.
+struct DpdkPort {
+  std::string name;               // ethdev name: a --vdev name ("net_memif0") or a PCI address
+  int32_t cpu = -1;               // pin the port's poll thread to this CPU; -1 = it floats
+  std::string idle = "adaptive";  // busy (never sleeps: a dedicated core) | adaptive
+  uint32_t spin_us = 20;          // adaptive: idle polls this long before sleeping, 0..1000000
+  uint32_t sleep_max_us = 100;    // adaptive: longest sleep (rx without interrupts is seen this late), 1..1000000
+  uint32_t mbufs = 8191;          // mbuf pool size, 1023..1048575
+  uint32_t rx_desc = 1024;        // rx and tx descriptors, 64..16384
+  uint32_t tx_desc = 1024;
+  uint32_t mtu = 1500;            // 576..9000
+  std::string mac;                // "aa:bb:cc:dd:ee:ff" to set; "" = the port's own
+  /// Fault injection on what the port sends, per mille (tests: loss, duplicates, reordering,
+  /// corruption where the kernel has no netem). 0..1000 each.
+  uint32_t impair_loss = 0, impair_dup = 0, impair_reorder = 0, impair_corrupt = 0;
+  uint64_t impair_seed = 1;
+
+  friend bool operator==(const DpdkPort&, const DpdkPort&) = default;
+};
+
+/// [dpdk]: the EAL arguments (busd initialises the EAL once, at start, when a link has kind =
+/// "dpdk") and the ports.
+struct Dpdk {
+  std::vector<std::string> eal;  // e.g. ["-l", "0", "--no-huge", "-m", "512", "--file-prefix=busd", "--vdev=..."]
+  std::vector<DpdkPort> ports;
+
+  friend bool operator==(const Dpdk&, const Dpdk&) = default;
 };
 
 struct Config {
@@ -106,6 +144,7 @@ struct Config {
   std::vector<AclRule> acl;
   Cluster cluster;
   std::vector<LinkConfig> links;
+  Dpdk dpdk;
 
   friend bool operator==(const Config&, const Config&) = default;
 };
@@ -135,9 +174,9 @@ inline constexpr size_t kMaxConfigFileSize = 1u << 20;
 /// For a reload (SIGHUP): the keys that differ between `before` and `after`, as dotted names
 /// ("busd.log_level", "limits.max_agents", "acl"). Keys that take effect on reload are
 /// returned; keys that need a restart (socket, socket_mode, socket_group, shm_dir, wait,
-/// max_message_size, ring_capacity, every cluster.* key, and "links" for the [[links]] tables)
-/// are appended to *not_reloadable instead (when not null), so that the daemon can warn and keep
-/// their old values. Both lists are in document order.
+/// max_message_size, ring_capacity, every cluster.* key, "links" for the [[links]] tables and
+/// "dpdk" for [dpdk] and its ports) are appended to *not_reloadable instead (when not null), so
+/// that the daemon can warn and keep their old values. Both lists are in document order.
 [[nodiscard]] std::vector<std::string> reloadable_diff(const Config& before, const Config& after,
                                                        std::vector<std::string>* not_reloadable);
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdint>
 #include <iterator>
 #include <optional>
 
@@ -252,9 +253,101 @@ static_assert([] {
   return true;
 }());
 
+constexpr PortNumber kPortNumbers[] = {
+    {"cpu", &DpdkPort::cpu, -1, 1023, "the CPU of the port's poll thread; -1 = it floats"},
+    {"spin_us", &DpdkPort::spin_us, 0, 1'000'000,
+     "adaptive: idle polls this long before sleeping"},
+    {"sleep_max_us", &DpdkPort::sleep_max_us, 1, 1'000'000,
+     "adaptive: longest sleep (rx is seen this late)"},
+    {"mbufs", &DpdkPort::mbufs, 1023, 1'048'575, "mbuf pool size"},
+    {"rx_desc", &DpdkPort::rx_desc, 64, 16384, "rx descriptors"},
+    {"tx_desc", &DpdkPort::tx_desc, 64, 16384, "tx descriptors"},
+    {"mtu", &DpdkPort::mtu, 576, 9000, "IP MTU"},
+    {"impair_loss", &DpdkPort::impair_loss, 0, 1000, "tests only: per mille of sent packets lost"},
+    {"impair_dup", &DpdkPort::impair_dup, 0, 1000, "tests only: per mille duplicated"},
+    {"impair_reorder", &DpdkPort::impair_reorder, 0, 1000, "tests only: per mille reordered"},
+    {"impair_corrupt", &DpdkPort::impair_corrupt, 0, 1000, "tests only: per mille corrupted"},
+    {"impair_seed", &DpdkPort::impair_seed, 0, INT64_MAX, "tests only: seed of those draws"},
+};
+
+// Every range fits its member's type (set() casts), and every key is one of kDpdkPortKeys.
+static_assert(std::all_of(std::begin(kPortNumbers), std::end(kPortNumbers), [](const PortNumber& n) {
+  if (std::find(std::begin(kDpdkPortKeys), std::end(kDpdkPortKeys), n.name) ==
+      std::end(kDpdkPortKeys)) {
+    return false;
+  }
+  if (std::holds_alternative<int32_t DpdkPort::*>(n.member)) {
+    return n.min >= INT32_MIN && n.max <= INT32_MAX;
+  }
+  if (std::holds_alternative<uint32_t DpdkPort::*>(n.member)) return n.min >= 0 && n.max <= UINT32_MAX;
+  return n.min >= 0;
+}));
+
+bool is_ipv4_byte(std::string_view v, uint64_t* out) {
+  if (v.empty() || v.size() > 3 || !std::all_of(v.begin(), v.end(), is_digit)) return false;
+  if (v.size() > 1 && v.front() == '0') return false;  // 010: octal to inet_aton, refused
+  uint64_t n = 0;
+  for (const char c : v) n = n * 10 + static_cast<uint64_t>(c - '0');
+  *out = n;
+  return n <= 255;
+}
+
 }  // namespace
 
 std::span<const Field> fields() noexcept { return kFields; }
+
+std::span<const PortNumber> port_numbers() noexcept { return kPortNumbers; }
+
+int64_t number_of(const DpdkPort& p, const PortNumber& n) noexcept {
+  if (const auto* m = std::get_if<int32_t DpdkPort::*>(&n.member)) return p.**m;
+  if (const auto* m = std::get_if<uint32_t DpdkPort::*>(&n.member)) return p.**m;
+  if (const auto* m = std::get_if<uint64_t DpdkPort::*>(&n.member)) {
+    return static_cast<int64_t>(p.**m);  // at most INT64_MAX (its range)
+  }
+  return 0;
+}
+
+void set(DpdkPort& p, const PortNumber& n, int64_t v) {
+  // Ranges fit the members (see kPortNumbers), so the casts keep the value.
+  if (const auto* m = std::get_if<int32_t DpdkPort::*>(&n.member)) p.**m = static_cast<int32_t>(v);
+  if (const auto* m = std::get_if<uint32_t DpdkPort::*>(&n.member)) {
+    p.**m = static_cast<uint32_t>(v);
+  }
+  if (const auto* m = std::get_if<uint64_t DpdkPort::*>(&n.member)) p.**m = static_cast<uint64_t>(v);
+}
+
+HostPort ipv4_port(std::string_view v, uint64_t* key) {
+  const size_t colon = v.find(':');
+  if (colon == std::string_view::npos) return HostPort::Shape;
+  std::string_view host = v.substr(0, colon);
+  uint64_t address = 0;
+  for (int i = 0; i < 4; ++i) {
+    const size_t dot = i < 3 ? host.find('.') : host.size();
+    if (dot == std::string_view::npos) return HostPort::Shape;
+    uint64_t byte = 0;
+    if (!is_ipv4_byte(host.substr(0, dot), &byte)) return HostPort::Shape;
+    address = address << 8 | byte;
+    host.remove_prefix(i < 3 ? dot + 1 : dot);
+  }
+  const auto n = port_number(v.substr(colon + 1));
+  if (!n) return HostPort::Shape;
+  if (*n < 1 || *n > kMaxPort) return HostPort::Port;
+  if (key != nullptr) *key = address << 16 | *n;
+  return HostPort::Ok;
+}
+
+bool is_mac(std::string_view v) {
+  if (v.size() != 17) return false;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i % 3 == 2 ? v[i] != ':' : !is_hex_digit(v[i])) return false;
+  }
+  return true;
+}
+
+bool is_port_name(std::string_view v) {
+  return !v.empty() && v.size() <= kMaxPortName &&
+         std::all_of(v.begin(), v.end(), [](char c) { return is_name_char(c) || c == ':'; });
+}
 
 HostPort host_port(std::string_view v, std::string* key) {
   std::string_view host;

@@ -40,12 +40,44 @@ struct Field {
 /// Every scalar key, in document order.
 [[nodiscard]] std::span<const Field> fields() noexcept;
 
-/// The tables of the document, in order, and the keys of one [[acl]] and one [[links]] table.
-inline constexpr std::string_view kTables[] = {"busd", "limits", "cluster", "acl", "links"};
+/// The tables of the document, in order, and the keys of one [[acl]], one [[links]], the [dpdk]
+/// and one [[dpdk.ports]] table.
+inline constexpr std::string_view kTables[] = {"busd", "limits", "cluster", "acl", "links", "dpdk"};
 inline constexpr std::string_view kAclKeys[] = {"uid", "gid", "name", "publish", "subscribe"};
-inline constexpr std::string_view kLinkKeys[] = {"kind", "peer"};
+inline constexpr std::string_view kLinkKeys[] = {"kind",     "peer",   "port",      "local",
+                                                 "peer_mac", "window", "rto_min_us"};
+/// The keys of kLinkKeys that only a kind = "dpdk" link may have.
+inline constexpr std::string_view kDpdkLinkKeys[] = {"port", "local", "peer_mac", "window",
+                                                     "rto_min_us"};
+inline constexpr std::string_view kDpdkKeys[] = {"eal", "ports"};
+inline constexpr std::string_view kDpdkPortKeys[] = {
+    "name",    "cpu", "idle", "spin_us",     "sleep_max_us", "mbufs",          "rx_desc",
+    "tx_desc", "mtu", "mac",  "impair_loss", "impair_dup",   "impair_reorder", "impair_corrupt",
+    "impair_seed"};
 /// Largest uid/gid in an [[acl]] rule ((uid_t)-1 means "no id" to the kernel).
 inline constexpr uint64_t kMaxId = UINT32_MAX - 1;
+
+/// A kind = "dpdk" link's window and rto_min_us ranges.
+inline constexpr int64_t kMinWindow = 16, kMaxWindow = 4096;
+inline constexpr int64_t kMinRtoUs = 50, kMaxRtoUs = 1'000'000;
+/// [dpdk] eal: at most this many arguments.
+inline constexpr size_t kMaxEalArgs = 64;
+/// A [[dpdk.ports]] name: at most this many characters (DPDK's device names, RTE_DEV_NAME_MAX_LEN
+/// with its NUL).
+inline constexpr size_t kMaxPortName = 63;
+
+/// The integer keys of a [[dpdk.ports]] table, in document order: range and the one-line
+/// explanation of the commented example in default_config_text().
+struct PortNumber {
+  std::string_view name;
+  std::variant<int32_t DpdkPort::*, uint32_t DpdkPort::*, uint64_t DpdkPort::*> member;
+  int64_t min;
+  int64_t max;
+  std::string_view help;
+};
+[[nodiscard]] std::span<const PortNumber> port_numbers() noexcept;
+[[nodiscard]] int64_t number_of(const DpdkPort& p, const PortNumber& n) noexcept;
+void set(DpdkPort& p, const PortNumber& n, int64_t v);  // v within the key's range
 
 [[nodiscard]] const std::string* text_of(const Config& c, const Field& f) noexcept;
 [[nodiscard]] bool flag_of(const Config& c, const Field& f) noexcept;
@@ -68,6 +100,15 @@ enum class HostPort : uint8_t {
 /// lower case and the port as a plain number, so that two spellings of one peer compare equal.
 [[nodiscard]] HostPort host_port(std::string_view v, std::string* key = nullptr);
 inline constexpr uint32_t kMaxPort = 65535;
+/// "a.b.c.d:port": a dotted-quad IPv4 address (four decimal numbers 0..255 without leading
+/// zeros, as inet_pton takes them) and a port (Port when not in [1, 65535]); no names. On Ok,
+/// *key (when not null) is address << 16 | port, so that two spellings of one endpoint
+/// ("10.0.0.1:9000", "10.0.0.1:09000") compare equal.
+[[nodiscard]] HostPort ipv4_port(std::string_view v, uint64_t* key = nullptr);
+/// "aa:bb:cc:dd:ee:ff": six hex bytes (either case) separated by ':'.
+[[nodiscard]] bool is_mac(std::string_view v);
+/// A [[dpdk.ports]] name: 1 to kMaxPortName characters of A-Z a-z 0-9 . _ : -.
+[[nodiscard]] bool is_port_name(std::string_view v);
 
 // Text helpers (text.cpp).
 /// A TOML basic string: quotes, backslash and control characters escaped.

@@ -1,8 +1,12 @@
 // parse(): TOML text to a validated Config, or the first problem in the file as one line.
 // toml++ is built with exceptions (Debian's libtomlplusplus): its parse_error is caught here, at
 // this set-up boundary, and nowhere else.
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <optional>
+#include <span>
+#include <string>
 #include <utility>
 #include <vector>
 #include <toml++/toml.h>
@@ -77,6 +81,8 @@ class Reader {
         acl(v);
       } else if (name == "links") {
         links(v);
+      } else if (name == "dpdk") {
+        dpdk(v);
       } else {
         unknown(k, v, "", detail::kTables);
       }
@@ -116,9 +122,22 @@ class Reader {
     const std::string_view name = k.str();
     const std::string path = table.empty() ? std::string(name) : std::string(table) + "." +
                                                                    std::string(name);
+    // The closest fit first: a sibling that is the key in singular or plural ("ports" for
+    // "port"); in [dpdk] and [[dpdk.ports]], where a dpdk key belongs; where a scalar key or a
+    // table of that name belongs; then a sibling within two edits; then where a dpdk key belongs.
     std::string hint;
+    for (const std::string_view s : siblings) {
+      if (s.size() == name.size() + 1 ? s.starts_with(name) && s.back() == 's'
+                                      : name.size() == s.size() + 1 && name.starts_with(s) &&
+                                            name.back() == 's') {
+        hint = detail::suggestion(name, siblings);
+      }
+    }
+    if (hint.empty() && (table == "dpdk" || table.starts_with("dpdk.ports["))) {
+      hint = dpdk_hint(name, table);
+    }
     for (const Field& f : detail::fields()) {
-      if (f.name == name && f.table != table) {
+      if (hint.empty() && f.name == name && f.table != table) {
         hint = " (it belongs in [" + std::string(f.table) + "])";
         break;
       }
@@ -128,9 +147,26 @@ class Reader {
         hint = " (it belongs at the top level, before any [table])";
       }
     }
+    if (hint.empty()) hint = dpdk_hint(name, table);
     if (hint.empty()) hint = detail::suggestion(name, siblings);
     problem(k.source(), "",
             std::string(is_table_like(v) ? "unknown table '" : "unknown key '") + path + "'" + hint);
+  }
+
+  // Where a [dpdk], [[dpdk.ports]] or dpdk link key given elsewhere belongs ("" when `name` is
+  // none of them, or belongs in `table`).
+  static std::string dpdk_hint(std::string_view name, std::string_view table) {
+    const auto in = [&](std::span<const std::string_view> keys) {
+      return std::find(keys.begin(), keys.end(), name) != keys.end();
+    };
+    if (in(detail::kDpdkKeys) && table != "dpdk") return " (it belongs in [dpdk])";
+    if (in(detail::kDpdkPortKeys) && !table.starts_with("dpdk.ports[")) {
+      return " (it belongs in a [[dpdk.ports]] table)";
+    }
+    if (in(detail::kDpdkLinkKeys) && !table.starts_with("links[")) {
+      return " (it belongs in a [[links]] table with kind = \"dpdk\")";
+    }
+    return {};
   }
 
   void section(std::string_view table, const toml::table& t) {
@@ -221,6 +257,18 @@ class Reader {
     const toml::value<int64_t>* i = v.as_integer();
     if (i == nullptr || i->get() < 0) return std::nullopt;
     return static_cast<uint64_t>(i->get());
+  }
+
+  // An integer in [min, max], or the problem reported at it.
+  std::optional<int64_t> ranged(const toml::node& v, const std::string& key, int64_t min,
+                                int64_t max) {
+    const toml::value<int64_t>* i = v.as_integer();
+    if (i == nullptr || i->get() < min || i->get() > max) {
+      problem(v.source(), key, "must be an integer in [" + std::to_string(min) + ", " +
+                                   std::to_string(max) + "], got " + describe(v));
+      return std::nullopt;
+    }
+    return i->get();
   }
 
   // "0660", "660" or a TOML octal integer 0o660; a decimal integer is refused (is 660 meant
@@ -316,70 +364,367 @@ class Reader {
       problem(v.source(), "links", "must be an array of tables ([[links]]), got " + describe(v));
       return;
     }
-    std::vector<std::string> peers;  // host_port() keys of the links read so far ("" = none)
     for (size_t i = 0; i < links->size(); ++i) {
-      link("links[" + std::to_string(i) + "]", *links->get(i)->as_table(), peers);
+      link("links[" + std::to_string(i) + "]", *links->get(i)->as_table());
     }
   }
 
-  void link(const std::string& path, const toml::table& t, std::vector<std::string>& peers) {
+  // One [[links]] table. The whole table is read before any check: kind (which may come last)
+  // decides what the other keys must be.
+  void link(const std::string& path, const toml::table& t) {
     const size_t problems_before = problems_;
-    LinkConfig l;
-    std::string peer_key;
-    bool has_peer = false;
+    struct Given {
+      std::string_view name;
+      const toml::node* node;
+    };
+    std::array<Given, std::size(detail::kLinkKeys)> given{};
+    for (size_t i = 0; i < given.size(); ++i) given[i] = {detail::kLinkKeys[i], nullptr};
     for (const auto& [k, v] : t) {
-      const std::string_view name = k.str();
-      const std::string key = path + "." + std::string(name);
-      if (name == "kind") {
-        const auto s = string_value(v, key);
-        if (!s) continue;
-        if (*s == "dpdk" || *s == "rdma") {
-          problem(v.source(), key,
-                  detail::quoted(*s)
-                      .append(" links are not available yet (the ")
-                      .append(*s == "dpdk" ? "DPDK" : "RDMA")
-                      .append(" transport is a later issue); use \"tcp\""));
-          continue;
-        }
-        if (*s != "tcp") {
-          problem(v.source(), key, "must be one of tcp, dpdk, rdma, got " + describe(v));
-          continue;
-        }
-        l.kind = std::string(*s);
-      } else if (name == "peer") {
-        has_peer = true;
-        const auto s = string_value(v, key);
-        if (!s) continue;
-        switch (detail::host_port(*s, &peer_key)) {
-          case detail::HostPort::Ok: break;
-          case detail::HostPort::Port:
-            problem(v.source(), key, "port must be in [1, " + std::to_string(detail::kMaxPort) +
-                                         "], got " + describe(v));
-            continue;
-          case detail::HostPort::Shape:
-            problem(v.source(), key, "must be \"host:port\" or \"[v6]:port\", got " + describe(v));
-            continue;
-        }
-        for (size_t j = 0; j < peers.size(); ++j) {
-          if (peers[j] == peer_key) {
-            problem(v.source(), key,
-                    describe(v) + " is already the peer of links[" + std::to_string(j) +
-                        "] (one link per peer)");
-            break;
-          }
-        }
-        l.peer = std::string(*s);
+      Given* g = nullptr;
+      for (Given& c : given) {
+        if (c.name == k.str()) g = &c;
+      }
+      if (g != nullptr) {
+        g->node = &v;
       } else {
         unknown(k, v, path, detail::kLinkKeys);
       }
     }
-    if (!has_peer && problems_ == problems_before) {
-      problem(t.source(), path,
-              "peer is required (\"host:port\" or \"[v6]:port\" of the peer busd's [cluster] "
-              "listen)");
+    const auto node = [&](std::string_view name) {
+      for (const Given& c : given) {
+        if (c.name == name) return c.node;
+      }
+      return static_cast<const toml::node*>(nullptr);
+    };
+    const auto key = [&](std::string_view name) {
+      std::string k = path;
+      k += '.';
+      k += name;
+      return k;
+    };
+
+    LinkConfig l;
+    seen_.push_back(Seen{});  // this link's endpoints, filled in below when they are good
+    if (const toml::node* kind = node("kind")) {
+      const auto s = string_value(*kind, key("kind"));
+      if (!s) return keep(std::move(l));
+      if (*s == "rdma") {
+        problem(kind->source(), key("kind"),
+                "\"rdma\" links are not available yet (the RDMA transport is a later issue); "
+                "use \"tcp\"");
+        return keep(std::move(l));
+      }
+      if (*s != "tcp" && *s != "dpdk") {
+        problem(kind->source(), key("kind"), "must be one of tcp, dpdk, rdma, got " + describe(*kind));
+        return keep(std::move(l));  // (the other keys depend on the kind)
+      }
+      l.kind = std::string(*s);
     }
-    peers.push_back(l.peer.empty() ? std::string() : std::move(peer_key));
-    cfg_.links.push_back(std::move(l));
+    if (l.kind == "dpdk") {
+      dpdk_link(path, t, node, key, l, problems_before);
+      return keep(std::move(l));
+    }
+
+    for (const std::string_view only : detail::kDpdkLinkKeys) {
+      if (const toml::node* v = node(only)) {
+        problem(v->source(), key(only),
+                node("kind") != nullptr
+                    ? "only for kind = \"dpdk\" (this link is kind = \"tcp\")"
+                    : "only for kind = \"dpdk\" (this link has no kind: \"tcp\")");
+      }
+    }
+    const toml::node* peer = node("peer");
+    if (peer == nullptr) {
+      if (problems_ == problems_before) {
+        problem(t.source(), path,
+                "peer is required (\"host:port\" or \"[v6]:port\" of the peer busd's [cluster] "
+                "listen)");
+      }
+      return keep(std::move(l));
+    }
+    const auto s = string_value(*peer, key("peer"));
+    if (!s) return keep(std::move(l));
+    std::string peer_key;
+    switch (detail::host_port(*s, &peer_key)) {
+      case detail::HostPort::Ok: break;
+      case detail::HostPort::Port:
+        problem(peer->source(), key("peer"), "port must be in [1, " +
+                                                 std::to_string(detail::kMaxPort) + "], got " +
+                                                 describe(*peer));
+        return keep(std::move(l));
+      case detail::HostPort::Shape:
+        problem(peer->source(), key("peer"),
+                "must be \"host:port\" or \"[v6]:port\", got " + describe(*peer));
+        return keep(std::move(l));
+    }
+    for (size_t j = 0; j + 1 < seen_.size(); ++j) {
+      if (seen_[j].tcp_peer == peer_key) {
+        problem(peer->source(), key("peer"),
+                describe(*peer) + " is already the peer of links[" + std::to_string(j) +
+                    "] (one link per peer)");
+        break;
+      }
+    }
+    l.peer = std::string(*s);
+    seen_.back().tcp_peer = std::move(peer_key);
+    keep(std::move(l));
+  }
+
+  void keep(LinkConfig l) { cfg_.links.push_back(std::move(l)); }
+
+  // The keys of a kind = "dpdk" link (its kind was given and read). `node` and `key` are
+  // link()'s look-ups.
+  template <class Node, class Key>
+  void dpdk_link(const std::string& path, const toml::table& t, const Node& node, const Key& key,
+                 LinkConfig& l, size_t problems_before) {
+    Seen& seen = seen_.back();
+    // peer and local: "a.b.c.d:port".
+    const auto endpoint = [&](std::string_view name, std::string& out, std::optional<uint64_t>& at) {
+      const toml::node* v = node(name);
+      if (v == nullptr) return;
+      const auto s = string_value(*v, key(name));
+      if (!s) return;
+      uint64_t k = 0;
+      switch (detail::ipv4_port(*s, &k)) {
+        case detail::HostPort::Ok: break;
+        case detail::HostPort::Port:
+          return problem(v->source(), key(name), "port must be in [1, " +
+                                                     std::to_string(detail::kMaxPort) +
+                                                     "], got " + describe(*v));
+        case detail::HostPort::Shape:
+          return problem(v->source(), key(name),
+                         "must be \"a.b.c.d:port\" (an IPv4 address and a UDP port), got " +
+                             describe(*v));
+      }
+      out = std::string(*s);
+      at = k;
+    };
+    endpoint("peer", l.peer, seen.dpdk_peer);
+    endpoint("local", l.local, seen.dpdk_local);
+    if (const toml::node* v = node("port")) {
+      if (const auto s = string_value(*v, key("port"))) {
+        l.port = std::string(*s);
+        seen.dpdk_port = true;
+        dpdk_links_.push_back(
+            DpdkLinkAt{path, seen_.size() - 1, v->source(), node("kind")->source()});
+      }
+    }
+    if (const toml::node* v = node("peer_mac")) {
+      if (const auto s = string_value(*v, key("peer_mac"))) {
+        if (s->empty() || detail::is_mac(*s)) {
+          l.peer_mac = std::string(*s);
+        } else {
+          problem(v->source(), key("peer_mac"),
+                  "must be \"aa:bb:cc:dd:ee:ff\" (six hex bytes) or \"\" (learn it by ARP), got " +
+                      describe(*v));
+        }
+      }
+    }
+    if (const toml::node* v = node("window")) {
+      if (const auto n = ranged(*v, key("window"), detail::kMinWindow, detail::kMaxWindow)) {
+        l.window = static_cast<uint32_t>(*n);
+      }
+    }
+    if (const toml::node* v = node("rto_min_us")) {
+      if (const auto n = ranged(*v, key("rto_min_us"), detail::kMinRtoUs, detail::kMaxRtoUs)) {
+        l.rto_min_us = static_cast<uint32_t>(*n);
+      }
+    }
+    if (problems_ == problems_before) {
+      if (node("port") == nullptr) {
+        return problem(t.source(), path,
+                       "port is required for kind = \"dpdk\" (the name of a [[dpdk.ports]] "
+                       "table)");
+      }
+      if (node("local") == nullptr) {
+        return problem(t.source(), path,
+                       "local is required for kind = \"dpdk\" (\"a.b.c.d:port\": this side's "
+                       "IPv4 address and UDP port)");
+      }
+      if (node("peer") == nullptr) {
+        return problem(t.source(), path,
+                       "peer is required for kind = \"dpdk\" (\"a.b.c.d:port\": the IPv4 address "
+                       "and UDP port of the peer's end of the link)");
+      }
+    }
+    // Several links share a port, told apart by their local end (IPv4 address and UDP port):
+    // one link per (port, local), and one per (port, peer).
+    if (!seen.dpdk_port) return;
+    for (size_t j = 0; j + 1 < seen_.size(); ++j) {
+      const Seen& other = seen_[j];
+      if (!other.dpdk_port || cfg_.links[j].port != l.port) continue;
+      std::string on = "] on port ";
+      on += detail::quoted(l.port);
+      if (seen.dpdk_local && other.dpdk_local == seen.dpdk_local) {
+        const toml::node& v = *node("local");
+        problem(v.source(), key("local"),
+                describe(v) + " is already the local end of links[" + std::to_string(j) + on +
+                    " (each link on a port needs its own local address and UDP port)");
+      }
+      if (seen.dpdk_peer && other.dpdk_peer == seen.dpdk_peer) {
+        const toml::node& v = *node("peer");
+        problem(v.source(), key("peer"),
+                describe(v) + " is already the peer of links[" + std::to_string(j) + on +
+                    " (one link per peer)");
+      }
+    }
+  }
+
+  // [dpdk]: eal and [[dpdk.ports]].
+  void dpdk(const toml::node& v) {
+    const toml::table* t = v.as_table();
+    if (t == nullptr) {
+      problem(v.source(), "dpdk", "must be a table ([dpdk]), got " + describe(v));
+      return;
+    }
+    for (const auto& [k, e] : *t) {
+      const std::string_view name = k.str();
+      if (name == "eal") {
+        eal(e);
+      } else if (name == "ports") {
+        ports(e);
+      } else {
+        unknown(k, e, "dpdk", detail::kDpdkKeys);
+      }
+    }
+  }
+
+  void eal(const toml::node& v) {
+    const toml::array* a = v.as_array();
+    if (a == nullptr) {
+      problem(v.source(), "dpdk.eal",
+              "must be an array of strings (the EAL arguments), got " + describe(v));
+      return;
+    }
+    if (a->size() > detail::kMaxEalArgs) {
+      problem(v.source(), "dpdk.eal",
+              "must have at most " + std::to_string(detail::kMaxEalArgs) + " arguments, got " +
+                  std::to_string(a->size()));
+      return;
+    }
+    for (size_t i = 0; i < a->size(); ++i) {
+      const toml::node& e = *a->get(i);
+      const std::string item = "dpdk.eal[" + std::to_string(i) + "]";
+      const auto s = string_value(e, item);
+      if (!s) continue;
+      if (s->empty()) {
+        problem(e.source(), item, "must be a non-empty argument");
+        continue;
+      }
+      cfg_.dpdk.eal.emplace_back(*s);
+    }
+  }
+
+  void ports(const toml::node& v) {
+    const toml::array* ports = v.as_array();
+    if (ports == nullptr || (!ports->empty() && !ports->is_array_of_tables())) {
+      problem(v.source(), "dpdk.ports",
+              "must be an array of tables ([[dpdk.ports]]), got " + describe(v));
+      return;
+    }
+    for (size_t i = 0; i < ports->size(); ++i) {
+      port("dpdk.ports[" + std::to_string(i) + "]", *ports->get(i)->as_table());
+    }
+  }
+
+  void port(const std::string& path, const toml::table& t) {
+    const size_t problems_before = problems_;
+    DpdkPort p;
+    bool has_name = false;
+    for (const auto& [k, v] : t) {
+      const std::string_view name = k.str();
+      std::string key = path;
+      key += '.';
+      key += name;
+      const detail::PortNumber* number = nullptr;
+      for (const detail::PortNumber& n : detail::port_numbers()) {
+        if (n.name == name) number = &n;
+      }
+      if (number != nullptr) {
+        if (const auto n = ranged(v, key, number->min, number->max)) detail::set(p, *number, *n);
+      } else if (name == "name") {
+        has_name = true;
+        const auto s = string_value(v, key);
+        if (!s) continue;
+        if (!detail::is_port_name(*s)) {
+          problem(v.source(), key,
+                  "must be 1 to " + std::to_string(detail::kMaxPortName) +
+                      " characters of A-Z a-z 0-9 . _ : - (an ethdev name), got " + describe(v));
+          continue;
+        }
+        for (size_t j = 0; j < cfg_.dpdk.ports.size(); ++j) {
+          if (cfg_.dpdk.ports[j].name == *s) {
+            problem(v.source(), key,
+                    describe(v) + " is already the name of dpdk.ports[" + std::to_string(j) + "]");
+            break;
+          }
+        }
+        p.name = std::string(*s);
+      } else if (name == "idle") {
+        const auto s = string_value(v, key);
+        if (!s) continue;
+        if (*s != "busy" && *s != "adaptive") {
+          problem(v.source(), key, "must be one of busy, adaptive, got " + describe(v));
+          continue;
+        }
+        p.idle = std::string(*s);
+      } else if (name == "mac") {
+        const auto s = string_value(v, key);
+        if (!s) continue;
+        if (!s->empty() && !detail::is_mac(*s)) {
+          problem(v.source(), key,
+                  "must be \"aa:bb:cc:dd:ee:ff\" (six hex bytes) or \"\" (the port's own), got " +
+                      describe(v));
+          continue;
+        }
+        p.mac = std::string(*s);
+      } else {
+        unknown(k, v, path, detail::kDpdkPortKeys);
+      }
+    }
+    if (!has_name && problems_ == problems_before) {
+      problem(t.source(), path,
+              "name is required (the ethdev name: a --vdev name such as \"net_memif0\" or a PCI "
+              "address)");
+    }
+    cfg_.dpdk.ports.push_back(std::move(p));
+  }
+
+  // After the whole file: each kind = "dpdk" link names a [[dpdk.ports]] table, and [dpdk] eal
+  // is given.
+  void dpdk_checks() {
+    for (const DpdkLinkAt& at : dpdk_links_) {
+      const LinkConfig& l = cfg_.links[at.index];
+      if (cfg_.dpdk.eal.empty()) {
+        std::string key = at.path;
+        key += ".kind";
+        problem(at.kind_at, key, "\"dpdk\" needs [dpdk] eal = [...] (the EAL arguments)");
+      }
+      bool found = false;
+      for (const DpdkPort& p : cfg_.dpdk.ports) found = found || p.name == l.port;
+      if (found) continue;
+      std::string what = "no [[dpdk.ports]] table has name = ";
+      what += detail::quoted(l.port);
+      if (cfg_.dpdk.ports.empty()) {
+        what += " (there are no [[dpdk.ports]] tables)";
+      } else {
+        constexpr size_t kListed = 8;
+        what += " (the ports: ";
+        for (size_t i = 0; i < cfg_.dpdk.ports.size() && i < kListed; ++i) {
+          if (i != 0) what += ", ";
+          what += detail::quoted(cfg_.dpdk.ports[i].name);
+        }
+        if (cfg_.dpdk.ports.size() > kListed) {
+          what += " and ";
+          what += std::to_string(cfg_.dpdk.ports.size() - kListed);
+          what += " more";
+        }
+        what += ')';
+      }
+      std::string key = at.path;
+      key += ".port";
+      problem(at.port_at, key, what);
+    }
   }
 
   // Where the file gives the key, if it does.
@@ -416,6 +761,7 @@ class Reader {
   }
 
   void cross_checks() {
+    dpdk_checks();
     const Cluster& c = cfg_.cluster;
     ordered("heartbeat_ms", c.heartbeat_ms, "dead_after_ms", c.dead_after_ms, false);
     ordered("backoff_min_ms", c.backoff_min_ms, "backoff_max_ms", c.backoff_max_ms, true);
@@ -433,6 +779,21 @@ class Reader {
 
   std::string_view source_;
   Config cfg_;
+  // Per [[links]] table, in order: its endpoints where they were good (for one link per peer).
+  struct Seen {
+    std::string tcp_peer;  // host_port() key; "" = none
+    bool dpdk_port = false;  // cfg_.links[i].port was given
+    std::optional<uint64_t> dpdk_local, dpdk_peer;  // ipv4_port() keys
+  };
+  std::vector<Seen> seen_;
+  // The kind = "dpdk" links with a port, for the checks after the whole file.
+  struct DpdkLinkAt {
+    std::string path;  // "links[2]"
+    size_t index;      // in cfg_.links
+    toml::source_region port_at;  // its port and kind values
+    toml::source_region kind_at;
+  };
+  std::vector<DpdkLinkAt> dpdk_links_;
   // limits.ring_capacity: derived from max_message_size unless the file gives a non-zero value;
   // where the file gives it.
   bool ring_derive_ = true;

@@ -1,4 +1,5 @@
 // defaults(), render(), the embedded default document and reloadable_diff(), from the field table.
+#include <cstdint>
 #include <string>
 
 #include "config/config.hpp"
@@ -38,15 +39,30 @@ constexpr std::string_view kAclExample =
     "# subscribe = [\"svc.plan.*\", \"$bus.agents.>\"]   # subjects it may subscribe to\n";
 
 constexpr std::string_view kLinksHelp =
-    "# Peer busds this one dials, one [[links]] table each (restart). kind: \"tcp\" (dpdk\n"
-    "# and rdma come with their transports); peer: \"host:port\" or \"[v6]:port\" of the\n"
-    "# peer's [cluster] listen. One link per peer; a peer that dials this busd needs no\n"
-    "# table here. For example:\n";
+    "# Peer busds, one [[links]] table each (restart). kind = \"tcp\" (the default): this busd\n"
+    "# dials peer, \"host:port\" or \"[v6]:port\" of the peer's [cluster] listen. One link per\n"
+    "# peer; a peer that dials this busd needs no table here. (rdma comes with its transport.)\n"
+    "# For example:\n";
 
 constexpr std::string_view kLinksExample =
     "# [[links]]\n"
     "# kind = \"tcp\"\n"
     "# peer = \"10.0.0.2:7400\"\n";
+
+constexpr std::string_view kDpdkLinkHelp =
+    "# kind = \"dpdk\": datagrams over a [[dpdk.ports]] port (see [dpdk] below); both busds list\n"
+    "# each other. peer and local are \"a.b.c.d:port\" (IPv4, UDP). Links on one port need their\n"
+    "# own local end; one link per peer on a port. For example, every key:\n";
+
+constexpr std::string_view kDpdkHelp =
+    "# DPDK (restart), for kind = \"dpdk\" links: eal, the EAL arguments busd initialises DPDK\n"
+    "# with at start (at most 64, needed when a link has kind = \"dpdk\"), and one [[dpdk.ports]]\n"
+    "# table per ethdev port, named by its links.\n";
+
+constexpr std::string_view kDpdkExample =
+    "# [dpdk]\n"
+    "# eal = [\"-l\", \"0\", \"--no-huge\", \"-m\", \"512\", \"--file-prefix=busd\", "
+    "\"--vdev=net_memif0\"]\n";
 
 constexpr size_t kWidth = 100;  // comment lines wrap before this column
 
@@ -96,6 +112,88 @@ std::string string_array(const std::vector<std::string>& v) {
   return out + "]";
 }
 
+// An integer as TOML: 1_000_000 for a large one, -1 as such.
+std::string integer(int64_t v) {
+  if (v < 0) return std::to_string(v);
+  return detail::grouped(static_cast<uint64_t>(v));
+}
+
+// "min..max" for a help line (2^63-1 so, not in digits).
+std::string range(int64_t min, int64_t max) {
+  std::string r = integer(min);
+  r += "..";
+  if (max == INT64_MAX) {
+    r += "2^63-1";
+  } else {
+    r += integer(max);
+  }
+  return r;
+}
+
+// One line of a commented example: "# key = value", its help aligned after it.
+std::string example_line(std::string_view key, const std::string& value, std::string_view help) {
+  constexpr size_t kHelpColumn = 34;
+  std::string line = "# ";
+  line += key;
+  line += " = ";
+  line += value;
+  if (!help.empty()) {
+    line.append(line.size() < kHelpColumn ? kHelpColumn - line.size() : 1, ' ');
+    line += "# ";
+    line += help;
+  }
+  line += '\n';
+  return line;
+}
+
+// A kind = "dpdk" link: every key (the commented example: "# " before each line, and help).
+std::string dpdk_link(const LinkConfig& l, bool example) {
+  const auto key = [&](std::string_view k, const std::string& v, std::string_view help) {
+    if (example) return example_line(k, v, help);
+    std::string line(k);
+    line += " = ";
+    line += v;
+    line += '\n';
+    return line;
+  };
+  std::string out = example ? "# [[links]]\n" : "\n[[links]]\n";
+  out += key("kind", detail::quoted(l.kind), "");
+  out += key("port", detail::quoted(l.port), "the name of a [[dpdk.ports]] table");
+  out += key("local", detail::quoted(l.local), "this side's IPv4 address and UDP port");
+  out += key("peer", detail::quoted(l.peer), "the peer's end of this link");
+  out += key("peer_mac", detail::quoted(l.peer_mac), "\"aa:bb:cc:dd:ee:ff\"; \"\" = learn it by ARP");
+  std::string help = "datagrams in flight, ";
+  help += range(detail::kMinWindow, detail::kMaxWindow);
+  out += key("window", integer(l.window), help);
+  help = "least retransmission timeout, ";
+  help += range(detail::kMinRtoUs, detail::kMaxRtoUs);
+  out += key("rto_min_us", integer(l.rto_min_us), help);
+  return out;
+}
+
+// One [[dpdk.ports]] table, every key (or the commented example).
+std::string dpdk_port(const DpdkPort& p, bool example) {
+  const auto key = [&](std::string_view k, const std::string& v, std::string_view help) {
+    if (example) return example_line(k, v, help);
+    std::string line(k);
+    line += " = ";
+    line += v;
+    line += '\n';
+    return line;
+  };
+  std::string out = example ? "#\n# [[dpdk.ports]]\n" : "\n[[dpdk.ports]]\n";
+  out += key("name", detail::quoted(p.name), "ethdev name: a --vdev name or a PCI address");
+  out += key("idle", detail::quoted(p.idle), "busy (never sleeps: a whole core) or adaptive");
+  out += key("mac", detail::quoted(p.mac), "\"aa:bb:cc:dd:ee:ff\" to set; \"\" = the port's own");
+  for (const detail::PortNumber& n : detail::port_numbers()) {
+    std::string help(n.help);
+    help += ", ";
+    help += range(n.min, n.max);
+    out += key(n.name, integer(detail::number_of(p, n)), help);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string render(const Config& cfg) {
@@ -122,12 +220,41 @@ std::string render(const Config& cfg) {
   }
   out += "\n";
   out += kLinksHelp;
-  if (cfg.links.empty()) out += kLinksExample;
+  if (cfg.links.empty()) {
+    out += kLinksExample;
+    out += "#\n";
+    out += kDpdkLinkHelp;
+    out += dpdk_link(LinkConfig{.kind = "dpdk",
+                                .peer = "10.0.0.2:9000",
+                                .port = "net_memif0",
+                                .local = "10.0.0.1:9000",
+                                .peer_mac = "",
+                                .window = LinkConfig{}.window,
+                                .rto_min_us = LinkConfig{}.rto_min_us},
+                     true);
+  }
   for (const LinkConfig& l : cfg.links) {
+    if (l.kind == "dpdk") {
+      out += dpdk_link(l, false);
+      continue;
+    }
     out += "\n[[links]]\n";
     out += "kind = " + detail::quoted(l.kind) + "\n";
     out += "peer = " + detail::quoted(l.peer) + "\n";
   }
+  out += "\n";
+  out += kDpdkHelp;
+  if (cfg.dpdk.eal.empty() && cfg.dpdk.ports.empty()) {
+    out += "# For example, every key:\n";
+    out += kDpdkExample;
+    DpdkPort example;
+    example.name = "net_memif0";
+    out += dpdk_port(example, true);
+    return out;
+  }
+  out += "\n[dpdk]\n";
+  out += "eal = " + string_array(cfg.dpdk.eal) + "\n";
+  for (const DpdkPort& p : cfg.dpdk.ports) out += dpdk_port(p, false);
   return out;
 }
 
@@ -151,6 +278,9 @@ std::vector<std::string> reloadable_diff(const Config& before, const Config& aft
   if (before.acl != after.acl) live.emplace_back("acl");
   if (before.links != after.links && not_reloadable != nullptr) {
     not_reloadable->emplace_back("links");
+  }
+  if (before.dpdk != after.dpdk && not_reloadable != nullptr) {
+    not_reloadable->emplace_back("dpdk");
   }
   return live;
 }

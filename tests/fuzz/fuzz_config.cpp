@@ -1,9 +1,11 @@
 // Fuzz target: bus::config::parse (busd.toml, the one text busd reads from an operator).
 // Properties: no crash, UB or escaping exception on any bytes; a refusal is InvalidArgument with
-// one line that starts with the source name; an accepted Config holds every documented range,
+// one line that starts with the source name; an accepted Config holds every documented range
+// and cross-table rule (dpdk links: their port, [dpdk] eal, one link per (port, local/peer)),
 // renders (render()) to a document that parses back to the same Config, and has no reload diff
 // against itself.
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <string_view>
 
@@ -41,6 +43,46 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto* list : {&r.publish, &r.subscribe}) {
       for (const std::string& p : *list) FUZZ_CHECK(!p.empty());
     }
+  }
+  // Links: tcp or dpdk; a dpdk link names a port of [dpdk], which has an eal then, and its
+  // (port, local) and (port, peer) are its own.
+  bool dpdk_link = false;
+  for (size_t i = 0; i < c->links.size(); ++i) {
+    const LinkConfig& k = c->links[i];
+    FUZZ_CHECK(k.kind == "tcp" || k.kind == "dpdk");
+    FUZZ_CHECK(!k.peer.empty());
+    if (k.kind == "tcp") {
+      FUZZ_CHECK(k.port.empty() && k.local.empty() && k.peer_mac.empty() && k.window == 256 &&
+                 k.rto_min_us == 1000);
+      continue;
+    }
+    dpdk_link = true;
+    FUZZ_CHECK(!k.local.empty() && (k.peer_mac.empty() || k.peer_mac.size() == 17));
+    FUZZ_CHECK(k.window >= 16 && k.window <= 4096 && k.rto_min_us >= 50 &&
+               k.rto_min_us <= 1'000'000);
+    bool named = false;
+    for (const DpdkPort& p : c->dpdk.ports) named = named || p.name == k.port;
+    FUZZ_CHECK(named);
+    for (size_t j = 0; j < i; ++j) {
+      const LinkConfig& o = c->links[j];
+      if (o.kind != "dpdk" || o.port != k.port) continue;
+      FUZZ_CHECK(o.local != k.local && o.peer != k.peer);  // (their spellings differ at least)
+    }
+  }
+  FUZZ_CHECK(!dpdk_link || !c->dpdk.eal.empty());
+  FUZZ_CHECK(c->dpdk.eal.size() <= 64);
+  for (const std::string& a : c->dpdk.eal) FUZZ_CHECK(!a.empty());
+  for (size_t i = 0; i < c->dpdk.ports.size(); ++i) {
+    const DpdkPort& p = c->dpdk.ports[i];
+    FUZZ_CHECK(!p.name.empty() && p.name.size() <= 63);
+    for (size_t j = 0; j < i; ++j) FUZZ_CHECK(c->dpdk.ports[j].name != p.name);
+    FUZZ_CHECK(p.cpu >= -1 && p.cpu <= 1023 && (p.idle == "busy" || p.idle == "adaptive"));
+    FUZZ_CHECK(p.spin_us <= 1'000'000 && p.sleep_max_us >= 1 && p.sleep_max_us <= 1'000'000);
+    FUZZ_CHECK(p.mbufs >= 1023 && p.mbufs <= 1'048'575 && p.rx_desc >= 64 &&
+               p.rx_desc <= 16384 && p.tx_desc >= 64 && p.tx_desc <= 16384);
+    FUZZ_CHECK(p.mtu >= 576 && p.mtu <= 9000 && (p.mac.empty() || p.mac.size() == 17));
+    FUZZ_CHECK(p.impair_loss <= 1000 && p.impair_dup <= 1000 && p.impair_reorder <= 1000 &&
+               p.impair_corrupt <= 1000 && p.impair_seed <= uint64_t{INT64_MAX});
   }
 
   const std::string doc = render(*c);

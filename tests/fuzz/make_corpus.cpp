@@ -389,6 +389,70 @@ void wait_seeds() {
   }
 }
 
+// ---------------------------------------------------------------- busd.toml
+
+// (The other fuzz_config seeds are files written by hand, kept as they are.)
+void config_seeds() {
+  // [dpdk] with two ports, dpdk links sharing one of them (kind last in one), and a tcp link.
+  constexpr std::string_view dpdk = R"([cluster]
+listen = ":7400"
+
+[[links]]
+peer = "10.0.0.9:7400"
+
+[[links]]
+port = "net_memif0"
+local = "10.0.0.1:9000"
+peer = "10.0.0.2:9000"
+peer_mac = "02:00:00:00:00:0B"
+window = 4096
+rto_min_us = 50
+kind = "dpdk"
+
+[[links]]
+kind = "dpdk"
+port = "net_memif0"
+local = "10.0.0.1:9001"
+peer = "10.0.0.3:9000"
+
+[[links]]
+kind = "dpdk"
+port = "0000:03:00.0"
+local = "192.168.1.1:9000"
+peer = "192.168.1.2:9000"
+peer_mac = ""
+window = 16
+rto_min_us = 1_000_000
+
+[dpdk]
+eal = ["-l", "0", "--no-huge", "-m", "512", "--file-prefix=busd",
+       "--vdev=net_memif0,role=server,socket=/run/busd/memif.sock"]
+
+[[dpdk.ports]]
+name = "net_memif0"
+cpu = 1023
+idle = "busy"
+spin_us = 0
+sleep_max_us = 1_000_000
+mbufs = 1023
+rx_desc = 64
+tx_desc = 16384
+mtu = 9000
+mac = "02:00:00:00:00:0a"
+impair_loss = 1000
+impair_dup = 1
+impair_reorder = 2
+impair_corrupt = 3
+impair_seed = 9223372036854775807
+
+[[dpdk.ports]]
+name = "0000:03:00.0"
+cpu = -1
+idle = "adaptive"
+)";
+  write_seed("fuzz_config", "dpdk.toml", Bytes(dpdk.begin(), dpdk.end()));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -397,5 +461,6 @@ int main(int argc, char** argv) {
     control_seeds();
     ring_seeds();
     wait_seeds();
+    config_seeds();
   });
 }
