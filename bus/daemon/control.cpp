@@ -514,6 +514,7 @@ void Daemon::reload() {
   applied.wait = opts_.config.wait;
   applied.cluster = opts_.config.cluster;  // links and the listener are made at start
   applied.links = opts_.config.links;
+  applied.dpdk = opts_.config.dpdk;  // the EAL and ports start once
   opts_.config = std::move(applied);
   log::set_level(opts_.config.log_level);
   // New grants for everyone; subscriptions the new ACL no longer allows are revoked.

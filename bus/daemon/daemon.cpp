@@ -205,9 +205,12 @@ Agent* Daemon::agent(uint32_t id) noexcept {
   return it == agents_.end() ? nullptr : it->second.get();
 }
 
-void Daemon::handle_events(int timeout_ms) {
+void Daemon::handle_events(uint64_t timeout_ns) {
   epoll_event evs[64];
-  const int n = ::epoll_wait(epoll_, evs, 64, timeout_ms);
+  // epoll_pwait2: a timeout finer than a millisecond (a datagram link's ack and retransmission
+  // timers are in tens of microseconds).
+  const timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000), static_cast<long>(timeout_ns % 1'000'000'000)};
+  const int n = ::epoll_pwait2(epoll_, evs, 64, &ts, nullptr);
   for (int i = 0; i < n; ++i) {
     const auto src = static_cast<Source>(evs[i].data.u64 >> 32);
     const auto id = static_cast<uint32_t>(evs[i].data.u64);
@@ -232,6 +235,7 @@ void Daemon::handle_events(int timeout_ms) {
         counters_.heartbeat(clock::real_ns());
         heartbeats();
         sync_lanes();
+        sync_link_counters();
         break;
       }
       case Source::AgentSocket:
@@ -269,10 +273,12 @@ bool Daemon::sleep_until_ready(uint64_t timeout_ns) {
       ready = true;
     }
   }
+  const bool links_armed = !ready && arm_links();
+  if (!ready && !links_armed) ready = true;
   if (!ready) {
-    const int ms = static_cast<int>(std::min<uint64_t>(timeout_ns / kMs + (timeout_ns % kMs ? 1 : 0), 1000));
-    handle_events(ms);
+    handle_events(std::min<uint64_t>(timeout_ns, 1000 * kMs));
   }
+  if (links_armed || ready) disarm_links();
   for (size_t i = 0; i < armed_from && i < active_.size(); ++i) {
     Agent* a = active_[i];
     if (a->phase != Agent::Phase::Active) continue;
@@ -341,7 +347,7 @@ int Daemon::run() {
       }
       continue;
     }
-    uint64_t timeout = std::min(kTickNs, link_timeout_ns());
+    uint64_t timeout = std::min(kTickNs, link_timeout_ns(now));
     if (!deadlines_.empty()) timeout = deadlines_.top().first > now ? std::min(timeout, deadlines_.top().first - now) : 0;
     if (stopping_) timeout = std::min<uint64_t>(timeout, 10 * kMs);
     sleep_until_ready(timeout);

@@ -214,6 +214,8 @@ class Daemon {
   /// Copies the counters the lane's writers keep into the counters page.
   void sync_lane(Lane& l);
   void sync_lanes();
+  /// The datagram links' repair counts (retransmits, NAKs, dropped packets) into the globals.
+  void sync_link_counters();
   /// A mark or gate record from `src` (shm/lane.hpp): to the other end of its lane, in order.
   bool forward_fence(Agent& src, const shm::Record& rec);
 
@@ -264,8 +266,23 @@ class Daemon {
   PeerSlot* peer_by_node(std::string_view node) noexcept;
   /// A new slot at the end of peers_ (dialing `address`, or waiting to be dialed).
   PeerSlot& add_peer(std::string label, const tcp::Endpoint* address);
+  /// A slot whose link `dialer` makes (a DPDK link: both sides dial).
+  PeerSlot& add_dialing_peer(std::string label, decltype(links::PeerOptions::dialer) dialer, std::string target);
+  /// EAL, ports and a peer per [[links]] table of kind "dpdk" (dpdk_links.cpp). Errors: the EAL
+  /// or a port does not start, or busd was built without DPDK.
+  Expected<void> start_dpdk_links();
+
+ public:
+  /// The link kinds this build has: "tcp" or "tcp, dpdk" (busd --version).
+  [[nodiscard]] static std::string_view link_kinds() noexcept;
+
+ private:
   [[nodiscard]] bool clustered() const noexcept { return link_listener_.fd() >= 0 || !peers_.empty(); }
-  [[nodiscard]] uint64_t link_timeout_ns() const noexcept;
+  /// How long the poll loop may sleep for the links' sake (dials, heartbeats, retransmissions).
+  [[nodiscard]] uint64_t link_timeout_ns(uint64_t now) const noexcept;
+  /// Before sleeping: poll-mode links announce it (false: one has input, do not sleep).
+  bool arm_links() noexcept;
+  void disarm_links() noexcept;
 
   // ---- remote agents over TCP (tcp_agents.cpp)
   Expected<void> start_tcp_agents();
@@ -285,7 +302,8 @@ class Daemon {
   Expected<std::string> listen_tcp(const std::string& text, std::string_view key, Source src,
                                    tcp::TcpListener& into);
   bool sleep_until_ready(uint64_t timeout_ns);
-  void handle_events(int timeout_ms);
+  /// Waits up to `timeout_ns` (0: just looks) for descriptors, then handles what is ready.
+  void handle_events(uint64_t timeout_ns);
   Agent* agent(uint32_t id) noexcept;
 
   Options opts_;
@@ -342,6 +360,9 @@ class Daemon {
   // Links.
   std::string node_;
   tcp::TcpListener link_listener_;
+  // The DPDK ports (dpdk_links.cpp; type-erased so that this header needs no DPDK). Declared
+  // before peers_: their links hold endpoints of these ports, so peers_ goes first.
+  std::shared_ptr<void> dpdk_;
   std::vector<std::unique_ptr<PeerSlot>> peers_;
   std::unordered_map<uint32_t, Greeter> greeters_;
   uint32_t next_greeter_ = 1;

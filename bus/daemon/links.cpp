@@ -81,12 +81,20 @@ Expected<void> Daemon::start_links() {
                                   {"node", node_}, {"cluster", c.name}});
   }
   for (const auto& lc : opts_.config.links) {
+    if (lc.kind != "tcp") continue;  // dpdk: start_dpdk_links()
     auto ep = tcp::parse_endpoint(lc.peer);
     if (!ep) return tl::unexpected(ep.error().context("links: peer '" + lc.peer + "'"));
     add_peer(lc.peer, &*ep);
     log::info("link_configured", {{"peer", lc.peer}, {"kind", lc.kind}, {"node", node_}});
   }
-  return {};
+  return start_dpdk_links();
+}
+
+PeerSlot& Daemon::add_dialing_peer(std::string label, decltype(links::PeerOptions::dialer) dialer, std::string target) {
+  PeerSlot& p = add_peer(std::move(label), nullptr);
+  p.dials = true;
+  p.peer->set_dialer(std::move(dialer), std::move(target));
+  return p;
 }
 
 PeerSlot& Daemon::add_peer(std::string label, const tcp::Endpoint* address) {
@@ -128,9 +136,35 @@ PeerSlot* Daemon::peer_by_node(std::string_view node) noexcept {
   return nullptr;
 }
 
-uint64_t Daemon::link_timeout_ns() const noexcept {
+uint64_t Daemon::link_timeout_ns(uint64_t now) const noexcept {
   if (peers_.empty() && greeters_.empty()) return UINT64_MAX;
-  return 20 * kMs;  // dials, heartbeats and deadlines are checked at least this often
+  uint64_t t = 20 * kMs;  // dials, heartbeats and deadlines are checked at least this often
+  for (const auto& p : peers_) {
+    // A datagram link's retransmission and ack timers.
+    const uint64_t due = p->peer->timer_ns();
+    if (due != UINT64_MAX) t = std::min(t, due > now ? due - now : 0);
+  }
+  return t;
+}
+
+void Daemon::sync_link_counters() {
+  if (peers_.empty()) return;
+  link::LinkCounters t;
+  for (const auto& p : peers_) t.add(p->peer->link_totals());
+  counters_.set(counters::Global::link_retransmits, t.retransmits);
+  counters_.set(counters::Global::link_naks, t.naks);
+  counters_.set(counters::Global::link_datagrams_corrupt, t.datagrams_corrupt);
+  counters_.set(counters::Global::link_datagrams_dropped, t.datagrams_dropped);
+}
+
+bool Daemon::arm_links() noexcept {
+  bool ready = false;
+  for (auto& p : peers_) ready |= !p->peer->arm();
+  return !ready;
+}
+
+void Daemon::disarm_links() noexcept {
+  for (auto& p : peers_) p->peer->disarm();
 }
 
 // ---------------------------------------------------------------- connections
@@ -448,7 +482,7 @@ size_t Daemon::poll_links() {
       ++moved;
     }
     if (p.in_next == p.in.size()) {
-      if (!p.readable) continue;
+      if (!p.readable && !p.peer->has_input()) continue;  // a poll-mode link says so without epoll
       p.readable = false;
       p.in.clear();
       p.in_next = 0;

@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   bool print_default = false;
   bool check = false;
   std::string log_level;
+  app.set_version_flag("--version", std::string("busd ") + BUSD_VERSION + " (links: " +
+                                        std::string(bus::daemon::Daemon::link_kinds()) + ")");
   app.add_option("--config", config_path, "TOML config file (default: the embedded default config)");
   app.add_flag("--print-default-config", print_default, "print the embedded default config and exit");
   app.add_flag("--check-config", check, "check the config (--config FILE, or the default) and exit");

@@ -1,5 +1,5 @@
 // Writes the seed corpora of fuzz_frames, fuzz_counters, fuzz_link, fuzz_link_body, fuzz_agent_stream and fuzz_dgram: OUTDIR/<target>/<seed>, each under
-// 8 KiB: a counters page with its 34 globals and a few slots is ~6 KiB (make_corpus.cpp writes the other targets').
+// 8 KiB: a counters page with its 38 globals and a few slots is ~6 KiB (make_corpus.cpp writes the other targets').
 //   ninja -C <build> fuzz-corpus-faults      (regenerates them in the source tree)
 // Counters pages are written by the real writer (bus/counters/page.hpp) and checked with the
 // reader; frame streams by sock::append_frame around real control messages.

@@ -16,7 +16,8 @@ GLOBALS = ["agents_connected", "agents_total", "agents_died", "messages_in", "me
            "config_reload_failures", "links_up", "link_connects", "link_disconnects",
            "link_refused", "link_messages_out", "link_messages_in", "link_bytes_out",
            "link_bytes_in", "link_drops_held_full", "link_drops_no_route", "lanes_open",
-           "lanes_opened", "lanes_closed", "lane_routes", "lane_table_full"]
+           "lanes_opened", "lanes_closed", "lane_routes", "lane_table_full", "link_retransmits",
+           "link_naks", "link_datagrams_corrupt", "link_datagrams_dropped"]
 
 
 def env_without_lookup(**extra):

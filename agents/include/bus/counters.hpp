@@ -6,7 +6,7 @@
 //   128                          128                busd's loop       heartbeat_ns, generation
 //                                                   create()          lane_stride (static, at 144)
 //   globals_offset   (256)       count * 128        busd's loop       one Global counter per 128 B
-//   agents_offset    (4608)      max_agents * 256   see AgentSlot     agent slots
+//   agents_offset    (5120)      max_agents * 256   see AgentSlot     agent slots
 //   patterns_offset              (max_patterns + 1) * 256             pattern slots, last = overflow
 //   lanes_offset                 max_lanes * 256    see LaneSlot      lane slots (max_lanes may be 0)
 //   page_size = lanes_offset + max_lanes * 256
@@ -106,10 +106,14 @@ enum class Global : uint32_t {
   lanes_closed,              // lanes torn down
   lane_routes,               // routes over a lane handed to agents
   lane_table_full,           // lane_open found no free lane slot: that lane is not in the table
+  link_retransmits,          // datagram links: packets sent again (NAKed or timed out)
+  link_naks,                 // datagram links: holes this busd named to a peer (selective NAK ranges)
+  link_datagrams_corrupt,    // datagram links: packets dropped for a checksum mismatch
+  link_datagrams_dropped,    // datagram links: packets dropped otherwise (malformed, stale connection, beyond the window)
   Count
 };
 inline constexpr size_t kGlobalCount = static_cast<size_t>(Global::Count);
-static_assert(kGlobalCount == 34, "layout v1 has 34 globals: append only, and update the table below");
+static_assert(kGlobalCount == 38, "layout v1 has 38 globals: append only, and update the table below");
 
 struct GlobalInfo {
   std::string_view name;  // as printed by busctl and in JSON
@@ -153,6 +157,10 @@ inline constexpr std::array<GlobalInfo, kGlobalCount> kGlobals{{
     {"lanes_closed", "direct lanes torn down", false, false},
     {"lane_routes", "routes over a lane handed to agents", false, false},
     {"lane_table_full", "lanes left out of the counters page: lane table full", false, false},
+    {"link_retransmits", "datagram link packets sent again (NAKed or timed out)", false, false},
+    {"link_naks", "holes named to peers on datagram links (NAK ranges)", false, false},
+    {"link_datagrams_corrupt", "datagram link packets dropped: checksum mismatch", false, false},
+    {"link_datagrams_dropped", "datagram link packets dropped: malformed, stale or beyond the window", false, false},
 }};
 
 [[nodiscard]] constexpr const GlobalInfo& global_info(Global g) noexcept {
@@ -307,7 +315,7 @@ static_assert(offsetof(LaneSlot, lane_id) == 12 && offsetof(LaneSlot, agent_id) 
 
 inline constexpr uint64_t kGlobalsOffset = sizeof(PageHeader);
 inline constexpr uint64_t kAgentsOffset = kGlobalsOffset + kGlobalCount * sizeof(GlobalCell);
-static_assert(kAgentsOffset == 4608 && kAgentsOffset % kFalseSharingRange == 0);
+static_assert(kAgentsOffset == 5120 && kAgentsOffset % kFalseSharingRange == 0);
 
 /// Offset of the pattern table in a page with `max_agents` agent slots.
 [[nodiscard]] constexpr uint64_t patterns_offset(uint32_t max_agents) noexcept {
