@@ -35,6 +35,9 @@ struct Agent {
   uint64_t last_seen_ns = 0;
   uint64_t heartbeat_seq = 0;
   bool said_goodbye = false;
+  /// Said Goodbye while what it published still waited for room (a full subscriber ring, a
+  /// link's hold buffer): busd routes the rest, then removes it, at the latest by then.
+  uint64_t leaving_deadline_ns = 0;
   uint64_t control_dropped = 0;  // control messages dropped in a row: it does not read (send_control)
 
   // Rings: `from` carries the agent's messages to busd, `to` busd's deliveries to the agent.

@@ -132,7 +132,7 @@ void Daemon::on_agent_socket(Agent& a, uint32_t events) {
     }
     a.last_seen_ns = clock::mono_ns();
     handle_control(a, **m);
-    if (a.phase == Agent::Phase::Closing) return;
+    if (a.phase == Agent::Phase::Closing || a.sock < 0) return;  // removed, or leaving (Goodbye)
   }
   if (hung_up) {
     remove_agent(a, a.reader.pending() > 0 ? "hung up mid-frame" : "hung up");
@@ -164,6 +164,18 @@ void Daemon::handle_control(Agent& a, const control::ControlMessage& m) {
     case control::Body::Heartbeat: break;  // last_seen already updated
     case control::Body::Goodbye:
       a.said_goodbye = true;
+      if (a.phase == Agent::Phase::Active && !a.tcp && (a.stalled() || a.from.readable())) {
+        // Its messages wait for room (drain_agent above could not finish): they are routed
+        // before it goes, as they would have been had it waited itself. Its socket closes now.
+        if (a.leaving_deadline_ns == 0) {
+          a.leaving_deadline_ns = clock::mono_ns() + uint64_t{opts_.config.drain_timeout_ms} * kMs;
+          leaving_.push_back(a.id);
+          ::epoll_ctl(epoll_, EPOLL_CTL_DEL, a.sock, nullptr);
+          ::close(a.sock);
+          a.sock = -1;
+        }
+        break;
+      }
       remove_agent(a, "goodbye");
       break;
     default:
@@ -461,6 +473,25 @@ void Daemon::remove_agent(Agent& a, const char* why, bool drain) {
   presence(a, died ? control::PresenceEvent::Died : control::PresenceEvent::Left);
   // The record is freed at the end of this loop turn (the data plane may be iterating).
   doomed_.push_back(a.id);
+}
+
+void Daemon::finish_leaving(uint64_t now) {
+  size_t keep = 0;
+  for (uint32_t id : leaving_) {
+    Agent* a = agent(id);
+    if (a == nullptr || a->phase != Agent::Phase::Active) continue;
+    const bool done = !a->stalled() && !a->from.readable();
+    if (done || now >= a->leaving_deadline_ns) {
+      if (!done) {
+        log::warn("goodbye_undelivered", {{"agent", a->name}, {"waited_ms", opts_.config.drain_timeout_ms},
+                                          {"left_bytes", a->from.backlog()}});
+      }
+      remove_agent(*a, "goodbye");
+      continue;
+    }
+    leaving_[keep++] = id;
+  }
+  leaving_.resize(keep);
 }
 
 void Daemon::reap() {

@@ -315,6 +315,7 @@ int Daemon::run() {
     lost_.clear();
     const uint64_t now = clock::mono_ns();
     expire_requests(now);
+    if (!leaving_.empty()) finish_leaving(now);
     if (stopping_) {
       bool empty = true;
       for (Agent* a : active_) empty &= !a->from.readable() && !a->stalled();

@@ -214,6 +214,9 @@ class Daemon {
   /// Copies the counters the lane's writers keep into the counters page.
   void sync_lane(Lane& l);
   void sync_lanes();
+  /// Agents that said Goodbye with messages still waiting for room: removed once their ring is
+  /// empty (or at drain_timeout_ms, the rest dropped and logged).
+  void finish_leaving(uint64_t now);
   /// The datagram links' repair counts (retransmits, NAKs, dropped packets) into the globals.
   void sync_link_counters();
   /// A mark or gate record from `src` (shm/lane.hpp): to the other end of its lane, in order.
@@ -324,6 +327,7 @@ class Daemon {
   std::unordered_map<std::string, uint32_t> names_;
   std::vector<uint32_t> doomed_;     // removed agents, freed by reap()
   std::vector<uint32_t> condemned_;  // agents the data plane found broken: removed between passes
+  std::vector<uint32_t> leaving_;    // said Goodbye with messages still to route (finish_leaving)
 
   router::SubjectTrie trie_;
   router::QueueGroups groups_;

@@ -241,7 +241,8 @@ bool Daemon::deliver_owed(std::vector<router::SubRef>& owed, std::span<const std
 
 bool Daemon::deliver(uint32_t id, uint32_t tag, std::span<const std::byte> bytes, const Agent* src) {
   Agent* dst = agent(id);
-  if (dst == nullptr || dst->phase != Agent::Phase::Active) return true;  // gone: nothing owed
+  // Gone, or going (said Goodbye: it reads nothing more): nothing owed.
+  if (dst == nullptr || dst->phase != Agent::Phase::Active || dst->leaving_deadline_ns != 0) return true;
   auto claim = dst->to.try_claim(static_cast<uint32_t>(bytes.size()), tag);
   if (!claim) {
     if (claim.error() == Errc::WouldBlock) return false;  // full: push back on the publisher

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cinttypes>
+#include <cstring>
 #include <random>
 
 #include "bus/counters.hpp"
@@ -605,4 +606,34 @@ TEST_CASE("an idle bus (busd + 10 idle agents) uses under 1% CPU", "[idle]") {
   for (pid_t p : agents) ::kill(p, SIGTERM);
   for (pid_t p : agents) CHECK(reap(p) == 0);
   CHECK(d.stop(SIGTERM) == 0);
+}
+
+TEST_CASE("an agent says Goodbye while its messages wait for a full subscriber: all are delivered, in order",
+          "[faults]") {
+  Busd d(kSmallLimitsNoLanes, "goodbye");
+  REQUIRE(d.started());
+  auto sink = d.client("sink");
+  REQUIRE(sink);
+  std::vector<uint64_t> got;
+  REQUIRE(sink->subscribe("bye.>", [&](const Message& m) {
+    uint64_t v = 0;
+    std::memcpy(&v, m.payload().data(), sizeof v);
+    got.push_back(v);
+  }));
+  // ~600 envelopes of ~150 bytes: more than the sink's 64 KiB ring, so busd stalls on it with the
+  // rest still in the source's ring when the source says Goodbye (its Client goes away).
+  constexpr uint64_t kN = 600;
+  {
+    auto source = d.client("source");
+    REQUIRE(source);
+    for (uint64_t i = 1; i <= kN; ++i) REQUIRE(source->publish("bye.x", std::as_bytes(std::span(&i, 1))));
+    source->flush();
+    std::this_thread::sleep_for(50ms);  // busd has filled the sink's ring and waits
+  }
+  REQUIRE(pump_until(*sink, [&] { return got.size() >= kN; }, 5000));
+  (void)sink->poll(50ms);
+  REQUIRE(got.size() == kN);
+  for (uint64_t i = 0; i < kN; ++i) REQUIRE(got[i] == i + 1);
+  CHECK(eventually([&] { return log_has(d, "name=source") && log_has(d, "why=goodbye"); }));
+  CHECK_FALSE(log_has(d, "goodbye_undelivered"));
 }
