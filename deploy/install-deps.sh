@@ -18,8 +18,8 @@ packages=(
   # optional transports: the build detects them and leaves out what is missing
   libdpdk-dev dpdk                          # DPDK 22.11 (kernel-bypass link)
   libibverbs-dev librdmacm-dev ibverbs-utils # rdma-core (RDMA link; ibv_devices)
-  # tests and tools: procps (ps, /proc readers), iproute2 (netns, veth, tc and ss for link tests), nftables (packet loss where the kernel has no netem), util-linux (taskset)
-  procps iproute2 nftables util-linux
+  # tests and tools: procps (ps, /proc readers), iproute2 (netns, veth, tc and ss for link tests), nftables (packet loss where the kernel has no netem), util-linux (taskset), tcpdump (the DPDK link's interop check)
+  procps iproute2 nftables util-linux tcpdump
 )
 
 SUDO=""

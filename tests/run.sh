@@ -8,7 +8,7 @@
 #
 # Stages:
 #   build   release build of everything, -Wall -Wextra -Werror          budget 6 min (seen ~2)
-#   unit    unit + schema + fuzz-corpus replay + stress + integration   budget 5 min (seen ~0.5)
+#   unit    unit + schema + fuzz-corpus replay + stress + integration + dpdk   budget 5 min (seen ~2)
 #   asan    ring, router, link and busd/libbus tests under ASan+UBSan budget 10 min (seen ~8.3)
 #   tsan    ring, router and link tests under ThreadSanitizer            budget 5 min (seen ~0.6)
 #   fuzz    libFuzzer (clang) on every decoder, FUZZ_SECONDS in all      budget 5 min (seen ~2.9)
@@ -70,7 +70,7 @@ stage_build() {
 stage_unit() {
   # Non-parallel tests (is_parallel: false) run alone; the rest two at a time.
   meson test -C build --num-processes 2 --print-errorlogs \
-    --suite unit --suite schema --suite fuzz --suite stress --suite integration
+    --suite unit --suite schema --suite fuzz --suite stress --suite integration --suite dpdk
 }
 
 sanitizer_stage() {

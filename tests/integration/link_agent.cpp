@@ -1,8 +1,10 @@
 // An agent for the multi-host link tests (links_netns.sh): sequenced publishers and a checking
 // subscriber, a responder and a requester. BUS_SOCKET picks the busd.
 //   link_agent pub SUBJECT --publisher P --count N [--rate R]   N messages, paced at R/s (0: flat out)
-//   link_agent check SUBJECT --publishers K --count N [--timeout-s T]
-//        exit 0 when every publisher's 1..N arrived exactly once, in order, with intact payloads
+//   link_agent check SUBJECT --publishers K --count N [--timeout-s T] [--print-ids M]
+//        exit 0 when every publisher's 1..N arrived exactly once, in order, with intact payloads;
+//        --print-ids: "id SUBJECT MSG_ID" for the first M messages (dpdk_netns.sh matches them
+//        with envelopes decoded from a packet capture)
 //   link_agent serve SUBJECT [--group G] [--name NAME] [--silent]  replies with its name (or never)
 //   link_agent ping SUBJECT --count N [--timeout-ms MS]         requests; prints who answered
 // A payload is [u32 publisher][u32 0][u64 sequence][u64 hash of both][40 bytes derived from the
@@ -61,6 +63,7 @@ int main(int argc, char** argv) {
   double rate = 0, timeout_s = 60;
   int timeout_ms = 2000;
   bool silent = false;
+  uint64_t print_ids = 0;
   app.add_option("mode", mode)->required();
   app.add_option("subject", subject)->required();
   app.add_option("--publisher", publisher);
@@ -72,6 +75,7 @@ int main(int argc, char** argv) {
   app.add_option("--group", group);
   app.add_option("--name", name);
   app.add_flag("--silent", silent, "serve: never reply (a request then stays pending)");
+  app.add_option("--print-ids", print_ids, "check: print the subject and message id of the first M messages");
   CLI11_PARSE(app, argc, argv);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
 
@@ -111,7 +115,13 @@ int main(int argc, char** argv) {
     std::atomic<uint64_t> got{0};  // the timer thread reads it
     uint64_t dup = 0, gaps = 0, bad = 0, late = 0;
     const uint64_t want = uint64_t{publishers} * count;
+    uint64_t printed = 0;
     auto s = cl.subscribe(subject, [&](const bus::Message& m) {
+      if (printed < print_ids) {
+        ++printed;
+        std::printf("id %.*s %llu\n", static_cast<int>(m.subject().size()), m.subject().data(),
+                    static_cast<unsigned long long>(m.id()));
+      }
       uint32_t pub = 0;
       uint64_t seq = 0;
       if (!intact(m.payload(), pub, seq) || pub == 0 || pub > publishers || seq == 0 || seq > count) {

@@ -37,8 +37,8 @@ cleanup() {
   if [ "$failures" -eq 0 ] || [ -z "${BUS_TEST_KEEP:-}" ]; then rm -rf "$dir"; else echo "kept $dir"; fi
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-ok() { echo "ok: $*"; }
+# in_ns, global, wait_for, links_up_is, ready, check_flow, ok, fail
+. "$(dirname "$0")/netns_lib.sh"
 
 ip netns add "$sw" 2>"$dir/err" || skip "ip netns add: $(cat "$dir/err")"
 ip -n "$sw" link add br0 type bridge || skip "no bridge support"
@@ -58,8 +58,6 @@ for h in a b c; do
   i=$((i + 1))
 done
 
-in_ns() { local h=$1; shift; BUS_SOCKET="$dir/$h/busd.sock" ip netns exec "${tag}$h" "$@"; }
-
 start_busd() {  # host, peers...
   local h=$1; shift
   mkdir -p "$dir/$h"
@@ -72,52 +70,6 @@ start_busd() {  # host, peers...
   # exec all the way down (ip netns exec execs too): $! is busd itself, for kill -9.
   (exec ip netns exec "${tag}$h" "$busd" --config "$dir/$h/busd.toml" >> "$dir/$h/busd.log" 2>&1) &
   busd_pid[$h]=$!
-}
-
-global() {  # host, counter name
-  "$busctl" --counters "$dir/$1/busd.counters" stat --json 2>/dev/null |
-    python3 -c "import json,sys; d=json.load(sys.stdin); print(d['counters']['$2'])" 2>/dev/null || echo -1
-}
-
-wait_for() {  # seconds, command...
-  local end=$(( SECONDS + $1 )); shift
-  until "$@"; do
-    [ $SECONDS -ge $end ] && return 1
-    sleep 0.05
-  done
-}
-links_up_is() { [ "$(global "$1" links_up)" = "$2" ]; }
-ready() { grep -q '^ready' "$1" 2>/dev/null; }
-
-# Subscribers first (ready), a moment for their interest to cross, then the publishers.
-check_flow() {  # name, publishers ("host:rate" ...) -- checkers (hosts) -- fault command (run 1 s in)
-  local name=$1; shift
-  local pubs=() checks=() fault=()
-  while [ "$1" != "--" ]; do pubs+=("$1"); shift; done; shift
-  while [ $# -gt 0 ] && [ "$1" != "--" ]; do checks+=("$1"); shift; done
-  [ $# -gt 0 ] && { shift; fault=("$@"); }
-  local count=${COUNT:-2000} k=${#pubs[@]} cpids=() h
-  for h in "${checks[@]}"; do
-    in_ns "$h" "$agent" check "ns.$name" --publishers "$k" --count "$count" --timeout-s 40 > "$dir/check-$name-$h.log" 2>&1 &
-    cpids+=($!)
-  done
-  for h in "${checks[@]}"; do wait_for 10 ready "$dir/check-$name-$h.log" || fail "$name: checker on $h not ready"; done
-  sleep 0.5
-  local p=1 ppids=() spec
-  for spec in "${pubs[@]}"; do
-    in_ns "${spec%%:*}" "$agent" pub "ns.$name" --publisher $p --count "$count" --rate "${spec#*:}" > "$dir/pub-$name-$p.log" 2>&1 &
-    ppids+=($!)
-    p=$((p + 1))
-  done
-  if [ ${#fault[@]} -gt 0 ]; then sleep 1; "${fault[@]}"; fi
-  for pid in "${ppids[@]}"; do wait "$pid" || fail "$name: a publisher failed"; done
-  local all=0
-  for i in "${!cpids[@]}"; do
-    if wait "${cpids[$i]}"; then :; else all=1; fi
-    echo "   ${checks[$i]}: $(tail -1 "$dir/check-$name-${checks[$i]}.log")"
-  done
-  [ $all -eq 0 ] && ok "$name: $((count * k)) messages to ${#checks[@]} subscriber(s), exactly once, in order" ||
-    fail "$name: see the lines above"
 }
 
 start_busd a
