@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 
 #include "bus/counters.hpp"
@@ -56,6 +57,18 @@ std::string node_config(const std::string& node, uint16_t port, const std::vecto
   for (uint16_t p : peers) c += "[[links]]\nkind = \"tcp\"\npeer = \"127.0.0.1:" + std::to_string(p) + "\"\n";
   return c;
 }
+
+// The fixture ends busd with SIGKILL, which leaves the EAL's runtime directory behind (a
+// clean stop removes it): the memif busd's go when the test does.
+struct DpdkRuntimeSweep {
+  ~DpdkRuntimeSweep() {
+    const std::string mine = "busd-test-" + std::to_string(::getpid()) + "-";
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/var/run/dpdk", ec)) {
+      if (e.path().filename().string().rfind(mine, 0) == 0) std::filesystem::remove_all(e.path(), ec);
+    }
+  }
+} g_dpdk_sweep;
 
 // The [cluster] table and one side of a memif DPDK link (alpha: server, lcore 0; beta: client,
 // lcore 1), on an abstract socket of its own for each pair.
