@@ -579,3 +579,39 @@ TEST_CASE("a Syn with a new id from a peer that was up ends the connection; Fin 
   CHECK(q.b.state() == ChannelState::Down);
   CHECK(q.b.error() == "the peer closed the link");
 }
+
+TEST_CASE("zero copy: behind Ethernet+IPv4+UDP in an mbuf, every whole frame's body is 8-byte aligned") {
+  // An mbuf's data starts 8-byte aligned; the UDP payload then sits 42 bytes in (2 mod 8).
+  Pair p;
+  p.handshake();
+  link::Session s(link::SessionOptions{1u << 20, 64}, 0xAA);
+  s.on_connected();
+  std::vector<std::byte> rb;
+  link::append_resume(rb, 0, link::ResumeBody{0xBB, 0});
+  REQUIRE(s.on_frame(*link::parse_frame(std::span(rb).subspan(link::kLengthBytes))).has_value());
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 300; ++i) {
+    std::vector<std::byte> env(8 + rng() % 700, std::byte{0x11});
+    REQUIRE(s.offer(env).has_value());
+  }
+  p.out.clear();
+  p.a.collect(&s, p.now, p.out);
+  REQUIRE(p.out.size() > 10);
+  std::vector<std::vector<uint64_t>> store;
+  std::vector<RxPacket> in;
+  for (auto pkt : p.out) {
+    store.emplace_back(pkt.size() / 8 + 8);
+    auto* at = reinterpret_cast<std::byte*>(store.back().data()) + 42;
+    std::memcpy(at, pkt.data(), pkt.size());
+    in.push_back(RxPacket{at, static_cast<uint32_t>(pkt.size()), in.size() + 1});
+  }
+  std::vector<link::Frame> frames;
+  REQUIRE(p.b.receive(in, &frames, 100000, p.now).has_value());
+  size_t data = 0;
+  for (const link::Frame& f : frames) {
+    if (f.type != link::FrameType::Data) continue;
+    ++data;
+    REQUIRE(reinterpret_cast<uintptr_t>(f.body.data()) % 8 == 0);
+  }
+  CHECK(data == 300);
+}
