@@ -157,23 +157,33 @@ void plan_waits(BusOptions& o, const std::string& scenario, uint32_t agents, con
   const uint64_t spinning = kind_of("--wait", o.wait) == shm::WaitKind::Spin ? 1 + uint64_t{agents} : 0;
   const bool busd_given = !o.busd_wait.empty();
   const bool busd_spins = private_busd && busd_given && kind_of("--busd-wait", o.busd_wait) == shm::WaitKind::Spin;
-  const uint64_t spinners = spinning + (busd_spins ? busds : 0);
+  // --dpdk-idle busy: the DPDK link's two busd poll their ports without ever sleeping.
+  const uint64_t pollers = o.transport == "dpdk" && o.dpdk_idle == "busy" ? 2 : 0;
+  const uint64_t spinners = spinning + (busd_spins ? busds : 0) + pollers;
+  const uint64_t busy = spinning + pollers;  // what busd competes with unless it spins too
   const std::string on_cpus = " on " + std::to_string(cpus) + " CPU" + (cpus == 1 ? "" : "s");
-  const std::string n_spinning = std::to_string(spinning) + " spinning part" + (spinning == 1 ? "y" : "ies");
+  const std::string pollers_what = std::to_string(pollers) + " DPDK port poll threads (--dpdk-idle busy)";
+  std::string filling;  // "busbench's 2 spinning parties", "the 2 DPDK port poll threads (--dpdk-idle busy)"
+  if (spinning > 0) filling.append("busbench's ").append(std::to_string(spinning)).append(spinning == 1 ? " spinning party" : " spinning parties");
+  if (pollers > 0) filling.append(spinning > 0 ? " and " : "").append("the ").append(pollers_what);
   // Round trips and rounds wait for each hand-over; a stream moves in bursts, and pubsub's and
   // agents' runs are bounded already (a burst gives up after 30 s, agents run for --duration).
   const std::string cap_note = capped ? "; each run stops after " + num(kSlowCapS) + " s" : std::string();
   const std::string slow = capped ? "milliseconds per message" : "messages move in bursts, one per tick";
   if (spinners > cpus) {
-    std::string parties = "busbench";
-    if (spinning > 1) parties.append(", ").append(agents_what);
-    if (busd_spins) parties.append(busds > 1 ? ", " + std::to_string(busds) + " busd" : std::string(", busd"));
+    std::string parties;
+    auto add = [&parties](const std::string& p) { parties.append(parties.empty() ? "" : ", ").append(p); };
+    if (spinning > 0) add("busbench");
+    if (spinning > 1) add(agents_what);
+    if (busd_spins) add(busds > 1 ? std::to_string(busds) + " busd" : std::string("busd"));
+    if (pollers > 0) add(pollers_what);
     const std::string what = std::to_string(spinners) + " busy-spinning parties (" + parties + ")" + on_cpus;
     if (!o.force_spin) {
       throw std::runtime_error(scenario + ": " + what +
                                " would take turns once per scheduler tick (" + slow + "). Use --wait adaptive (the "
                                "default) or block" +
                                (busd_spins ? std::string(", a --busd-wait other than spin") : std::string()) +
+                               (pollers > 0 ? std::string(", --dpdk-idle adaptive") : std::string()) +
                                (agents > 1 ? ", fewer agents" : "") + ", or --force-spin to measure it anyway" +
                                (capped ? " (each run is then capped at " + num(kSlowCapS) + " s)" : std::string()));
     }
@@ -182,19 +192,19 @@ void plan_waits(BusOptions& o, const std::string& scenario, uint32_t agents, con
   }
   if (!busd_given) {
     o.busd_wait = "adaptive";
-    if (private_busd && spinning >= cpus) {
+    if (private_busd && busy >= cpus) {
       o.busd_wait = "block";
-      o.wait_notes.push_back("busd wait=block (chosen: no --busd-wait): busbench's " + n_spinning + " fill the " +
+      o.wait_notes.push_back("busd wait=block (chosen: no --busd-wait): " + filling + " fill the " +
                              std::to_string(cpus) + " CPUs, so busd runs when a message wakes it; a busd that "
                              "spins or waits adaptively would get a CPU once per scheduler tick (" + slow + ")");
     }
     return;
   }
-  if (spinning >= cpus && spinners <= cpus) {
+  if (busy >= cpus && spinners <= cpus) {
     if (capped) o.slow_cap_s = kSlowCapS;
     o.wait_notes.push_back(
         (private_busd ? "busd wait=" + o.busd_wait + " (--busd-wait)" : std::string("the busd at --address waits per its config")) +
-        " while busbench's " + n_spinning + " fill the " + std::to_string(cpus) +
+        " while " + filling + " fill the " + std::to_string(cpus) +
         " CPUs: unless busd blocks, it gets a CPU once per scheduler tick (" + slow +
         (private_busd ? "; without --busd-wait busbench picks block" : "") + ")" + cap_note);
   }

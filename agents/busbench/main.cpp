@@ -6,6 +6,7 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -24,6 +25,7 @@ struct BusCli {
   int baseline = 0;  // 0: the scenario's default; > 0 on; < 0 off
   bool quick = false;
   CLI::App* app = nullptr;
+  std::vector<CLI::Option*> dpdk_only;  // --dpdk, --dpdk-idle: refused without --transport dpdk
 };
 
 // Options every scenario through busd takes.
@@ -51,8 +53,9 @@ void add_bus_common(CLI::App* app, BusCli& c) {
       ->delimiter(',')->expected(1, 3);
   app->add_option("--address", o.address, "measure the busd listening at this socket instead of starting one");
   app->add_option("--transport", o.transport,
-                  "shm (one busd, local shared memory); tcp (pingpong and pubsub: two busd linked over TCP); "
-                  "dpdk, rdma as their links land");
+                  "shm (one busd, local shared memory); tcp (pingpong and pubsub: two busd linked over TCP); dpdk "
+                  "(pingpong and pubsub: two busd linked over DPDK, next to two linked over TCP); rdma as its link "
+                  "lands");
   app->add_option("--busd", o.busd_bin, "busd binary to start (default: $BUSD_BIN, next to busbench, $PATH)");
   app->add_flag("--baseline,!--no-baseline", c.baseline, "interleave the raw baselines with busd's runs");
   app->add_flag("--quick", c.quick, "a short run (3 runs, fewer messages)");
@@ -116,13 +119,23 @@ int main(int argc, char** argv) {
   agents->add_option("--agent-rate", ag.o.agent_rate, "requests per second per agent")->check(CLI::Range(0.01, 1e6));
   for (BusCli* c : {&pp, &ps}) {
     c->app->add_flag("--netns", c->o.netns,
-                     "with --transport tcp (root only): busd A and its agent in one network namespace, busd B and "
-                     "busbench in another, joined by a veth pair (removed at the end)");
+                     "with --transport tcp, or dpdk with --dpdk af_packet (root only): busd A and its agent in one "
+                     "network namespace, busd B and busbench in another, joined by a veth pair (removed at the end)");
+    c->dpdk_only.push_back(
+        c->app->add_option("--dpdk", c->o.dpdk,
+                           "with --transport dpdk: memif (default: between two busd on this host) or af_packet "
+                           "(with --netns: each busd's DPDK port on its end of the veth pair)")
+            ->check(CLI::IsMember({"memif", "af_packet"})));
+    c->dpdk_only.push_back(
+        c->app->add_option("--dpdk-idle", c->o.dpdk_idle,
+                           "with --transport dpdk: how the busd's port poll threads wait: adaptive (default: poll, "
+                           "then sleep) or busy (never sleep: the two of them take two cores)")
+            ->check(CLI::IsMember({"adaptive", "busy"})));
   }
   for (BusCli* c : {&pp, &ps, &sc}) {
     c->app->add_option("--lanes", c->o.lanes,
                        "busd with direct lanes on, off, or both: two private busd, runs interleaved (default: both; "
-                       "not with --address or --transport tcp)")
+                       "not with --address or --transport tcp|dpdk)")
         ->check(CLI::IsMember({"on", "off", "both"}));
   }
   pp.app->add_flag("--hops,!--no-hops", pp.o.hops,
@@ -165,9 +178,22 @@ int main(int argc, char** argv) {
       } else if (lanes_scenario && o.address.empty() && o.transport == "shm") {
         o.lanes = "both";
       }
+      const bool linked = o.transport == "tcp" || o.transport == "dpdk";
+      if (o.transport != "dpdk") {
+        for (const CLI::Option* opt : c->dpdk_only) {
+          if (opt->count() > 0) throw std::runtime_error(opt->get_name() + " goes with --transport dpdk");
+        }
+      } else if (o.dpdk == "af_packet" && !o.netns) {
+        throw std::runtime_error("--dpdk af_packet puts each busd's DPDK port on its end of a veth pair between two "
+                                 "network namespaces: add --netns (root)");
+      } else if (o.dpdk == "memif" && o.netns) {
+        throw std::runtime_error("--netns with --transport dpdk needs --dpdk af_packet: memif joins two busd on this "
+                                 "host through shared memory, with no network to cross");
+      }
       // How busbench's parties wait: spinners against CPUs, busd's wait (see plan_waits).
       const std::string scenario = c->app->get_name();
-      const size_t busds = o.transport == "tcp" ? 2 : o.lanes == "both" ? 2 : 1;
+      // dpdk: the DPDK-linked pair and the TCP-linked pair beside it.
+      const size_t busds = o.transport == "dpdk" ? 4 : o.transport == "tcp" ? 2 : o.lanes == "both" ? 2 : 1;
       if (c == &pp) {
         bus::bench::plan_waits(o, scenario, 1, "responder", busds, true);
       } else if (c == &ld) {
@@ -181,14 +207,19 @@ int main(int argc, char** argv) {
                                std::to_string(o.agents) + " agents, " + std::to_string(o.services) + " services", busds,
                                false);
       }
-      if (c->o.transport == "tcp") {
-        if (!c->o.address.empty()) throw std::runtime_error("--address measures one running busd; --transport tcp starts its own linked pair");
-        if (c == &pp) return bus::bench::run_link_pingpong(c->o);
-        if (c == &ps) return bus::bench::run_link_pubsub(c->o);
-        throw std::runtime_error("--transport tcp: pingpong and pubsub measure links; " + c->app->get_name() +
-                                 " runs on one busd (--transport shm)");
+      if (linked) {
+        if (!o.address.empty()) {
+          throw std::runtime_error("--address measures one running busd; --transport " + o.transport +
+                                   " starts its own linked pairs");
+        }
+        if (c == &pp) return bus::bench::run_link_pingpong(o);
+        if (c == &ps) return bus::bench::run_link_pubsub(o);
+        throw std::runtime_error("--transport " + o.transport + ": pingpong and pubsub measure links; " +
+                                 c->app->get_name() + " runs on one busd (--transport shm)");
       }
-      if (c->o.netns) throw std::runtime_error("--netns puts two linked busd in two network namespaces: it needs --transport tcp");
+      if (o.netns) {
+        throw std::runtime_error("--netns puts two linked busd in two network namespaces: it needs --transport tcp or dpdk");
+      }
       if (c == &pp) return bus::bench::run_pingpong(c->o);
       if (c == &ld) return bus::bench::run_loaded(c->o);
       if (c == &sc) return bus::bench::run_scatter(c->o);

@@ -152,11 +152,13 @@ NetnsPair::NetnsPair() {
   const pid_t pid = ::getpid();
   const unsigned x = (static_cast<unsigned>(pid) >> 8) & 0xffu, y = static_cast<unsigned>(pid) & 0xffu;
   const std::string net = "10." + std::to_string(x) + "." + std::to_string(y) + ".";
+  const std::string foreign = "10." + std::to_string(x) + "." + std::to_string(y ^ 0x80u) + ".";
   for (int s = 0; s < 2; ++s) {
     const char side = s == 0 ? 'a' : 'b';
     name_[s] = "busbench-" + std::to_string(pid) + "-" + side;
     veth_[s] = "bb" + std::to_string(pid) + side;  // at most 10 of IFNAMSIZ's 15 characters
     addr_[s] = net + std::to_string(s + 1);
+    foreign_[s] = foreign + std::to_string(s + 1);
   }
   g_owner = pid;
   for (int i = 0; i < 4; ++i) {

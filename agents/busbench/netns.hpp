@@ -1,4 +1,4 @@
-// Network namespaces for `busbench --transport tcp --netns`: two namespaces joined by a veth
+// Network namespaces for `busbench --transport tcp|dpdk --netns`: two namespaces joined by a veth
 // pair, so that a link between two busd (and the raw TCP baseline beside it) crosses a network
 // device and two network stacks instead of loopback inside one.
 #pragma once
@@ -39,6 +39,11 @@ class NetnsPair {
   /// side 0 = a, 1 = b.
   [[nodiscard]] const std::string& name(int side) const noexcept { return name_[side]; }
   [[nodiscard]] const std::string& address(int side) const noexcept { return addr_[side]; }
+  /// The side's end of the veth pair ("bb1234a").
+  [[nodiscard]] const std::string& veth(int side) const noexcept { return veth_[side]; }
+  /// An address for the side on a /24 neither namespace's kernel has (10.x.y^128.1 and .2): a
+  /// DPDK link's own, so that the kernels, which see its frames on the veth too, ignore them.
+  [[nodiscard]] const std::string& foreign_address(int side) const noexcept { return foreign_[side]; }
   /// An open descriptor of the side's namespace (for setns and socket_in_netns).
   [[nodiscard]] int fd(int side) const noexcept { return fd_[side]; }
   /// Moves the calling thread into the side's namespace (in a forked child before it execs or
@@ -53,6 +58,7 @@ class NetnsPair {
   std::string name_[2];
   std::string veth_[2];
   std::string addr_[2];
+  std::string foreign_[2];
   int fd_[2] = {-1, -1};
   int home_ = -1;  // the namespace busbench started in
   bool made_[2] = {false, false};

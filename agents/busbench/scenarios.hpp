@@ -38,8 +38,10 @@ struct EnvelopeOptions : CommonOptions {
 struct BusOptions : CommonOptions {
   // Where and how.
   std::string address;              // an existing busd; "" = start a private one
-  std::string transport = "shm";     // "tcp": pingpong and pubsub between two busd linked over TCP
-  bool netns = false;               // tcp: busd A and B in two network namespaces joined by a veth pair
+  std::string transport = "shm";     // "tcp", "dpdk": pingpong and pubsub between two linked busd
+  bool netns = false;               // tcp, dpdk: busd A and B in two network namespaces joined by a veth pair
+  std::string dpdk = "memif";       // dpdk: "memif" (two busd on this host) or "af_packet" (on the veth, --netns)
+  std::string dpdk_idle = "adaptive";  // dpdk: the ports' poll threads: "adaptive" or "busy" (never sleep)
   std::string busd_bin;
   std::string busd_wait;            // "" (no --busd-wait): plan_waits() picks adaptive, or block
                                     // when busbench's spinning agents fill every CPU
@@ -76,11 +78,12 @@ struct BusOptions : CommonOptions {
 };
 
 /// Checks and settles how busbench's parties wait, before anything starts:
-///  * refuses more busy-spinning parties (wait=spin) than CPUs, unless --force-spin (each run is
+///  * refuses more busy-spinning parties (wait=spin, and the DPDK ports' poll threads with
+///    --dpdk-idle busy: one per busd of the DPDK link) than CPUs, unless --force-spin (each run is
 ///    then capped at 5 s): `agents` is how many of busbench's agent processes wait as --wait
 ///    says (`agents_what` names them), `busds` how many busd it starts;
-///  * without --busd-wait, picks busd's wait: adaptive, or block when busbench's spinning parties
-///    fill every CPU (a busd that spins or waits adaptively would get a CPU once per scheduler
+///  * without --busd-wait, picks busd's wait: adaptive, or block when the spinning parties fill
+///    every CPU (a busd that spins or waits adaptively would get a CPU once per scheduler
 ///    tick: milliseconds per message);
 ///  * caps each run at 5 s (o.slow_cap_s, when the scenario's runs are `capped` by it: round trips
 ///    and rounds) when the set-up is known to be that slow anyway (--busd-wait given).
@@ -93,7 +96,8 @@ int run_loaded(const BusOptions& o);
 int run_scatter(const BusOptions& o);
 int run_pubsub(const BusOptions& o);
 int run_agents(const BusOptions& o);
-/// --transport tcp (scenario_links.cpp): busbench on busd B, its peer agent on busd A, B dialing A.
+/// --transport tcp|dpdk (scenario_links.cpp): busbench on busd B, its peer agent on busd A (dpdk:
+/// a DPDK-linked pair and a TCP-linked pair beside it, measured in turn).
 int run_link_pingpong(const BusOptions& o);
 int run_link_pubsub(const BusOptions& o);
 

@@ -26,7 +26,7 @@ struct TargetOptions {
   int lanes = -1;         // [busd] lanes: 1 on, 0 off, -1 not written (busd's default)
   uint32_t heartbeat_misses = 0;  // [busd] heartbeat_misses (0: busd's default)
   bool quiet = false;
-  // Two linked busd (--transport tcp) are two targets:
+  // Two linked busd (--transport tcp, dpdk) are two targets:
   std::string name;                 // "busd A": names it in describe() and errors ("" = "busd")
   std::string extra_config;         // TOML appended to the config busbench writes ([cluster], [[links]])
   std::function<void()> in_child;   // runs in the forked child before exec (enters a network namespace)

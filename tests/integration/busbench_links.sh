@@ -2,9 +2,12 @@
 # busbench --transport tcp: pingpong and pubsub across a link between two private busd (B dials
 # A) on loopback, --quick: the table and the JSON come out (checked against its schema), the
 # link rows sit next to raw TCP between the same endpoints with their same-run ratios, the
-# traffic really crossed the link, nothing failed or was lost. Then pingpong between two network
-# namespaces (--netns) when this is root and `ip netns add` works (else it says why it skips
-# that part), and nothing of them is left afterwards.
+# traffic really crossed the link, nothing failed or was lost. --transport dpdk (when busd was
+# built with DPDK, else it says why it skips that part): pingpong and pubsub over memif between
+# two busd, next to a TCP-linked pair and the raw baselines, the traffic across the DPDK link.
+# Then, when this is root and `ip netns add` works (else it says why it skips that part),
+# pingpong between two network namespaces (--netns) over TCP and over DPDK af_packet on the veth
+# pair, and nothing of them is left afterwards. --transport rdma is refused, naming [rdma].
 #   busbench_links.sh BUSBENCH CHECK_JSON_PY
 set -euo pipefail
 busbench=$1
@@ -13,7 +16,11 @@ source "$(dirname "$0")/bench_lib.sh"
 # Sanitizer builds run several times slower: BUS_TEST_SCALE divides the round trips.
 scale=${BUS_TEST_SCALE:-1}
 trips=$(( 5000 / scale > 200 ? 5000 / scale : 200 ))
+# busd's DPDK link does on the order of a thousand round trips a second on a 2-core machine:
+# fewer of them, so that the whole script stays within a minute.
+dpdk_trips=$(( 1000 / scale > 100 ? 1000 / scale : 100 ))
 run() { run_bench "$@"; }  # name, scenario (in the JSON), args...
+busd=${BUSD_BIN:-$(dirname "$busbench")/../../bus/daemon/busd}
 
 run pingpong pingpong-tcp pingpong --transport tcp --quick --count "$trips"
 grep -q "raw TCP ping-pong (baseline)" "$out/pingpong.txt"
@@ -24,14 +31,28 @@ grep -q "request: held in busd B" "$out/pingpong.txt"
 run pubsub pubsub-tcp pubsub --transport tcp --quick
 grep -q "raw TCP B -> A, batch 32 (baseline)" "$out/pubsub.txt"
 
-# The other transports are refused, naming the issue that brings them.
-for t in dpdk rdma; do
-  if "$busbench" pingpong --transport "$t" --quick --quiet > "$out/$t.txt" 2>&1; then
-    echo "busbench pingpong --transport $t should have been refused"
-    exit 1
-  fi
-  grep -q "\[$t\]" "$out/$t.txt" || { cat "$out/$t.txt"; exit 1; }
-done
+dpdk=skipped
+if ! version=$("$busd" --version 2>&1); then
+  echo "== --transport dpdk part skipped: '$busd --version' failed: $version"
+elif [[ "$version" != *dpdk* ]]; then
+  echo "== --transport dpdk part skipped: busd was built without DPDK ($version)"
+else
+  run dpdk_pingpong pingpong-dpdk pingpong --transport dpdk --quick --count "$dpdk_trips"
+  grep -q "memif between two busd on this host" "$out/dpdk_pingpong.txt"
+  grep -q "DPDK port poll threads (one per busd): idle adaptive" "$out/dpdk_pingpong.txt"
+  grep -q "pingpong, busd dpdk link / busd tcp link: p50" "$out/dpdk_pingpong.txt"
+  grep -q "request: held in busd B" "$out/dpdk_pingpong.txt"
+  run dpdk_pubsub pubsub-dpdk pubsub --transport dpdk --quick
+  grep -q "busd dpdk link pubsub B -> A, batch 32" "$out/dpdk_pubsub.txt"
+  dpdk=ran
+fi
+
+# rdma is refused, naming the issue that brings it.
+if "$busbench" pingpong --transport rdma --quick --quiet > "$out/rdma.txt" 2>&1; then
+  echo "busbench pingpong --transport rdma should have been refused"
+  exit 1
+fi
+grep -q "\[rdma\]" "$out/rdma.txt" || { cat "$out/rdma.txt"; exit 1; }
 
 netns=skipped
 probe="busbench-probe-$$"
@@ -64,11 +85,33 @@ else
     exit 1
   fi
   netns=ran
+  if [ "$dpdk" = ran ]; then
+    echo "== busbench pingpong --transport dpdk --dpdk af_packet --netns --quick"
+    "$busbench" pingpong --transport dpdk --dpdk af_packet --netns --quick --count "$dpdk_trips" --quiet \
+      --json "$out/af_packet.json" > "$out/af_packet.txt" 2>&1 &
+    pid=$!
+    if ! wait "$pid"; then
+      cat "$out/af_packet.txt"
+      echo "busbench pingpong --transport dpdk --dpdk af_packet --netns failed"
+      exit 1
+    fi
+    cat "$out/af_packet.txt"
+    python3 "$check" "$out/af_packet.json" --scenario pingpong-dpdk
+    grep -q "DPDK net_af_packet on each side's veth" "$out/af_packet.txt"
+    grep -q "no raw memif ping-pong row: dpdk_pingpong runs over memif only" "$out/af_packet.txt"
+    if ip netns list | grep -q "busbench-$pid-" || ls /var/run/dpdk 2>/dev/null | grep -q "busbench-$pid-"; then
+      echo "busbench --dpdk af_packet left its namespaces or EAL runtime directories behind:"
+      ip netns list
+      ls /var/run/dpdk
+      exit 1
+    fi
+    netns=ran+af_packet
+  fi
 fi
 
-python3 - "$out" "$netns" "$check" <<'PY'
+python3 - "$out" "$netns" "$check" "$dpdk" <<'PY'
 import os, sys
-out, netns = sys.argv[1], sys.argv[2]
+out, netns, dpdk = sys.argv[1], sys.argv[2], sys.argv[4]
 sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[3])))
 from check_bench_json import fact_value as fact, load, named as row
 def doc(name):
@@ -131,12 +174,71 @@ assert fact(ps, "publish failures") == 0
 dropped = fact(ps, "messages dropped by busd B at the link")
 assert dropped == 0 or any(n.startswith("WARNING: busd B dropped") for n in ps["notes"]), ps["notes"]
 
+HOPS = {"request: busbench -> responder", "request: busbench -> busd B", "request: held in busd B",
+        "request: link B -> A, busd A, -> responder", "responder: receive -> reply", "reply: responder -> busbench",
+        "reply: responder -> busd A", "reply: held in busd A", "reply: link A -> B, busd B, -> busbench"}
+
+def check_dpdk_pingpong(pp, memif):
+    """--transport dpdk pingpong: both pairs' rows, the raw rows, the traffic across the DPDK link."""
+    rows = {r["name"]: r for r in pp["latency_ns"]}
+    no_memif = [n for n in pp["notes"] if n.startswith("no raw memif ping-pong row: ")]
+    want = {"raw TCP ping-pong", "busd dpdk link pingpong", "busd tcp link pingpong"}
+    if memif and not no_memif:
+        want.add("raw memif ping-pong")
+    assert set(rows) == want, (set(rows), no_memif)
+    for name, r in rows.items():
+        assert r["p50"] > 0 and r["baseline"] == name.startswith("raw "), r
+    assert set(rows["busd dpdk link pingpong"]["vs"]) == want - {"busd dpdk link pingpong", "busd tcp link pingpong"}
+    # The DPDK link carried the round trips: busd B sent the requests on it.
+    assert fact(pp, "link messages out of busd B (dpdk link)") > 0, pp["facts"]
+    assert 1.9 <= fact(pp, "link messages per round trip (dpdk link)") <= 2.1, pp["facts"]
+    assert fact(pp, "link messages out of busd B (tcp link)") > 0, pp["facts"]
+    assert fact(pp, "requests failed") == 0
+    assert {h["name"] for h in pp["hops_ns"]} == HOPS, pp["hops_ns"]
+    procs = {p["name"] for p in pp["processes"]}
+    assert {"busd B (dpdk link)", "busd A (dpdk link)", "busd B (tcp link)", "busd A (tcp link)"} <= procs, procs
+    targets = {t["name"]: t for t in pp["targets"]}
+    vs_tcp = targets["pingpong, busd dpdk link / busd tcp link: p50"]
+    assert vs_tcp["value"] > 0 and vs_tcp["limit"] is None, vs_tcp
+    if "raw memif ping-pong" in want:
+        aim = targets["pingpong, busd dpdk link / raw memif ping-pong: p50"]
+        assert aim["limit"] == 2 and aim["met"] in (True, False) and aim["note"].startswith("aim: within 2x"), aim
+    return rows, vs_tcp["value"]
+
+if dpdk == "ran":
+    drows, dratio = check_dpdk_pingpong(doc("dpdk_pingpong"), True)
+    ds = doc("dpdk_pubsub")
+    thr = {r["name"]: r for r in ds["throughput"]}
+    assert set(thr) == {"raw TCP B -> A, batch 32", "busd dpdk link pubsub B -> A, batch 32",
+                        "busd dpdk link pubsub B -> A, unbatched", "busd tcp link pubsub B -> A, batch 32",
+                        "busd tcp link pubsub B -> A, unbatched"}, set(thr)
+    for r in thr.values():
+        assert r["msgs_per_s"] > 0 and len(r["per_run"]) == 3, r
+    assert fact(ds, "link messages out of busd B (dpdk link)") > 0, ds["facts"]
+    assert 0.99 <= fact(ds, "link messages per message delivered (dpdk link)") <= 1.01, ds["facts"]
+    assert fact(ds, "messages duplicated or out of order") == 0
+    assert fact(ds, "publish failures") == 0
+    dt = {t["name"]: t for t in ds["targets"]}
+    assert dt["pubsub batch 32, busd dpdk link / busd tcp link: msgs/s"]["value"] > 0, dt
+
 line = ("busbench links: ok; pingpong p50 %.1f us (%.2fx raw TCP); pubsub batch 32 %.0f msgs/s (%.2fx raw TCP, "
         "%d dropped at the link in the worst run)"
         % (bus["p50"] / 1e3, ratio, batched["msgs_per_s"], batched["vs_baseline"], dropped))
-if netns == "ran":
+if dpdk == "ran":
+    memif = drows.get("raw memif ping-pong")
+    line += ("; dpdk (memif) pingpong p50 %.1f us (%.2fx the tcp link%s), pubsub batch 32 %.0f msgs/s"
+             % (drows["busd dpdk link pingpong"]["p50"] / 1e3, dratio,
+                ", raw memif %.2f us" % (memif["p50"] / 1e3) if memif else "",
+                thr["busd dpdk link pubsub B -> A, batch 32"]["msgs_per_s"]))
+else:
+    line += "; --transport dpdk part skipped (see above)"
+if netns.startswith("ran"):
     nbus, nratio = check_pingpong(doc("netns"))
     line += "; --netns pingpong p50 %.1f us (%.2fx raw TCP across the veth)" % (nbus["p50"] / 1e3, nratio)
+    if netns == "ran+af_packet":
+        arows, aratio = check_dpdk_pingpong(doc("af_packet"), False)
+        line += "; dpdk af_packet --netns pingpong p50 %.1f us (%.2fx the tcp link)" % (
+            arows["busd dpdk link pingpong"]["p50"] / 1e3, aratio)
 else:
     line += "; --netns part skipped (see above)"
 print(line)
