@@ -49,6 +49,8 @@ constexpr uint32_t kDeadAfterPausedMs = 3'600'000;
 // The DPDK ports' adaptive idle, written out (busd's defaults) so that the output can say it.
 constexpr uint32_t kSpinUs = 20;
 constexpr uint32_t kSleepMaxUs = 100;
+// --dpdk-idle inline: busd's own loop polls the port and, idle, sleeps at most this long.
+constexpr uint32_t kInlineSleepMaxUs = 20;
 constexpr const char* kSideName[2] = {"busd A", "busd B"};
 constexpr const char* kPaused = "; the pair is stopped (SIGSTOP) while anything else is measured";
 
@@ -65,6 +67,7 @@ LinkedPair::LinkedPair(const BusOptions& o, LinkKind kind, std::shared_ptr<Netns
     throw std::logic_error("LinkedPair: --dpdk memif runs without network namespaces, af_packet in them");
   }
   busy_ = kind_ == LinkKind::dpdk && o.dpdk_idle == "busy";
+  inline_ = kind_ == LinkKind::dpdk && o.dpdk_idle == "inline";
   // Not even an idle DPDK pair is quiet: adaptive poll threads wake every sleep_max_us at most
   // (memif and af_packet have no rx interrupts), busy ones never sleep.
   pauses_ = kind_ == LinkKind::dpdk && beside;
@@ -139,9 +142,10 @@ std::string LinkedPair::config(Side s) const {
       .append("\", \"--no-huge\", \"-m\", \"256\", \"--no-pci\", \"--no-telemetry\", "
               "\"--log-level=lib.eal:warning\", \"--file-prefix=")
       .append(eal_prefix_[s]).append("\", \"").append(vdev).append("\"]\n");
-  c.append("[[dpdk.ports]]\nname = \"").append(port).append("\"\nidle = \"").append(busy_ ? "busy" : "adaptive")
+  c.append("[[dpdk.ports]]\nname = \"").append(port).append("\"\nidle = \"")
+      .append(busy_ ? "busy" : inline_ ? "inline" : "adaptive")
       .append("\"\nspin_us = ").append(std::to_string(kSpinUs))
-      .append("\nsleep_max_us = ").append(std::to_string(kSleepMaxUs)).append("\n");
+      .append("\nsleep_max_us = ").append(std::to_string(inline_ ? kInlineSleepMaxUs : kSleepMaxUs)).append("\n");
   // Two threads that never sleep: one per CPU, each on its side's EAL lcore.
   if (busy_) c.append("cpu = ").append(std::to_string(lcore_[s])).append("\n");
   c.append("[[links]]\nkind = \"dpdk\"\nport = \"").append(port).append("\"\nlocal = \"")
@@ -196,6 +200,13 @@ std::string LinkedPair::where() const {
 
 std::string LinkedPair::poll_threads() const {
   if (kind_ != LinkKind::dpdk) return {};
+  if (inline_) {
+    return std::string("DPDK ports polled inline (no poll thread): each busd polls its port in its own loop, and idle "
+                       "sleeps at most ")
+        .append(std::to_string(kInlineSleepMaxUs))
+        .append(" us (memif and af_packet have no rx interrupts: a frame arriving meanwhile is seen up to that late)")
+        .append(pauses_ ? kPaused : "");
+  }
   if (!busy_) {
     return std::string("DPDK port poll threads (one per busd): idle adaptive, polling ").append(std::to_string(kSpinUs))
         .append(" us after the last frame, then sleeping 1 us doubling up to ").append(std::to_string(kSleepMaxUs))

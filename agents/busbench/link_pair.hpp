@@ -74,6 +74,7 @@ class LinkedPair {
   int lcore_[2] = {0, 1};       // dpdk: EAL -l, and the CPU of a busy poll thread
   std::string eal_prefix_[2];   // dpdk: EAL --file-prefix (its runtime directory goes at the end)
   bool memif_ = false;          // dpdk: --dpdk memif (else af_packet on the veth pair)
+  bool inline_ = false;  // --dpdk-idle inline: no poll threads, busd's loop polls the port
   bool busy_ = false;           // dpdk: --dpdk-idle busy
   bool pauses_ = false;         // dpdk beside another pair: stopped while that one is measured
   bool stopped_ = false;        // idle(true) stopped both busd

@@ -129,8 +129,9 @@ int main(int argc, char** argv) {
     c->dpdk_only.push_back(
         c->app->add_option("--dpdk-idle", c->o.dpdk_idle,
                            "with --transport dpdk: how the busd's port poll threads wait: adaptive (default: poll, "
-                           "then sleep) or busy (never sleep: the two of them take two cores)")
-            ->check(CLI::IsMember({"adaptive", "busy"})));
+                           "then sleep), busy (never sleep: the two of them take two cores) or inline (no poll "
+                           "thread: each busd polls its port in its own loop, sleeping at most 20 us)")
+            ->check(CLI::IsMember({"adaptive", "busy", "inline"})));
   }
   for (BusCli* c : {&pp, &ps, &sc}) {
     c->app->add_option("--lanes", c->o.lanes,

@@ -88,7 +88,7 @@ struct LinkConfig {
 struct DpdkPort {
   std::string name;               // ethdev name: a --vdev name ("net_memif0") or a PCI address
   int32_t cpu = -1;               // pin the port's poll thread to this CPU; -1 = it floats
-  std::string idle = "adaptive";  // busy (never sleeps: a dedicated core) | adaptive
+  std::string idle = "adaptive";  // busy (never sleeps: a dedicated core) | adaptive | inline (no thread: busd's loop polls it)
   uint32_t spin_us = 20;          // adaptive: idle polls this long before sleeping, 0..1000000
   uint32_t sleep_max_us = 100;    // adaptive: longest sleep (rx without interrupts is seen this late), 1..1000000
   uint32_t mbufs = 8191;          // mbuf pool size, 1023..1048575

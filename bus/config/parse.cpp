@@ -663,8 +663,8 @@ class Reader {
       } else if (name == "idle") {
         const auto s = string_value(v, key);
         if (!s) continue;
-        if (*s != "busy" && *s != "adaptive") {
-          problem(v.source(), key, "must be one of busy, adaptive, got " + describe(v));
+        if (*s != "busy" && *s != "adaptive" && *s != "inline") {
+          problem(v.source(), key, "must be one of busy, adaptive, inline, got " + describe(v));
           continue;
         }
         p.idle = std::string(*s);

@@ -183,7 +183,7 @@ std::string dpdk_port(const DpdkPort& p, bool example) {
   };
   std::string out = example ? "#\n# [[dpdk.ports]]\n" : "\n[[dpdk.ports]]\n";
   out += key("name", detail::quoted(p.name), "ethdev name: a --vdev name or a PCI address");
-  out += key("idle", detail::quoted(p.idle), "busy (never sleeps: a whole core) or adaptive");
+  out += key("idle", detail::quoted(p.idle), "busy (never sleeps: a whole core), adaptive, or inline (no thread: busd's loop polls it)");
   out += key("mac", detail::quoted(p.mac), "\"aa:bb:cc:dd:ee:ff\" to set; \"\" = the port's own");
   for (const detail::PortNumber& n : detail::port_numbers()) {
     std::string help(n.help);

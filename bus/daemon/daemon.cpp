@@ -305,6 +305,7 @@ int Daemon::run() {
     publish_dirty();
     if (!tcp_agents_.empty()) flush_tcp_agents();
     if (linked) flush_links(clock::mono_ns());
+    if (poll_ports_ && poll_ports_()) ++moved;  // inline DPDK ports: tx what flush_links queued, rx
     for (uint32_t id : condemned_) {
       if (Agent* a = agent(id)) remove_agent(*a, "corrupt ring", false);
     }

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <queue>
 #include <string>
@@ -367,6 +368,10 @@ class Daemon {
   // The DPDK ports (dpdk_links.cpp; type-erased so that this header needs no DPDK). Declared
   // before peers_: their links hold endpoints of these ports, so peers_ goes first.
   std::shared_ptr<void> dpdk_;
+  // Ports with idle = "inline" (no thread): polled by this loop, which then sleeps at most
+  // port_poll_ns_. Empty when there are none.
+  std::function<bool()> poll_ports_;
+  uint64_t port_poll_ns_ = UINT64_MAX;
   std::vector<std::unique_ptr<PeerSlot>> peers_;
   std::unordered_map<uint32_t, Greeter> greeters_;
   uint32_t next_greeter_ = 1;

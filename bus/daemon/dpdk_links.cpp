@@ -115,7 +115,9 @@ dpdk::PortOptions port_options(const config::DpdkPort& c) {
   dpdk::PortOptions o;
   o.name = c.name;
   o.cpu = c.cpu;
-  o.idle = c.idle == "busy" ? dpdk::PortOptions::Idle::Busy : dpdk::PortOptions::Idle::Adaptive;
+  o.idle = c.idle == "busy"     ? dpdk::PortOptions::Idle::Busy
+           : c.idle == "inline" ? dpdk::PortOptions::Idle::Inline
+                                : dpdk::PortOptions::Idle::Adaptive;
   o.spin_us = c.spin_us;
   o.sleep_max_us = c.sleep_max_us;
   o.mbufs = c.mbufs;
@@ -153,6 +155,14 @@ Expected<void> Daemon::start_dpdk_links() {
     if (!port) return tl::unexpected(port.error().context("dpdk port '" + pc.name + "'"));
     log::info("dpdk_port", {{"port", (*port)->describe()}, {"idle", pc.idle}, {"cpu", pc.cpu}});
     state->ports.push_back(std::move(*port));
+    if (po.idle == dpdk::PortOptions::Idle::Inline) port_poll_ns_ = std::min<uint64_t>(port_poll_ns_, uint64_t{po.sleep_max_us} * 1000);
+  }
+  if (port_poll_ns_ != UINT64_MAX) {
+    poll_ports_ = [ports = state.get()] {
+      bool work = false;
+      for (auto& p : ports->ports) work |= p->is_inline() && p->poll();
+      return work;
+    };
   }
   for (size_t i = 0; i < cfg.links.size(); ++i) {
     const auto& lc = cfg.links[i];

@@ -138,7 +138,7 @@ PeerSlot* Daemon::peer_by_node(std::string_view node) noexcept {
 
 uint64_t Daemon::link_timeout_ns(uint64_t now) const noexcept {
   if (peers_.empty() && greeters_.empty()) return UINT64_MAX;
-  uint64_t t = 20 * kMs;  // dials, heartbeats and deadlines are checked at least this often
+  uint64_t t = std::min(20 * kMs, port_poll_ns_);  // dials, heartbeats, deadlines; inline ports' rx
   for (const auto& p : peers_) {
     // A datagram link's retransmission and ack timers.
     const uint64_t due = p->peer->timer_ns();

@@ -70,8 +70,8 @@ struct DpdkRuntimeSweep {
   }
 } g_dpdk_sweep;
 
-// The [cluster] table and one side of a memif DPDK link (alpha: server, lcore 0; beta: client,
-// lcore 1), on an abstract socket of its own for each pair.
+// The [cluster] table and one side of a memif DPDK link (alpha: server, lcore 0, port polled
+// inline; beta: client, lcore 1, a poll thread), on an abstract socket of its own for each pair.
 std::string memif_config(const std::string& node, bool server, int pair, const std::string& extra) {
   const std::string id = std::to_string(::getpid()) + "-" + std::to_string(pair);
   const std::string me = server ? "10.201.0.1:7400" : "10.201.0.2:7400";
@@ -82,7 +82,10 @@ std::string memif_config(const std::string& node, bool server, int pair, const s
        "\", \"--no-huge\", \"-m\", \"128\", \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\", "
        "\"--file-prefix=busd-test-" + id + (server ? "-a" : "-b") + "\", \"--vdev=net_memif0,role=" +
        (server ? "server" : "client") + ",id=0,socket=busd-test-" + id + "\"]\n";
+  // alpha polls its port inline (no thread, busd's loop does), beta with its poll thread: both
+  // ways of running a port in every scenario.
   c += "[[dpdk.ports]]\nname = \"net_memif0\"\nmbufs = 4095\n";
+  c += server ? "idle = \"inline\"\nsleep_max_us = 20\n" : "idle = \"adaptive\"\n";
   c += "[[links]]\nkind = \"dpdk\"\nport = \"net_memif0\"\nlocal = \"" + me + "\"\npeer = \"" + peer + "\"\n";
   return c;
 }

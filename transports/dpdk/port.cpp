@@ -544,6 +544,10 @@ Expected<void> Port::setup() {
   ps.impair = im.loss_permille + im.dup_permille + im.reorder_permille + im.corrupt_permille > 0;
   ps.rng = im.seed;
 
+  if (opt_.idle == PortOptions::Idle::Inline) {
+    ps.last_work = rte_rdtsc();
+    return {};  // the owner's loop calls poll()
+  }
   // The poll thread: it reports whether it could pin itself before open() returns.
   std::promise<std::string> started;
   auto status = started.get_future();
@@ -715,7 +719,17 @@ std::string Port::describe() const {
   if (mac_in_software_) out += " (in software: the PMD cannot set it)";
   out += ", MTU " + std::to_string(opt_.mtu) + ", " + link_text + ", rx interrupts ";
   out += rx_intr_fd_ >= 0 ? "yes" : "no";
-  out += opt_.idle == PortOptions::Idle::Busy ? ", idle busy" : ", idle adaptive (max sleep " + std::to_string(opt_.sleep_max_us) + " us)";
+  if (opt_.idle == PortOptions::Idle::Busy) {
+    out += ", idle busy";
+  } else if (opt_.idle == PortOptions::Idle::Inline) {
+    out += ", polled inline by its owner (no thread; sleeps at most ";
+    out += std::to_string(opt_.sleep_max_us);
+    out += " us)";
+  } else {
+    out += ", idle adaptive (max sleep ";
+    out += std::to_string(opt_.sleep_max_us);
+    out += " us)";
+  }
   if (opt_.cpu >= 0) out += ", poll thread on CPU " + std::to_string(opt_.cpu);
   if (ps_ && ps_->impair) out += ", IMPAIRED (test)";
   return out;
@@ -1143,11 +1157,40 @@ void Port::restart_if_down(uint64_t now) noexcept {
 }
 
 void Port::stop() {
+  if (is_inline() && ps_ && !stop_.exchange(true)) {
+    // What Endpoint::tx queued still leaves, as the poll thread does when it stops.
+    auto& ps = *ps_;
+    const uint64_t flush_end = rte_rdtsc() + ps.hz * kStopFlushMs / 1000;
+    for (uint64_t now = rte_rdtsc(); now < flush_end; now = rte_rdtsc()) {
+      ps.held_deadline = 0;
+      (void)process_tx(now, link_ok());
+      if (ps.tx_n == 0 && ps.held == nullptr && rte_ring_empty(tx_ring_) != 0) break;
+    }
+    return;
+  }
   if (!thread_running_) return;
   stop_.store(true, std::memory_order_relaxed);
   wake_poll_thread();
   thread_.join();
   thread_running_ = false;
+}
+
+bool Port::poll_round(uint64_t now) noexcept {
+  auto& ps = *ps_;
+  ps.eps_loaded = false;
+  const bool link = link_ok();
+  if (!link && opt_.restart_down_ms != 0) restart_if_down(now);
+  if (link) ps.down_since = 0;
+  bool work = link && process_rx();
+  housekeeping(now);
+  work = process_tx(now, link) || work;
+  c_.polls.store(++ps.polls, std::memory_order_relaxed);
+  return work;
+}
+
+bool Port::poll() noexcept {
+  if (!is_inline() || !ps_) return false;
+  return poll_round(rte_rdtsc());
 }
 
 void Port::poll_loop() {
@@ -1157,15 +1200,8 @@ void Port::poll_loop() {
   uint64_t q = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     quiescent_.store(++q, std::memory_order_seq_cst);  // see detach()
-    ps.eps_loaded = false;
     const uint64_t now = rte_rdtsc();
-    const bool link = link_ok();
-    if (!link && opt_.restart_down_ms != 0) restart_if_down(now);
-    if (link) ps.down_since = 0;
-    bool work = link && process_rx();
-    housekeeping(now);
-    work = process_tx(now, link) || work;
-    c_.polls.store(++ps.polls, std::memory_order_relaxed);
+    const bool work = poll_round(now);
     if (work) {
       ps.last_work = now;
       ps.sleep_ns = std::min<uint64_t>(1000, ps.sleep_max_ns);

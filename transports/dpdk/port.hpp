@@ -68,7 +68,10 @@ struct PortOptions {
   /// with nothing received or sent it sleeps, from 1 us doubling up to sleep_max_us, woken early
   /// by Endpoint::tx (and by rx interrupts where the PMD has them; memif and af_packet do not,
   /// so their rx is seen at most sleep_max_us late).
-  enum class Idle { Busy, Adaptive } idle = Idle::Adaptive;
+  /// Inline: no thread of its own: the owner's loop calls poll() (busd's main loop, which then
+  /// sleeps at most sleep_max_us). For machines with fewer cores than busy threads (two busd,
+  /// their poll threads and the agents on 2 vCPUs): it saves two thread hand-offs per message.
+  enum class Idle { Busy, Adaptive, Inline } idle = Idle::Adaptive;
   uint32_t spin_us = 20;
   uint32_t sleep_max_us = 100;
   /// Restart the device (stop, start) when its link has been down this long, and again as long
@@ -230,6 +233,10 @@ class Port {
 
   /// A new endpoint (owned by the Port until detach). AlreadyExists for a (local_ip, local_port)
   /// already attached; LimitReached beyond kMaxEndpoints.
+  /// Idle::Inline only, from the one thread that drives the endpoints: one round of what the
+  /// poll thread does (rx burst and hand-off, ARP, tx burst). True when it moved something.
+  bool poll() noexcept;
+  [[nodiscard]] bool is_inline() const noexcept { return opt_.idle == PortOptions::Idle::Inline; }
   [[nodiscard]] Expected<Endpoint*> attach(const EndpointOptions& opt);
   /// Removes and frees the endpoint (its waiting datagrams too). Waits until the poll thread no
   /// longer uses it (one poll loop). Handles the consumer still holds stay valid until given to
@@ -269,6 +276,7 @@ class Port {
   bool process_tx(uint64_t now, bool link) noexcept;
   bool link_ok() const noexcept;
   void restart_if_down(uint64_t now) noexcept;  // restart_down_ms
+  bool poll_round(uint64_t now) noexcept;        // one round of the poll loop (or of poll())
   void sleep_once(uint64_t now) noexcept;
 
   PortOptions opt_;

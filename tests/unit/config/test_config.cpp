@@ -1116,7 +1116,7 @@ TEST_CASE("[dpdk] and kind = \"dpdk\" links: each error is one exact line", "[co
                    "[[dpdk.ports]]\nname = \"p\"") ==
           "busd.toml:6: dpdk.ports[2].name: \"p\" is already the name of dpdk.ports[0]");
     CHECK(error_of("[[dpdk.ports]]\nname = \"p\"\nidle = \"spin\"") ==
-          "busd.toml:3: dpdk.ports[0].idle: must be one of busy, adaptive, got \"spin\"");
+          "busd.toml:3: dpdk.ports[0].idle: must be one of busy, adaptive, inline, got \"spin\"");
     CHECK(error_of("[[dpdk.ports]]\nname = \"p\"\nmac = \"02:00:00:00:00:0g\"") ==
           "busd.toml:3: dpdk.ports[0].mac: must be \"aa:bb:cc:dd:ee:ff\" (six hex bytes) or \"\" "
           "(the port's own), got \"02:00:00:00:00:0g\"");
