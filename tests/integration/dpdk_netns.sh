@@ -13,6 +13,8 @@
 #     nftables on its egress) and reordering (netem, or the port's own impair_reorder):
 #     corrupt frames are dropped and counted (link_datagrams_corrupt), busd does not crash
 #   kill -9 of one busd: the other reports the link down; it comes back after a restart
+#   two links on one port: a third busd on b's end of the veth; busd a links to b and to it
+#   through its one port, told apart by UDP port; messages from both arrive
 # Needs root, namespaces and a busd built with DPDK: otherwise it prints why and exits 77.
 #   dpdk_netns.sh BUSD BUSCTL LINK_AGENT SCHEMA_DIR
 set -uo pipefail
@@ -30,8 +32,10 @@ tag=bd$(( $$ % 100000 ))
 net="10.$(( 100 + $$ % 100 )).$(( ($$ / 100) % 250 ))"   # the kernel's addresses on the veths
 dnet="10.$(( 100 + $$ % 100 )).$(( ($$ / 100) % 250 + 1 ))"  # the DPDK link's (not the kernel's)
 dir=$(mktemp -d /tmp/busd-dpdk-netns-XXXXXX)
-declare -A busd_pid ip lcore
+declare -A busd_pid ip lcore ns_of links_of
 ip[a]=$dnet.1 ip[b]=$dnet.2 lcore[a]=0 lcore[b]=1
+# A host's links: "LOCAL_UDP_PORT>PEER_IP:PEER_UDP_PORT ...", all on its one port.
+links_of[a]="7400>${ip[b]}:7400" links_of[b]="7400>${ip[a]}:7400"
 failures=0
 scale=${BUS_TEST_SCALE:-1}
 n() { local v=$(( $1 / scale )); echo $(( v > 10 ? v : 10 )); }
@@ -40,7 +44,7 @@ cleanup() {
   for h in "${!busd_pid[@]}"; do kill -9 "${busd_pid[$h]}" 2>/dev/null; done
   jobs -p | xargs -r kill -9 2>/dev/null
   wait 2>/dev/null
-  for h in a b; do ip netns del "${tag}$h" 2>/dev/null; rm -rf "/var/run/dpdk/${tag}$h"; done
+  for h in a b c; do ip netns del "${tag}$h" 2>/dev/null; rm -rf "/var/run/dpdk/${tag}$h"; done
   if [ "$failures" -eq 0 ] || [ -z "${BUS_TEST_KEEP:-}" ]; then rm -rf "$dir"; else echo "kept $dir"; fi
 }
 trap cleanup EXIT
@@ -60,20 +64,21 @@ for h in a b; do
   i=$((i + 1))
 done
 
-start_busd() {  # host, extra [[dpdk.ports]] keys
-  local h=$1 extra=${2:-} other=b
-  [ "$h" = b ] && other=a
+start_busd() {  # host, extra [[dpdk.ports]] keys (the namespace: ns_of[host], else the host's own)
+  local h=$1 extra=${2:-} ns=${ns_of[$1]:-$1} l
   mkdir -p "$dir/$h"
   {
     printf '[busd]\nsocket = "%s"\nlog_level = "info"\nlanes = false\n' "$dir/$h/busd.sock"
     printf '[cluster]\nname = "dpdk-netns"\nnode = "%s"\n' "$h"
     printf 'heartbeat_ms = 200\ndead_after_ms = 1000\nbackoff_min_ms = 50\nbackoff_max_ms = 400\n'
     printf '[dpdk]\neal = ["-l", "%s", "--no-huge", "-m", "256", "--no-pci", "--no-telemetry", ' "${lcore[$h]}"
-    printf '"--log-level=lib.eal:warning", "--file-prefix=%s", "--vdev=net_af_packet0,iface=%s,qpairs=1"]\n' "${tag}$h" "${tag}$h"
+    printf '"--log-level=lib.eal:warning", "--file-prefix=%s", "--vdev=net_af_packet0,iface=%s,qpairs=1"]\n' "${tag}$h" "${tag}$ns"
     printf '[[dpdk.ports]]\nname = "net_af_packet0"\n%s\n' "$extra"
-    printf '[[links]]\nkind = "dpdk"\nport = "net_af_packet0"\nlocal = "%s:7400"\npeer = "%s:7400"\n' "${ip[$h]}" "${ip[$other]}"
+    for l in ${links_of[$h]}; do
+      printf '[[links]]\nkind = "dpdk"\nport = "net_af_packet0"\nlocal = "%s:%s"\npeer = "%s"\n' "${ip[$h]}" "${l%%>*}" "${l#*>}"
+    done
   } > "$dir/$h/busd.toml"
-  (exec ip netns exec "${tag}$h" "$busd" --config "$dir/$h/busd.toml" >> "$dir/$h/busd.log" 2>&1) &
+  (exec ip netns exec "${tag}$ns" "$busd" --config "$dir/$h/busd.toml" >> "$dir/$h/busd.log" 2>&1) &
   busd_pid[$h]=$!
 }
 
@@ -205,6 +210,24 @@ start_busd a
 wait_for 15 links_up_is a 1 && wait_for 15 links_up_is b 1 && ok "a restarted: the link is up again" ||
   fail "a did not come back"
 COUNT=$(n 2000) check_flow after_restart b:0 -- a
+
+# ---- two links on one port: busd c runs in b's namespace with a DPDK port on the same veth
+# end; busd a (restarted with a second link) reaches b and c through its one port, told apart
+# by its local UDP port (7400 for b, 7401 for c). c's port answers ARP for c's address; b's
+# port sees c's datagrams too and drops them as not its own (and the other way round).
+ip[c]=$dnet.3 lcore[c]=0 ns_of[c]=b
+links_of[c]="7400>${ip[a]}:7401"
+links_of[a]="7400>${ip[b]}:7400 7401>${ip[c]}:7400"
+kill "${busd_pid[a]}"; wait "${busd_pid[a]}" 2>/dev/null
+start_busd a
+start_busd c
+if wait_for 15 links_up_is a 2 && wait_for 15 links_up_is c 1 && wait_for 15 links_up_is b 1; then
+  ok "two DPDK links on one port: a is linked to b (a:7400) and to c (a:7401) through net_af_packet0"
+  COUNT=$(n 2000) check_flow shared_port b:0 c:0 -- a
+else
+  for h in a c; do tail -3 "$dir/$h/busd.log"; done
+  fail "two links on one port: links_up a=$(global a links_up) b=$(global b links_up) c=$(global c links_up)"
+fi
 
 echo "== $failures failure(s)"
 [ $failures -eq 0 ]

@@ -1,10 +1,12 @@
 # What the network-namespace link tests share (sourced by links_netns.sh and dpdk_netns.sh).
 # The caller sets: dir (its temporary directory), tag (namespace name prefix: host h is
-# namespace ${tag}h, its busd's files in $dir/h), agent (link_agent), busctl, and failures=0.
+# namespace ${tag}h, its busd's files in $dir/h; or ns_of[h] names the namespace it shares with
+# another host), agent (link_agent), busctl, and failures=0.
 
+declare -p ns_of >/dev/null 2>&1 || declare -A ns_of=()  # no host shares a namespace
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 ok() { echo "ok: $*"; }
-in_ns() { local h=$1; shift; BUS_SOCKET="$dir/$h/busd.sock" ip netns exec "${tag}$h" "$@"; }
+in_ns() { local h=$1; shift; BUS_SOCKET="$dir/$h/busd.sock" ip netns exec "${tag}${ns_of[$h]:-$h}" "$@"; }
 
 global() {  # host, counter name
   "$busctl" --counters "$dir/$1/busd.counters" stat --json 2>/dev/null |
