@@ -112,7 +112,9 @@ kill "$so" 2>/dev/null; wait "$so" 2>/dev/null
 
 # ---- interop: tcpdump and flatc, tools nobody here wrote
 if command -v tcpdump >/dev/null && command -v flatc >/dev/null; then
-  in_ns b tcpdump -i "${tag}b" -U -n -w "$dir/link.pcap" udp port 7400 > "$dir/tcpdump.log" 2>&1 & td=$!
+  # exec all the way down (as for busd): $! is tcpdump itself, which the kill below must reach.
+  (exec ip netns exec "${tag}b" tcpdump -i "${tag}b" -U -n -w "$dir/link.pcap" udp port 7400 > "$dir/tcpdump.log" 2>&1) &
+  td=$!
   sleep 1
   in_ns b "$agent" check dn.capture --publishers 1 --count 20 --print-ids 20 --timeout-s 10 > "$dir/check-capture.log" 2>&1 & ck=$!
   wait_for 10 ready "$dir/check-capture.log"; sleep 0.5
