@@ -146,15 +146,20 @@ std::string example_line(std::string_view key, const std::string& value, std::st
   return line;
 }
 
+// A key of a table: "k = v", or in a commented example "# k = v" with its help.
+std::string table_line(std::string_view k, const std::string& v, std::string_view help, bool example) {
+  if (example) return example_line(k, v, help);
+  std::string line(k);
+  line += " = ";
+  line += v;
+  line += '\n';
+  return line;
+}
+
 // A kind = "dpdk" link: every key (the commented example: "# " before each line, and help).
 std::string dpdk_link(const LinkConfig& l, bool example) {
   const auto key = [&](std::string_view k, const std::string& v, std::string_view help) {
-    if (example) return example_line(k, v, help);
-    std::string line(k);
-    line += " = ";
-    line += v;
-    line += '\n';
-    return line;
+    return table_line(k, v, help, example);
   };
   std::string out = example ? "# [[links]]\n" : "\n[[links]]\n";
   out += key("kind", detail::quoted(l.kind), "");
@@ -174,12 +179,7 @@ std::string dpdk_link(const LinkConfig& l, bool example) {
 // One [[dpdk.ports]] table, every key (or the commented example).
 std::string dpdk_port(const DpdkPort& p, bool example) {
   const auto key = [&](std::string_view k, const std::string& v, std::string_view help) {
-    if (example) return example_line(k, v, help);
-    std::string line(k);
-    line += " = ";
-    line += v;
-    line += '\n';
-    return line;
+    return table_line(k, v, help, example);
   };
   std::string out = example ? "#\n# [[dpdk.ports]]\n" : "\n[[dpdk.ports]]\n";
   out += key("name", detail::quoted(p.name), "ethdev name: a --vdev name or a PCI address");

@@ -273,12 +273,10 @@ bool Daemon::sleep_until_ready(uint64_t timeout_ns) {
       ready = true;
     }
   }
-  const bool links_armed = !ready && arm_links();
-  if (!ready && !links_armed) ready = true;
-  if (!ready) {
-    handle_events(std::min<uint64_t>(timeout_ns, 1000 * kMs));
-  }
-  if (links_armed || ready) disarm_links();
+  const bool links_armed = !ready;  // the links too announce the sleep, unless a ring is ready
+  if (links_armed && !arm_links()) ready = true;
+  if (!ready) handle_events(std::min<uint64_t>(timeout_ns, 1000 * kMs));
+  if (links_armed) disarm_links();
   for (size_t i = 0; i < armed_from && i < active_.size(); ++i) {
     Agent* a = active_[i];
     if (a->phase != Agent::Phase::Active) continue;

@@ -4,12 +4,6 @@
 // meets in the middle. Everything above the link (Hello, session, interest, routing) is the
 // same as over TCP (links.cpp).
 #include <sys/random.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 
 #include "daemon.hpp"
 #include "log.hpp"
@@ -55,62 +49,6 @@ uint32_t random_conn_id() {
   return v;
 }
 
-// A memif server with a file-system socket (socket-abstract=no) does not start while the
-// socket file of an earlier run is there ("Address already in use"), as after a kill -9. The
-// file is removed when nothing listens on it; a socket somebody listens on is left alone (the
-// EAL then reports the conflict). Abstract sockets (memif's default) vanish with their owner.
-// The memif vdevs of the EAL arguments: name, role, socket and whether it is abstract.
-struct MemifDev {
-  std::string name, path, role = "server", abstract = "yes";
-};
-std::vector<MemifDev> memif_devs(const std::vector<std::string>& eal) {
-  std::vector<MemifDev> out;
-  for (size_t i = 0; i < eal.size(); ++i) {
-    std::string dev = eal[i];
-    if (dev == "--vdev" && i + 1 < eal.size()) {
-      dev = eal[i + 1];
-    } else if (dev.rfind("--vdev=", 0) == 0) {
-      dev = dev.substr(7);
-    } else {
-      continue;
-    }
-    if (dev.rfind("net_memif", 0) != 0) continue;
-    MemifDev m;
-    size_t at = dev.find(',');
-    m.name = dev.substr(0, at);
-    while (at != std::string::npos) {
-      const size_t next = dev.find(',', at + 1);
-      const std::string kv = dev.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
-      const size_t eq = kv.find('=');
-      if (eq != std::string::npos) {
-        const std::string k = kv.substr(0, eq), v = kv.substr(eq + 1);
-        if (k == "socket") m.path = v;
-        if (k == "role") m.role = v;
-        if (k == "socket-abstract") m.abstract = v;
-      }
-      at = next;
-    }
-    out.push_back(std::move(m));
-  }
-  return out;
-}
-
-void remove_stale_memif_sockets(const std::vector<std::string>& eal) {
-  for (const MemifDev& m : memif_devs(eal)) {
-    const std::string& path = m.path;
-    if (m.role != "server" || m.abstract != "no" || path.empty() || path.size() >= sizeof(sockaddr_un{}.sun_path)) continue;
-    if (::access(path.c_str(), F_OK) != 0) continue;
-    const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (fd < 0) continue;
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::memcpy(a.sun_path, path.data(), path.size());
-    const bool refused = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno == ECONNREFUSED;
-    ::close(fd);
-    if (refused && ::unlink(path.c_str()) == 0) log::info("dpdk_memif_stale_socket_removed", {{"path", path}});
-  }
-}
-
 dpdk::PortOptions port_options(const config::DpdkPort& c) {
   dpdk::PortOptions o;
   o.name = c.name;
@@ -136,10 +74,13 @@ Expected<void> Daemon::start_dpdk_links() {
   bool any = false;
   for (const auto& lc : cfg.links) any |= lc.kind == "dpdk";
   if (!any) return {};
-  remove_stale_memif_sockets(cfg.dpdk.eal);
+  for (const std::string& path : dpdk::remove_stale_memif_sockets(cfg.dpdk.eal)) {
+    log::info("dpdk_memif_stale_socket_removed", {{"path", path}});
+  }
   if (auto r = dpdk::init_eal(cfg.dpdk.eal); !r) return tl::unexpected(r.error().context("dpdk"));
   // busd's thread frees and allocates mbufs: as a registered lcore it gets a mempool cache.
   if (auto r = dpdk::register_thread(); !r) log::warn("dpdk_register_thread", {{"why", r.error().message()}});
+  const std::vector<dpdk::MemifVdev> memifs = dpdk::memif_vdevs(cfg.dpdk.eal);
   auto state = std::make_shared<DpdkPorts>();
   dpdk_ = state;
   for (const auto& pc : cfg.dpdk.ports) {
@@ -147,7 +88,7 @@ Expected<void> Daemon::start_dpdk_links() {
     for (const auto& lc : cfg.links) used |= lc.kind == "dpdk" && lc.port == pc.name;
     if (!used) continue;
     dpdk::PortOptions po = port_options(pc);
-    for (const MemifDev& m : memif_devs(cfg.dpdk.eal)) {
+    for (const dpdk::MemifVdev& m : memifs) {
       // A memif client connects at start only: after its server restarts it must start again.
       if (m.name == pc.name && m.role == "client") po.restart_down_ms = 500;
     }

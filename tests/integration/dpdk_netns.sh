@@ -92,23 +92,8 @@ grep -q 'peer_mac=arp' "$dir/a/busd.log" && ok "DPDK link up over af_packet on a
 # ---- pub/sub both ways, queue group, request/reply
 COUNT=$(n 5000) check_flow a_to_b a:0 -- b
 COUNT=$(n 5000) check_flow b_to_a b:0 -- a
-in_ns a "$agent" serve dn.svc --group workers --name svc-a > "$dir/serve-a.log" 2>&1 & sa=$!
-in_ns b "$agent" serve dn.svc --group workers --name svc-b > "$dir/serve-b.log" 2>&1 & sb=$!
-wait_for 10 ready "$dir/serve-a.log"; wait_for 10 ready "$dir/serve-b.log"; sleep 0.5
-out=$(in_ns b "$agent" ping dn.svc --count "$(n 400)")
-echo "   $out"
-if [[ "$out" == *"svc-a="* && "$out" == *"svc-b="* && "$out" == *"errors=0"* ]]; then
-  ok "queue group with members on both hosts: requests from b answered on a and b, none lost"
-else
-  fail "queue group / request-reply: $out"
-fi
-kill "$sa" "$sb" 2>/dev/null; wait "$sa" "$sb" 2>/dev/null
-in_ns a "$agent" serve dn.only_a --name svc-only-a > "$dir/serve-only.log" 2>&1 & so=$!
-wait_for 10 ready "$dir/serve-only.log"; sleep 0.5
-out=$(in_ns b "$agent" ping dn.only_a --count "$(n 200)")
-[[ "$out" == *"svc-only-a="* && "$out" == *"errors=0"* ]] && ok "request/reply across the link: $out" ||
-  fail "request/reply across the link: $out"
-kill "$so" 2>/dev/null; wait "$so" 2>/dev/null
+check_serve "queue group with members on both hosts" dn.svc b "$(n 400)" a b
+check_serve "request/reply across the link" dn.only_a b "$(n 200)" a
 
 # ---- interop: tcpdump and flatc, tools nobody here wrote
 if command -v tcpdump >/dev/null && command -v flatc >/dev/null; then

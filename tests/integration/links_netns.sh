@@ -88,17 +88,7 @@ after=$(global b link_messages_out)
 [ "$before" = "$after" ] && ok "interest: 500 messages nobody subscribes to stayed on b (link_messages_out $after)" ||
   fail "interest: link_messages_out went from $before to $after"
 
-in_ns a "$agent" serve ns.svc --group workers --name svc-a > "$dir/serve-a.log" 2>&1 & sa=$!
-in_ns c "$agent" serve ns.svc --group workers --name svc-c > "$dir/serve-c.log" 2>&1 & sc=$!
-wait_for 10 ready "$dir/serve-a.log"; wait_for 10 ready "$dir/serve-c.log"; sleep 0.5
-out=$(in_ns b "$agent" ping ns.svc --count "$(n 400)")
-echo "   $out"
-if [[ "$out" == *"svc-a="* && "$out" == *"svc-c="* && "$out" == *"errors=0"* ]]; then
-  ok "queue group across hosts: requests from b answered by members on a and c, none lost"
-else
-  fail "queue group / request-reply: $out"
-fi
-kill "$sa" "$sc" 2>/dev/null; wait "$sa" "$sc" 2>/dev/null
+check_serve "queue group across hosts" ns.svc b "$(n 400)" a c
 
 # ---- faults on the a-b link (c stays clean)
 has_netem=0
@@ -145,7 +135,7 @@ disc_after=$(global b link_disconnects)
   fail "reset: ss -K did not end the connection ($disc_before -> $disc_after)"
 
 # ---- kill -9 of busd a
-in_ns a "$agent" serve ns.slow --silent --name never-answers > "$dir/serve-slow.log" 2>&1 &
+(in_ns_exec a "$agent" serve ns.slow --silent --name never-answers > "$dir/serve-slow.log" 2>&1) &
 wait_for 10 ready "$dir/serve-slow.log"
 sleep 0.5
 start_ns=$(date +%s%N)

@@ -7,6 +7,9 @@ declare -p ns_of >/dev/null 2>&1 || declare -A ns_of=()  # no host shares a name
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 ok() { echo "ok: $*"; }
 in_ns() { local h=$1; shift; BUS_SOCKET="$dir/$h/busd.sock" ip netns exec "${tag}${ns_of[$h]:-$h}" "$@"; }
+# The same in a subshell of its own, exec'd all the way down: (in_ns_exec h cmd) & makes $! the
+# command itself, so that a kill reaches it.
+in_ns_exec() { local h=$1; shift; BUS_SOCKET="$dir/$h/busd.sock" exec ip netns exec "${tag}${ns_of[$h]:-$h}" "$@"; }
 
 global() {  # host, counter name
   "$busctl" --counters "$dir/$1/busd.counters" stat --json 2>/dev/null |
@@ -22,6 +25,31 @@ wait_for() {  # seconds, command...
 }
 links_up_is() { [ "$(global "$1" links_up)" = "$2" ]; }
 ready() { grep -q '^ready' "$1" 2>/dev/null; }
+
+# Requests from one host to responders on others (a queue group when there are several), each
+# answering with its name: every responder serves, none is lost.
+check_serve() {  # name, subject, requester host, count, responder hosts...
+  local name=$1 subject=$2 from=$3 count=$4 h pids=() out ok_all=1
+  shift 4
+  local group=()
+  [ $# -gt 1 ] && group=(--group workers)
+  for h in "$@"; do
+    (in_ns_exec "$h" "$agent" serve "$subject" "${group[@]}" --name "svc-$h" > "$dir/serve-$subject-$h.log" 2>&1) &
+    pids+=($!)
+  done
+  for h in "$@"; do wait_for 10 ready "$dir/serve-$subject-$h.log" || fail "$name: responder on $h not ready"; done
+  sleep 0.5
+  out=$(in_ns "$from" "$agent" ping "$subject" --count "$count")
+  echo "   $out"
+  for h in "$@"; do [[ "$out" == *"svc-$h="* ]] || ok_all=0; done
+  if [ $ok_all -eq 1 ] && [[ "$out" == *"errors=0"* ]]; then
+    ok "$name: requests from $from answered by $*, none lost"
+  else
+    fail "$name: $out"
+  fi
+  kill "${pids[@]}" 2>/dev/null
+  wait "${pids[@]}" 2>/dev/null
+}
 
 # Subscribers first (ready), a moment for their interest to cross, then the publishers.
 check_flow() {  # name, publishers ("host:rate" ...) -- checkers (hosts) -- fault command (run 1 s in)

@@ -32,8 +32,6 @@ class PacketIo {
   [[nodiscard]] virtual int wait_fd() const noexcept = 0;
   [[nodiscard]] virtual bool arm() noexcept = 0;
   virtual void disarm() noexcept = 0;
-  /// "dpdk net_memif0 10.0.0.1:7400 -> 10.0.0.2:7400"
-  [[nodiscard]] virtual std::string describe() const = 0;
 };
 
 class DgramLink final : public link::Link {

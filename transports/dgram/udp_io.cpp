@@ -57,7 +57,6 @@ Expected<std::unique_ptr<UdpIo>> UdpIo::open(uint16_t local_port, uint16_t peer_
 Expected<void> UdpIo::connect_to(uint16_t peer_port) {
   sockaddr_in a = loopback(peer_port);
   if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return tl::unexpected(system_error("udp connect", errno));
-  peer_ = peer_port;
   return {};
 }
 
@@ -111,14 +110,6 @@ size_t UdpIo::tx(std::span<const std::span<const std::byte>> packets) {
     sent += static_cast<size_t>(n);
   }
   return sent;
-}
-
-std::string UdpIo::describe() const {
-  std::string s = "udp 127.0.0.1:";
-  s += std::to_string(port_);
-  s += " -> 127.0.0.1:";
-  s += std::to_string(peer_);
-  return s;
 }
 
 }  // namespace bus::dgram

@@ -34,13 +34,11 @@ class UdpIo final : public PacketIo {
   [[nodiscard]] int wait_fd() const noexcept override { return fd_; }
   [[nodiscard]] bool arm() noexcept override { return true; }
   void disarm() noexcept override {}
-  [[nodiscard]] std::string describe() const override;
 
  private:
   UdpIo(int fd, uint16_t port, size_t max_packet, size_t buffers);
   int fd_;
   uint16_t port_;
-  uint16_t peer_ = 0;
   size_t max_packet_;
   std::vector<std::byte> mem_;   // buffers, 8-byte aligned slots (+2: the payload at 2 mod 8)
   std::vector<uint32_t> free_;   // free buffer indices

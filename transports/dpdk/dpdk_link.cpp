@@ -23,16 +23,6 @@ class EndpointIo final : public dgram::PacketIo {
   [[nodiscard]] int wait_fd() const noexcept override { return ep_->wait_fd(); }
   [[nodiscard]] bool arm() noexcept override { return ep_->arm(); }
   void disarm() noexcept override { ep_->disarm(); }
-  [[nodiscard]] std::string describe() const override {
-    const EndpointOptions& o = ep_->options();
-    std::string s = "dpdk ";  // built with += : GCC 12 warns falsely (-Wrestrict) on chained +
-    s += port_.name();
-    s += ' ';
-    s += to_string(Ipv4Endpoint{o.local_ip, o.local_port});
-    s += " -> ";
-    s += to_string(Ipv4Endpoint{o.peer_ip, o.peer_port});
-    return s;
-  }
 
  private:
   Port& port_;
@@ -75,16 +65,6 @@ Expected<Ipv4Endpoint> parse_ipv4_endpoint(std::string_view text) {
   if (ec != std::errc{} || p != ps.data() + ps.size() || port == 0 || port > 65535) return bad();
   e.port = static_cast<uint16_t>(port);
   return e;
-}
-
-std::string to_string(const Ipv4Endpoint& e) {
-  std::string s;
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    s += std::to_string(e.ip >> shift & 255);
-    s += shift > 0 ? '.' : ':';
-  }
-  s += std::to_string(e.port);
-  return s;
 }
 
 Expected<std::unique_ptr<link::Link>> dial(Port& port, const EndpointOptions& ep, const dgram::ChannelOptions& o,

@@ -22,7 +22,6 @@ struct Ipv4Endpoint {
   uint16_t port = 0;
 };
 [[nodiscard]] Expected<Ipv4Endpoint> parse_ipv4_endpoint(std::string_view text);
-[[nodiscard]] std::string to_string(const Ipv4Endpoint& e);
 
 /// A new link through `port` (attaches an endpoint; the link detaches it when destroyed). It
 /// starts Connecting and finishes the datagram handshake in finish_connect(). `conn_id`:

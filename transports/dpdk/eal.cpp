@@ -1,6 +1,9 @@
 #include "dpdk/eal.hpp"
 
 #include <sched.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -111,6 +114,56 @@ Expected<void> register_thread() {
 
 void unregister_thread() noexcept {
   if (eal_ready()) ::rte_thread_unregister();
+}
+
+std::vector<MemifVdev> memif_vdevs(std::span<const std::string> args) {
+  std::vector<MemifVdev> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string dev = args[i];
+    if (dev == "--vdev" && i + 1 < args.size()) {
+      dev = args[i + 1];
+    } else if (dev.rfind("--vdev=", 0) == 0) {
+      dev = dev.substr(7);
+    } else {
+      continue;
+    }
+    if (dev.rfind("net_memif", 0) != 0) continue;
+    MemifVdev m;
+    size_t at = dev.find(',');
+    m.name = dev.substr(0, at);
+    while (at != std::string::npos) {
+      const size_t next = dev.find(',', at + 1);
+      const std::string kv = dev.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
+      const size_t eq = kv.find('=');
+      if (eq != std::string::npos) {
+        const std::string k = kv.substr(0, eq), v = kv.substr(eq + 1);
+        if (k == "socket") m.path = v;
+        if (k == "role") m.role = v;
+        if (k == "socket-abstract") m.abstract = v;
+      }
+      at = next;
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+std::vector<std::string> remove_stale_memif_sockets(std::span<const std::string> args) {
+  std::vector<std::string> removed;
+  for (const MemifVdev& m : memif_vdevs(args)) {
+    const std::string& path = m.path;
+    if (m.role != "server" || m.abstract != "no" || path.empty() || path.size() >= sizeof(sockaddr_un{}.sun_path)) continue;
+    if (::access(path.c_str(), F_OK) != 0) continue;
+    const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, path.data(), path.size());
+    const bool refused = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno == ECONNREFUSED;
+    ::close(fd);
+    if (refused && ::unlink(path.c_str()) == 0) removed.push_back(path);
+  }
+  return removed;
 }
 
 }  // namespace bus::dpdk

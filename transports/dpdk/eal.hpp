@@ -9,6 +9,7 @@
 
 #include <span>
 #include <string>
+#include <vector>
 
 #include "bus/error.hpp"
 
@@ -35,5 +36,19 @@ void cleanup_eal();
 [[nodiscard]] Expected<void> register_thread();
 /// Gives the lcore id back (threads that called register_thread, before they exit).
 void unregister_thread() noexcept;
+
+/// A memif vdev of the EAL arguments (--vdev=net_memifN,...): memif's defaults where a key is
+/// missing (role server, abstract socket).
+struct MemifVdev {
+  std::string name, path, role = "server", abstract = "yes";
+};
+[[nodiscard]] std::vector<MemifVdev> memif_vdevs(std::span<const std::string> args);
+
+/// A memif server with a file-system socket (socket-abstract=no) does not start while the
+/// socket file of an earlier run is there ("Address already in use"), as after a kill -9. Such
+/// a file is removed when nothing listens on it; one somebody listens on is left alone (the EAL
+/// then reports the conflict). Abstract sockets (memif's default) vanish with their owner.
+/// Returns the paths removed. Call before init_eal().
+std::vector<std::string> remove_stale_memif_sockets(std::span<const std::string> args);
 
 }  // namespace bus::dpdk
