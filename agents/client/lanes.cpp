@@ -24,6 +24,34 @@ namespace {
 
 constexpr uint64_t kMs = 1'000'000;
 
+// Routes that send over `l` go back to busd's path (until the next route epoch: a route asked
+// for again in this one would name the same lane).
+void forget_routes_over(Client::Impl& m, const Client::Impl::Lane& l) {
+  for (auto* map : {&m.publish_templates, &m.request_templates}) {
+    for (auto& [s, o] : *map) {
+      for (const auto& t : o.targets) {
+        if (t.lane == &l) {
+          o.targets.clear();
+          o.route_epoch = Client::Impl::kNoEpoch;
+          break;
+        }
+      }
+    }
+  }
+}
+
+// The other end broke the ring we write into it (a head outside what we wrote): nothing more
+// goes over the lane (not even an end record: the ring cannot take one) and its routes go back
+// through busd; counted once, as a verify failure. Closed tells the caller to send through busd.
+tl::unexpected<Errc> lane_broken(Client::Impl& m, Client::Impl::Lane& l) {
+  if (!l.out_ended) ++m.stats.verify_failures;
+  l.out_ended = true;
+  l.close_asked = true;
+  m.lanes_dirty = true;
+  forget_routes_over(m, l);
+  return tl::unexpected(Errc::Closed);
+}
+
 }  // namespace
 
 Client::Impl::Lane* Client::Impl::find_lane(uint32_t id) noexcept {
@@ -231,7 +259,9 @@ void Client::Impl::fence_to_busd(Lane& l, bool end) {
 
 Result<std::span<std::byte>> Client::Impl::lane_claim(Lane& l, uint32_t len, uint32_t tag) {
   auto c = l.out_try_claim(len, tag);
-  if (c || c.error() != Errc::WouldBlock) [[likely]] return c;
+  if (c) [[likely]] return c;
+  if (c.error() == Errc::Corrupt) return lane_broken(*this, l);
+  if (c.error() != Errc::WouldBlock) return c;
   // Full: wait for the reader like publish() waits for busd, looking at the control socket
   // every few ms (the lane may be closing: its reader died).
   shm::lane::count(*l.out_would_block);
@@ -241,6 +271,7 @@ Result<std::span<std::byte>> Client::Impl::lane_claim(Lane& l, uint32_t len, uin
     const uint64_t now = clock::mono_ns();
     if (now >= deadline) return tl::unexpected(Errc::WouldBlock);
     c = l.out_claim(len, wait, shm::Deadline::at(std::min(deadline, now + 5 * kMs)), tag);
+    if (!c && c.error() == Errc::Corrupt) return lane_broken(*this, l);
     if (c || c.error() != Errc::Timeout) return c;
     if (auto r = pump_control_nowait(); !r) return tl::unexpected(Errc::Closed);
     if (l.close_asked) return tl::unexpected(Errc::Closed);
@@ -297,17 +328,7 @@ void Client::Impl::settle_lanes() {
     }
     if (l.peer_gone) fail_lane_requests(l.id);
     // Routes that still name it (the epoch moved first; this is a second line of defence).
-    for (auto* map : {&publish_templates, &request_templates}) {
-      for (auto& [s, o] : *map) {
-        for (const Target& t : o.targets) {
-          if (t.lane == &l) {
-            o.targets.clear();
-            o.route_epoch = kNoEpoch;
-            break;
-          }
-        }
-      }
-    }
+    forget_routes_over(*this, l);
     lanes.erase(lanes.begin() + static_cast<std::ptrdiff_t>(i));
     ++stats.lanes_closed;
   }
@@ -358,11 +379,13 @@ Result<void> Client::Impl::read_lane(Lane& l, size_t max, uint64_t until_mark, u
     auto rec = l.in_try_peek();
     if (!rec) {
       if (rec.error() == Errc::WouldBlock) break;
-      // A lane the other agent broke: its flows stop here; everything else goes on.
+      // A lane the other agent broke: its flows stop here; everything else goes on. Our own
+      // direction ends too (settle_lanes), and nothing is routed over it after its end record.
       l.in_ended = true;
       l.close_asked = true;
       lanes_dirty = true;
       ++stats.verify_failures;
+      forget_routes_over(*this, l);
       break;
     }
     const uint32_t tag = rec->tag;

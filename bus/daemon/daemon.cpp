@@ -86,6 +86,9 @@ Expected<int> listen_at(const std::string& path, uint32_t mode, const std::strin
   sockaddr_un addr = unix_address(path);
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return tl::unexpected(system_error("socket", errno));
+  // bind() creates the file with the socket's mode less the umask: set the configured mode
+  // first, so that no one outside it can connect before the chmod below.
+  (void)::fchmod(fd, mode);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, SOMAXCONN) != 0) {
     const int e = errno;
     ::close(fd);
@@ -104,6 +107,13 @@ Expected<int> listen_at(const std::string& path, uint32_t mode, const std::strin
     return tl::unexpected(system_error("setting mode/group of " + path, e));
   }
   return fd;
+}
+
+// The counters page follows the socket: whoever may connect (write permission on the socket,
+// for the group or for others) may read it; only busd writes it. 0660 gives 0640, 0600 gives
+// 0600, 0666 gives 0644. Its group is the socket's.
+mode_t counters_mode(uint32_t socket_mode) {
+  return 0600 | ((socket_mode & 0020) != 0 ? 0040 : 0) | ((socket_mode & 0002) != 0 ? 0004 : 0);
 }
 
 }  // namespace
@@ -146,8 +156,11 @@ Expected<void> Daemon::start() {
   // Pattern and lane slots: four per agent (at least 256 patterns), within the table limit.
   const auto four_per_agent = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{cfg.limits.max_agents} * 4, counters::kMaxTableSlots));
   auto page = counters::CountersPage::create(counters_path, cfg.limits.max_agents, std::max<uint32_t>(256, four_per_agent),
-                                             four_per_agent, 0644);
+                                             four_per_agent, counters_mode(cfg.socket_mode));
   if (!page) return tl::unexpected(page.error().context("counters page"));
+  if (auto gid = group_id(cfg.socket_group); gid && *gid != ::getegid() && ::chown(counters_path.c_str(), -1, *gid) != 0) {
+    return tl::unexpected(system_error("setting the group of counters page " + counters_path, errno));
+  }
   counters_ = std::move(*page);
 
   sigset_t mask;

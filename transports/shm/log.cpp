@@ -170,10 +170,10 @@ bool LogReader::arm_sleep() noexcept {
   shared_->sleepers.fetch_add(1, std::memory_order_seq_cst);
   armed_ = true;
   // seq_cst load of the tail: pairs with publish() (seq_cst store of the tail, then seq_cst
-  // load of sleepers). Either the writer sees us counted, or we see its tail.
+  // load of sleepers). Either the writer sees us counted, or we see its tail (and a tail with
+  // no record behind it makes the ring Corrupt, as in RingConsumer::arm_sleep).
   const uint64_t t = ring_shared_->prod.tail.load(std::memory_order_seq_cst);
-  const bool published_beyond = t - ring_.position() - 1 < ring_.capacity();  // 0 < t - position <= capacity
-  if (published_beyond || ring_.readable()) {
+  if (ring_.awake_for_tail(t) || ring_.readable()) {
     disarm();
     return false;
   }

@@ -252,6 +252,20 @@ Expected<RingConsumer> RingConsumer::attach(std::span<std::byte> region, RingFds
   return c;
 }
 
+bool RingConsumer::awake_for_tail(uint64_t t) noexcept {
+  if (corrupt_ || committed(head_ & mask_)) return true;
+  // Seeing the tail, we see every record committed before it (the tail store releases them):
+  // a tail published beyond head with nothing committed at head comes from no honest producer.
+  // Staying awake for it would let one store keep this side spinning; sleeping on it would
+  // leave a ring that never moves again (its producer is stuck behind the missing record).
+  if (t - head_ - 1 < capacity_) {  // 0 < t - head_ <= capacity
+    corrupt_ = true;
+    corruption_ = "tail " + num(t) + " published beyond head " + num(head_) + " with no record committed at head";
+    return true;
+  }
+  return false;
+}
+
 tl::unexpected<Errc> RingConsumer::corrupt_record(uint64_t idx, RecordHeader h) noexcept {
   corrupt_ = true;
   corruption_ = "record at offset " + num(idx) + " (head " + num(head_) + ") has length " +
@@ -273,13 +287,11 @@ void RingConsumer::wake_producer() noexcept {
 bool RingConsumer::arm_sleep() noexcept {
   // seq_cst store then seq_cst load of tail: pairs with publish() (seq_cst store of tail, then
   // seq_cst load of this flag). Either publish() sees the flag and wakes us, or we see its tail.
-  // Stay awake if the tail was published beyond head or a record is already committed at head.
   // head may be ahead of the tail (records are visible on commit, before their publish): that
   // is no reason to stay awake, the next publish() will see the flag.
   shared_->sleep.consumer_sleeping.store(1, std::memory_order_seq_cst);
   const uint64_t t = shared_->prod.tail.load(std::memory_order_seq_cst);
-  const bool published_beyond_head = t - head_ - 1 < capacity_;  // 0 < t - head_ <= capacity
-  if (published_beyond_head || corrupt_ || committed(head_ & mask_)) {
+  if (awake_for_tail(t)) {
     shared_->sleep.consumer_sleeping.store(0, std::memory_order_relaxed);
     return false;
   }

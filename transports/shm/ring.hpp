@@ -371,6 +371,11 @@ class alignas(kFalseSharingRange) RingConsumer {
   /// giving up, call disarm().
   [[nodiscard]] bool arm_sleep() noexcept;
   void disarm() noexcept;
+  /// Part of arm_sleep (and of a broadcast log reader's): given the tail `t` just loaded
+  /// (seq_cst, after announcing the sleep), true when this side must stay awake: a record is
+  /// committed at head, or the ring is Corrupt. A tail published beyond head with no record
+  /// there is a producer's lie: the ring becomes Corrupt (try_peek says so).
+  [[nodiscard]] bool awake_for_tail(uint64_t t) noexcept;
 
   [[nodiscard]] uint32_t max_record() const noexcept { return max_record_; }
   [[nodiscard]] uint64_t capacity() const noexcept { return capacity_; }

@@ -70,12 +70,13 @@ Expected<Segment> Segment::map(int fd, size_t size, bool prefault) {
   return s;
 }
 
-Expected<Segment> Segment::create_memfd(std::string_view name, size_t size, bool prefault) {
+Expected<Segment> Segment::create_memfd(std::string_view name, size_t size, bool prefault, mode_t mode) {
   if (!valid_name(name)) return fail(Errc::InvalidArgument, "segment name '" + std::string(name) + "'");
   const std::string n = "busd:" + std::string(name);
   const int fd = ::memfd_create(n.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return tl::unexpected(system_error("memfd_create " + n, errno));
-  if (::ftruncate(fd, static_cast<off_t>(size)) != 0 || ::fcntl(fd, F_ADD_SEALS, kSeals) != 0) {
+  if (::fchmod(fd, mode) != 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0 ||
+      ::fcntl(fd, F_ADD_SEALS, kSeals) != 0) {
     const int e = errno;
     ::close(fd);
     return tl::unexpected(system_error("sizing memfd " + n, e));

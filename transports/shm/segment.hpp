@@ -4,6 +4,7 @@
 //  * memfd (default): anonymous, passed to the other process as an fd over SCM_RIGHTS; sealed
 //    against shrinking and growing, so the other side cannot truncate it under us (which would
 //    turn our next access into SIGBUS). Nothing to clean up: it dies with its last fd/mapping.
+//    Mode 0600 (owner: the creator): the descriptor passed is the permission, nothing else.
 //  * file under a directory (default /dev/shm, configurable): for tools that open a segment by
 //    path. Created O_EXCL with the configured mode; unlinked by its creator on destruction.
 //    Files cannot be sealed, so attach_path() is for trusted peers only.
@@ -30,9 +31,10 @@ class Segment {
   ~Segment();
 
   /// A new sealed memfd of `size` bytes; `prefault` touches every page now so that the data
-  /// path never takes a page fault.
+  /// path never takes a page fault. Its mode is `mode` (a memfd starts at 0777): it has no
+  /// path, but /proc/<pid>/fd/<n> reopens it for whoever may look into a process that holds it.
   [[nodiscard]] static Expected<Segment> create_memfd(std::string_view name, size_t size,
-                                                      bool prefault = true);
+                                                      bool prefault = true, mode_t mode = 0600);
 
   /// A new file `dir/name` of `size` bytes with permissions `mode`; unlinked on destruction.
   [[nodiscard]] static Expected<Segment> create_file(std::string_view dir, std::string_view name,

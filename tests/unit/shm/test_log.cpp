@@ -179,3 +179,32 @@ TEST_CASE("a log: threads, sleeping readers woken, a slow one holds the writer b
   CHECK(w->shared()->would_block.load() > 0);  // the slow reader made the writer wait
   for (int fd : fds) ::close(fd);
 }
+
+TEST_CASE("a log: a tail published past a reader with no record behind it is a lie: Corrupt", "[ring][log]") {
+  HeapLog l(1, 4096);
+  auto w = LogWriter::attach(l.region, {-1}, -1);
+  auto r = LogReader::attach(l.region, 0, -1, -1);
+  REQUIRE((w && r));
+  auto parts = check_log(l.region);
+  REQUIRE(parts);
+  auto* ring = reinterpret_cast<RingShared*>(parts->ring.data());
+  // A record the writer really commits and publishes: the reader stays awake for it.
+  auto c = w->try_claim(8, 1);
+  REQUIRE(c);
+  std::memset(c->data(), 7, 8);
+  w->commit(8);
+  w->publish();
+  CHECK_FALSE(r->arm_sleep());
+  r->disarm();
+  REQUIRE(r->try_peek());
+  r->advance();
+  r->release();
+  CHECK(r->arm_sleep());  // nothing more: it sleeps
+  r->disarm();
+  ring->prod.tail.store(ring->prod.tail.load() + 64, std::memory_order_seq_cst);  // nothing behind it
+  CHECK(r->try_peek().error() == Errc::WouldBlock);
+  CHECK_FALSE(r->arm_sleep());  // found when it goes to sleep
+  r->disarm();
+  CHECK(r->try_peek().error() == Errc::Corrupt);
+  CHECK(r->corruption().find("published beyond head") != std::string::npos);
+}

@@ -39,7 +39,8 @@ void expect_corrupt(RingConsumer& c, const char* what) {
 
 TEST_CASE("a forged tail makes nothing readable that was not committed", "[ring][hostile]") {
   // The consumer learns of records from their commit words; the tail only decides whether it
-  // may sleep. Junk there must neither expose bytes nor stop the ring.
+  // may sleep. Junk there never exposes bytes; a tail published beyond head with no record
+  // there is a lie the consumer finds when it goes to sleep.
   HeapRing r(4096);
   auto p = r.producer();
   auto c = r.consumer();
@@ -53,10 +54,22 @@ TEST_CASE("a forged tail makes nothing readable that was not committed", "[ring]
   c.release();
   r.shared().prod.tail.store(4096);
   CHECK(c.try_peek().error() == Errc::WouldBlock);  // nothing committed at head
-  CHECK_FALSE(c.arm_sleep());                       // but a moved tail keeps it awake
+  // Junk far from head: no reason to stay awake.
+  r.shared().prod.tail.store(c.position() + 3 * 4096);
+  CHECK(c.arm_sleep());
   c.disarm();
   REQUIRE(p.try_write(bytes_of("still works")));
   CHECK(text_of(c.try_peek()->data) == "still works");
+  c.advance();
+  c.release();
+  // Published beyond head with nothing committed there: the producer lied, the ring stops
+  // (staying awake for it would spin; sleeping would leave the ring stuck for good).
+  r.shared().prod.tail.store(c.position() + 16);
+  CHECK(c.try_peek().error() == Errc::WouldBlock);
+  CHECK_FALSE(c.arm_sleep());
+  c.disarm();
+  CHECK(c.try_peek().error() == Errc::Corrupt);
+  CHECK(c.corruption().find("published beyond head") != std::string::npos);
 }
 
 TEST_CASE("stale and forged commit words are not records", "[ring][hostile]") {

@@ -22,6 +22,10 @@ TEST_CASE("memfd segments are sealed and shared through their fd", "[segment]") 
   REQUIRE(format_ring(s->bytes(), 4096));
   // The other side cannot shrink it under us.
   CHECK(::ftruncate(s->fd(), 100) != 0);
+  // Mode 0600, not a memfd's 0777: reopening it through /proc/<pid>/fd is for its owner only.
+  struct stat st {};
+  REQUIRE(::fstat(s->fd(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
   auto other = Segment::attach_fd(::dup(s->fd()), ring_bytes(4096));
   REQUIRE(other);
   auto p = RingProducer::attach(s->bytes());
