@@ -388,10 +388,13 @@ Result<size_t> Client::Impl::dispatch(size_t max, uint64_t want_reply, bool* got
   size_t n = 0;
   if (!in.attached()) return n;  // disconnected: no rings
   ++dispatching;
+  // The outermost dispatch tears down a connection that a handler found gone (disconnect()).
   struct Done {
-    int& d;
-    ~Done() { --d; }
-  } done{dispatching};
+    Impl& m;
+    ~Done() {
+      if (--m.dispatching == 0 && m.teardown_deferred) m.finish_deferred_teardown();
+    }
+  } done{*this};
   for (;;) {
     const size_t before = n;
     while (n < max && !*got) {

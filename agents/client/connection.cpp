@@ -198,7 +198,7 @@ Expected<void> Client::Impl::connect_once() {
   // Hello -> Welcome (or an ErrorReply naming both versions).
   auto hello = control::CreateHelloDirect(fbb, kProtocolVersion, kProtocolVersion, kSdkName,
                                           static_cast<uint32_t>(::getpid()));
-  if (auto s = send_control(control::Body::Hello, hello.Union()); !s) return s;
+  const auto sent = send_control(control::Body::Hello, hello.Union());
   // Waits for `want` (then calls on_match) or an ErrorReply (then fails with its code).
   Expected<void> answer;
   auto await = [&](control::Body want, auto&& on_match) -> Expected<void> {
@@ -220,6 +220,12 @@ Expected<void> Client::Impl::connect_once() {
   auto r = await(control::Body::Welcome, [&](const control::ControlMessage& m) {
     max_message = m.body_as_Welcome()->max_message_size();
   });
+  if (!sent) {
+    // busd may have refused the connection at once (an ErrorReply, then close: too many
+    // connections): its reason beats "the socket closed".
+    if (!answer && answer.error().code() != Errc::Timeout) return answer;
+    return sent;
+  }
   if (!r) return r;
   if (!answer) return answer;
 
@@ -278,6 +284,21 @@ Expected<void> Client::Impl::connect_once() {
 
 void Client::Impl::disconnect(const Error& why, bool reconnect) {
   if (reservation.open) reservation = Reservation{false, true, {}, 0};  // its ring is going
+  if (dispatching > 0) {
+    // From a handler (a reply() that found busd gone), or from dispatch itself: the ring being
+    // read and the Message the handler holds stay mapped until the outermost dispatch returns,
+    // which then tears down (finish_deferred_teardown). The state changes now; no reconnect
+    // before the teardown (ensure_connected).
+    if (sock >= 0) ::close(sock);
+    sock = -1;
+    if (!teardown_deferred) {
+      teardown_deferred = true;
+      deferred_reconnect = reconnect;
+      deferred_why = why;
+    }
+    set_state(reconnect && opts.reconnect ? ConnectionState::Disconnected : ConnectionState::Closed, &why);
+    return;
+  }
   // What busd delivered before it went is still ours: hand it to the handlers first (busd
   // drains to live subscribers when it stops). Only when busd went away: never from close() or
   // a destructor (handlers may refer to what is being destroyed; drain() delivers first), not
@@ -288,6 +309,15 @@ void Client::Impl::disconnect(const Error& why, bool reconnect) {
     (void)dispatch(SIZE_MAX, 0, &got);
     disconnecting = false;
   }
+  teardown(why, reconnect);
+}
+
+void Client::Impl::finish_deferred_teardown() {
+  teardown_deferred = false;
+  teardown(deferred_why, deferred_reconnect);
+}
+
+void Client::Impl::teardown(const Error& why, bool reconnect) {
   drop_lanes();
   if (sock >= 0) ::close(sock);
   sock = -1;
@@ -312,7 +342,9 @@ Expected<void> Client::Impl::subscribe_remote(uint32_t sid) {
 
 bool Client::Impl::ensure_connected() {
   if (state == ConnectionState::Connected) return true;
-  if (state != ConnectionState::Disconnected) return false;
+  // Not from inside a dispatch: the old rings are still being read (disconnect() deferred
+  // their teardown to the end of the outermost dispatch).
+  if (state != ConnectionState::Disconnected || dispatching > 0 || teardown_deferred) return false;
   const uint64_t now = clock::mono_ns();
   if (now - last_reconnect_try_ns < reconnect_backoff_ns) return false;
   last_reconnect_try_ns = now;

@@ -156,6 +156,10 @@ struct Client::Impl {
   uint64_t last_reconnect_try_ns = 0;
   uint64_t last_control_check_ns = 0;
   bool disconnecting = false;
+  // disconnect() from inside a dispatch: the teardown waits for the outermost dispatch.
+  bool teardown_deferred = false;
+  bool deferred_reconnect = false;
+  Error deferred_why{Errc::Closed, ""};
   uint64_t reconnect_backoff_ns = 0;
 
   // Messages.
@@ -271,6 +275,9 @@ struct Client::Impl {
   // ---- connection (connection.cpp)
   Expected<void> connect_once();
   void disconnect(const Error& why, bool reconnect);
+  void finish_deferred_teardown();
+  /// Unmaps the rings and lanes, closes the socket, and moves to Disconnected (or Closed).
+  void teardown(const Error& why, bool reconnect);
   /// Reconnects if disconnected and the back-off allows; true when connected afterwards.
   bool ensure_connected();
   void set_state(ConnectionState s, const Error* why);

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <mutex>
 
 #include "bus/control.hpp"
 #include "bus/counters.hpp"
@@ -268,6 +269,61 @@ TEST_CASE("busd killed and restarted: agents reconnect and resubscribe by themse
   CHECK(states.back() == ConnectionState::Connected);
   ::kill(server, SIGTERM);
   CHECK(reap(server) == 0);
+}
+
+TEST_CASE("busd killed while a handler replies: the responder survives, reconnects and serves again", "[busd]") {
+  // The handler's reply() finds busd gone and the connection is torn down under the dispatch
+  // that called the handler (the soak test found libbus crashing there): the teardown must wait
+  // for the dispatch, and the Message stay readable until the handler returns.
+  Busd d;
+  REQUIRE(d.started());
+  std::atomic<bool> stop{false}, serving{false}, in_handler{false}, busd_dead{false};
+  std::atomic<int> handled{0}, after_kill_ok{0};
+  std::vector<ConnectionState> states;
+  std::mutex mu;
+  std::thread responder([&] {
+    auto c = d.client("fragile", "block");
+    REQUIRE(c);
+    c->on_state_change([&](ConnectionState s, const Error*) {
+      std::lock_guard lk(mu);
+      states.push_back(s);
+    });
+    REQUIRE(c->subscribe("svc.fragile", [&](const Message& m) {
+      in_handler = true;
+      // Wait for busd to die (the first request only), then read the request and reply.
+      while (handled == 0 && !busd_dead && !stop) std::this_thread::sleep_for(1ms);
+      std::this_thread::sleep_for(20ms);  // past the SDK's 10 ms control check
+      const std::string text(m.text());
+      if (c->reply(m, text)) ++after_kill_ok;
+      ++handled;
+    }));
+    serving = true;
+    while (!stop) (void)c->poll(10ms);
+  });
+  REQUIRE(eventually([&] { return serving.load(); }));
+  auto requester = d.client("asker");
+  REQUIRE(requester);
+  REQUIRE(requester->send_request("svc.fragile", "first", 5s));
+  REQUIRE(eventually([&] { return in_handler.load(); }));
+  CHECK(d.stop(SIGKILL) == 128 + SIGKILL);
+  busd_dead = true;
+  REQUIRE(eventually([&] { return handled.load() >= 1; }));
+  {
+    std::lock_guard lk(mu);
+    CHECK(std::find(states.begin(), states.end(), ConnectionState::Disconnected) != states.end());
+  }
+  d.start();
+  REQUIRE(d.started());
+  Expected<Message> r = fail(Errc::Closed);
+  REQUIRE(eventually([&] {
+    r = requester->request("svc.fragile", "second", 500ms);
+    return r.has_value();
+  }, 10000));
+  CHECK(r->text() == "second");
+  stop = true;
+  responder.join();
+  std::lock_guard lk(mu);
+  CHECK(states.back() == ConnectionState::Connected);
 }
 
 namespace {
