@@ -647,6 +647,22 @@ void Client::on_reply(std::function<void(uint64_t, const Expected<Message>&)> ha
 
 Expected<uint32_t> Client::subscribe(std::string_view pattern, Handler handler,
                                      std::string_view queue_group) {
+  return subscribe(pattern, std::move(handler), SubscribeOptions{queue_group, SlowPolicy::Block});
+}
+
+std::string_view to_string(SlowPolicy p) noexcept {
+  switch (p) {
+    case SlowPolicy::Block: return "block";
+    case SlowPolicy::DropOldest: return "drop-oldest";
+    case SlowPolicy::DropNewest: return "drop-newest";
+    case SlowPolicy::Disconnect: return "disconnect";
+  }
+  return "?";
+}
+
+Expected<uint32_t> Client::subscribe(std::string_view pattern, Handler handler, const SubscribeOptions& options) {
+  const std::string_view queue_group = options.queue_group;
+  if (options.slow > SlowPolicy::Disconnect) return fail(Errc::InvalidArgument, "unknown slow-consumer policy");
   Impl& m = *impl_;
   if (!handler) return fail(Errc::InvalidArgument, "subscribe needs a handler");
   if (!m.ensure_connected()) return fail(Errc::Closed, "not connected to busd");
@@ -656,6 +672,7 @@ Expected<uint32_t> Client::subscribe(std::string_view pattern, Handler handler,
   auto& s = m.subs[sid];
   s.pattern.assign(pattern);
   s.group.assign(queue_group);
+  s.slow = options.slow;
   s.handler = std::move(handler);
   if (auto r = m.subscribe_remote(sid); !r) {
     s = Impl::Subscription{};

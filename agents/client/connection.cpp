@@ -334,7 +334,8 @@ void Client::Impl::teardown(const Error& why, bool reconnect) {
 Expected<void> Client::Impl::subscribe_remote(uint32_t sid) {
   const Subscription& s = subs[sid];
   auto body = control::CreateSubscribeDirect(fbb, sid, s.pattern.c_str(),
-                                             s.group.empty() ? nullptr : s.group.c_str());
+                                             s.group.empty() ? nullptr : s.group.c_str(),
+                                             static_cast<control::SlowPolicy>(s.slow));
   if (auto r = send_control(control::Body::Subscribe, body.Union()); !r) return r;
   const uint64_t deadline = clock::mono_ns() + static_cast<uint64_t>(opts.control_timeout.count()) * kMs;
   return pump_control(control_seq, deadline, [](const control::ControlMessage&) -> Expected<void> { return {}; });

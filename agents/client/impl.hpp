@@ -133,6 +133,7 @@ struct Client::Impl {
   struct Subscription {
     std::string pattern;
     std::string group;
+    SlowPolicy slow = SlowPolicy::Block;
     Handler handler;
     bool active = false;
   };

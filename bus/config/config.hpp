@@ -46,6 +46,17 @@ struct Limits {
   uint64_t ring_capacity = bus::defaults::kRingCapacity;
   uint32_t max_lanes_per_agent = 64;  // lanes one agent may have open at once (each: two rings)
   uint32_t max_lane_targets = 8;      // subscribers a subject may have and still go over lanes
+  /// Per agent: bytes of messages busd keeps for it while its ring is full, for its
+  /// subscriptions with a drop-oldest, drop-newest or disconnect policy (rounded down to a
+  /// power of two; below 4096: none, the policy acts as soon as the ring is full).
+  uint64_t slow_buffer_bytes = 1u << 20;
+  /// Connections (local and remote agents) that have not registered yet, at once: past it a
+  /// new one gets a LimitReached error and is closed. Also the time one may take to register.
+  uint32_t max_pending_connections = 256;
+  uint32_t handshake_ms = 5000;
+  /// TCP connections from one remote address (remote agents and link connections still in
+  /// their handshake) at once; past it a new one is refused.
+  uint32_t max_connections_per_address = 64;
 
   friend bool operator==(const Limits&, const Limits&) = default;
 };
@@ -63,6 +74,7 @@ struct Cluster {
   uint32_t backoff_min_ms = 50;    // first redial delay; doubles per failure up to
   uint32_t backoff_max_ms = 5000;  // this, each with +-25% jitter
   uint64_t hold_bytes = 8ull << 20;  // per peer: messages held while its link is down; past it dropped and counted
+  uint32_t max_peers = 64;  // peer busds this one knows (its [[links]] and the node names that dialed in)
 
   friend bool operator==(const Cluster&, const Cluster&) = default;
 };
@@ -140,6 +152,9 @@ struct Config {
   /// uid's are always copied, then verified). It costs ~5-10 ns per message (measured); false
   /// trusts same-uid writers, which could do worse than send a bad message anyway.
   bool lanes_verify_same_uid = true;
+  /// $bus.slow events: at most one "became slow" per subscription per this many ms (each is
+  /// followed by its "recovered"); 0 = no limit.
+  uint32_t slow_event_interval_ms = 1000;
   Limits limits;
   std::vector<AclRule> acl;
   Cluster cluster;

@@ -18,6 +18,7 @@ namespace {
 
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
+constexpr uint64_t kGiB = 1024 * kMiB;
 constexpr size_t kMaxSocketPath = sizeof(sockaddr_un{}.sun_path) - 1;  // room for the NUL
 
 std::string absolute_path_or_empty(std::string_view v) {
@@ -186,6 +187,10 @@ constexpr Field kFields[] = {
     {"busd", "lanes_verify_same_uid", Form::Flag, &Config::lanes_verify_same_uid, false, 0, 0, nullptr,
      "On a lane between agents of the same uid, the reader verifies each message too (another "
      "uid's are always copied, then verified); false trusts same-uid writers."},
+    {"busd", "slow_event_interval_ms", Form::Integer, &Config::slow_event_interval_ms, false, 0,
+     3'600'000, nullptr,
+     "$bus.slow events: at most one \"became slow\" per subscription per this many ms (each "
+     "followed by its \"recovered\"); 0 = no limit."},
 
     {"limits", "max_agents", Form::Integer, &Limits::max_agents, false, 1, 1'000'000, nullptr,
      "Agents registered at once."},
@@ -204,6 +209,20 @@ constexpr Field kFields[] = {
      100'000, nullptr, "Lanes one agent may have open at once (each holds two rings)."},
     {"limits", "max_lane_targets", Form::Integer, &Limits::max_lane_targets, false, 1, 1024,
      nullptr, "Subscribers a subject may have and still go over lanes (more: through busd)."},
+    {"limits", "slow_buffer_bytes", Form::Integer, &Limits::slow_buffer_bytes, true, 0, 1 * kGiB,
+     nullptr,
+     "Per agent: bytes busd keeps for it while its ring is full, for drop-oldest, drop-newest and "
+     "disconnect subscriptions (rounded down to a power of two; below 4096: none)."},
+    {"limits", "max_pending_connections", Form::Integer, &Limits::max_pending_connections, false, 1,
+     1'000'000, nullptr,
+     "Agent connections (local and remote) not registered yet, at once; past it a new one is "
+     "refused with an error."},
+    {"limits", "handshake_ms", Form::Integer, &Limits::handshake_ms, false, 100, 600'000, nullptr,
+     "An agent connection must register within this long, else it is closed."},
+    {"limits", "max_connections_per_address", Form::Integer, &Limits::max_connections_per_address,
+     false, 1, 1'000'000, nullptr,
+     "TCP connections from one remote address at once (remote agents, and link connections "
+     "before their Hello); past it a new one is refused."},
 
     {"cluster", "name", Form::Text, &Cluster::name, true, 0, 0, check_cluster_name,
      "Cluster name (1 to 255 of A-Z a-z 0-9 . _ -): peers of another cluster name are refused at "
@@ -229,6 +248,24 @@ constexpr Field kFields[] = {
      nullptr,
      "Per peer: bytes of messages held while its link is down; past it they are dropped and "
      "counted."},
+    {"cluster", "max_peers", Form::Integer, &Cluster::max_peers, true, 1, 4096, nullptr,
+     "Peer busds this one knows at once: its [[links]] and every node name that dialed in; "
+     "past it a new node's link is refused."},
+
+    {"tls", "cert", Form::Text, &Tls::cert, true, 0, 0, absolute_path_or_empty,
+     "PEM certificate (chain) busd presents on its TLS listeners and links; \"\" = none."},
+    {"tls", "key", Form::Text, &Tls::key, true, 0, 0, absolute_path_or_empty,
+     "PEM private key of cert."},
+    {"tls", "ca", Form::Text, &Tls::ca, true, 0, 0, absolute_path_or_empty,
+     "PEM CA bundle that verifies peer busds and remote agents; \"\" = the system's CAs."},
+    {"tls", "verify_peer", Form::Flag, &Tls::verify_peer, true, 0, 0, nullptr,
+     "On TLS listeners, require a client certificate the CA signed (mutual TLS; its CN or SAN "
+     "is the identity); when dialing, verify the peer's certificate. false: a listener asks for "
+     "none (use [[tokens]] for identities)."},
+    {"tls", "listen_links", Form::Flag, &Tls::listen_links, true, 0, 0, nullptr,
+     "[cluster] listen speaks TLS only (needs cert and key); links dial with TLS per [[links]] tls."},
+    {"tls", "listen_agents", Form::Flag, &Tls::listen_agents, true, 0, 0, nullptr,
+     "[busd] tcp_listen speaks TLS only (needs cert and key): agents connect with tls://host:port."},
 };
 
 // Every uint32_t field's range fits its type (set() casts).

@@ -55,8 +55,31 @@ struct Agent {
     std::string pattern;
     uint32_t group = 0;
     counters::PatternCounters* stats = nullptr;  // its pattern's slot in the counters page
+    // What happens to a message for it that finds the agent's ring full (routing.cpp, slow.cpp).
+    control::SlowPolicy policy = control::SlowPolicy::Block;
+    // Slow-consumer state: a message for it found the ring full and the agent has not caught
+    // up since; whether $bus.slow.became_slow went out for this episode (the rate limit may
+    // hold it back); events the rate limit left out; when the last one went out.
+    bool slow = false;
+    bool announced = false;
+    uint32_t suppressed = 0;
+    uint64_t last_event_ns = 0;
+    uint64_t dropped = 0;  // messages for it dropped by its policy
   };
   std::unordered_map<uint32_t, Sub> subs;
+
+  // Slow-consumer buffer (slow.cpp): deliveries for a drop-oldest, drop-newest or disconnect
+  // subscription that found `to` full wait here, in busd's memory, in arrival order, up to
+  // limits.slow_buffer_bytes; while anything waits here, every later delivery to the agent goes
+  // behind it (block subscriptions wait, as for a full ring), so that order per publisher holds.
+  std::vector<std::byte> slow_mem;  // allocated on first need, kept until the agent goes
+  shm::RingProducer slow_in;
+  shm::RingConsumer slow_out;
+  uint64_t slow_bytes = 0;   // bytes waiting in it
+  bool slow_waiting = false;  // slow_out has records
+  bool slow_listed = false;   // in Daemon::slow_agents_
+  bool slow_cut = false;      // a disconnect-policy subscription overflowed: removed after the pass
+  uint32_t slow_cut_sid = 0;  // ... this one
 
   // Back-pressure (block policy): the message at the head of `from` still owes deliveries to
   // these targets; nothing more is read from this agent until they are done.

@@ -1,6 +1,7 @@
 // busd's control plane: handshake, registration and rings, subscriptions, discovery, presence,
 // heartbeats, reload, and what happens when an agent goes away. Single-threaded bookkeeping:
 // nothing here is on the per-message path.
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "bus/clock.hpp"
 #include "bus/control.hpp"
@@ -21,7 +23,6 @@ namespace {
 
 constexpr uint32_t kControlFrameMax = 64 * 1024;
 constexpr uint64_t kMs = 1'000'000;
-constexpr uint64_t kHandshakeNs = 10'000 * kMs;
 constexpr char kServer[] = "busd/0.1";
 
 std::string versions(uint32_t lo, uint32_t hi) {
@@ -30,7 +31,8 @@ std::string versions(uint32_t lo, uint32_t hi) {
 
 bool valid_agent_name(std::string_view n) {
   if (n.empty() || n.size() > 63) return false;
-  // '@' names agents of other hosts ("name@node").
+  // '$' and _INBOX belong to busd's own subjects; '@' names agents of other hosts ("name@node").
+  if (n.front() == '$' || n.starts_with("_INBOX")) return false;
   return std::all_of(n.begin(), n.end(), [](char c) { return c > ' ' && c < 0x7F && c != '@'; });
 }
 
@@ -81,12 +83,103 @@ void Daemon::send_error(Agent& a, uint64_t ref, Errc code, const std::string& me
   send_control(a, control::Body::ErrorReply, e.Union());
 }
 
+void Daemon::refuse_connection(int fd, Errc code, const std::string& why) {
+  counters_.add(counters::Global::control_errors);
+  auto e = control::CreateErrorReplyDirect(fbb_, code, why.c_str(), 0);
+  auto msg = control::CreateControlMessage(fbb_, ++control_seq_, control::Body::ErrorReply, e.Union());
+  control::FinishControlMessageBuffer(fbb_, msg);
+  // A new socket's send buffer is empty: the frame fits without waiting (or is lost, harmlessly).
+  (void)sock::send_frame(fd, {reinterpret_cast<const std::byte*>(fbb_.GetBufferPointer()), fbb_.GetSize()});
+  fbb_.Clear();
+  ::close(fd);
+}
+
+void Daemon::note_refusal(std::string_view from, const std::string& why) {
+  counters_.add(counters::Global::limit_hits);
+  // A flood is logged once a second, not per connection.
+  const uint64_t now = clock::mono_ns();
+  if (now - last_refusal_log_ns_ >= 1000 * kMs) {
+    log::warn("connection_refused", {{"from", from}, {"why", why}});
+    last_refusal_log_ns_ = now;
+  }
+}
+
+bool Daemon::pending_connections_full(std::string_view from) {
+  // Agents not registered yet: every record that is not an active agent (the ones closing
+  // now are reaped at the start of the next loop turn).
+  const size_t pending = agents_.size() - active_.size();
+  if (pending < opts_.config.limits.max_pending_connections) return false;
+  note_refusal(from, "limits.max_pending_connections reached");
+  return true;
+}
+
+namespace {
+// "10.0.0.2:7400" -> "10.0.0.2", "[::1]:7400" -> "[::1]".
+std::string_view host_of(std::string_view address) noexcept {
+  const size_t colon = address.rfind(':');
+  return colon == std::string_view::npos ? address : address.substr(0, colon);
+}
+}  // namespace
+
+std::string Daemon::remote_limit(std::string_view from) {
+  const std::string_view host = host_of(from);
+  size_t same = 0;
+  for (const auto& [id, a] : agents_) same += a->tcp && a->phase != Agent::Phase::Closing && host_of(a->tcp_from) == host ? 1 : 0;
+  for (const auto& [id, g] : greeters_) same += host_of(g.from) == host ? 1 : 0;
+  std::string why;
+  const auto& l = opts_.config.limits;
+  if (same >= l.max_connections_per_address) {
+    why.append("busd has limits.max_connections_per_address (").append(std::to_string(l.max_connections_per_address));
+    why.append(") connections from ").append(host).append(" already");
+  } else if (agents_.size() - active_.size() + greeters_.size() >= l.max_pending_connections) {
+    why.append("busd has limits.max_pending_connections (").append(std::to_string(l.max_pending_connections));
+    why.append(") connections waiting to register; try again later");
+  }
+  if (!why.empty()) note_refusal(from, why);
+  return why;
+}
+
+bool Daemon::shed_connection(int listener, int err) {
+  if (err != EMFILE && err != ENFILE) return false;
+  // Out of descriptors: the waiting connection would keep the listener readable and the loop
+  // spinning. The spare descriptor is given up for a moment to accept it and close it at once.
+  counters_.add(counters::Global::limit_hits);
+  const uint64_t now = clock::mono_ns();
+  if (now - last_refusal_log_ns_ >= 1000 * kMs) {
+    log::warn("connection_refused", {{"why", std::strerror(err)}, {"fix", "raise busd's RLIMIT_NOFILE (LimitNOFILE=)"}});
+    last_refusal_log_ns_ = now;
+  }
+  if (spare_fd_ >= 0) ::close(spare_fd_);
+  const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd >= 0) ::close(fd);
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return fd >= 0;
+}
+
+std::span<const std::byte> Daemon::aligned_control(std::span<const std::byte> frame) {
+  // FlatBuffers reads its scalars in place: a frame behind one whose length is not a multiple
+  // of 8 would have them misaligned (undefined behaviour). Control frames are few and small.
+  if (reinterpret_cast<uintptr_t>(frame.data()) % 8 == 0) return frame;
+  control_scratch_.resize((frame.size() + 7) / 8);
+  std::memcpy(control_scratch_.data(), frame.data(), frame.size());
+  return {reinterpret_cast<const std::byte*>(control_scratch_.data()), frame.size()};
+}
+
 void Daemon::accept_agents() {
   for (;;) {
     const int fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
-      if (errno != EAGAIN && errno != EINTR) log::warn("accept_failed", {{"error", std::strerror(errno)}});
+      const int err = errno;
+      if (shed_connection(listener_, err)) continue;
+      if (err != EAGAIN && err != EINTR) log::warn("accept_failed", {{"error", std::strerror(err)}});
       return;
+    }
+    if (pending_connections_full("local")) {
+      refuse_connection(fd, Errc::LimitReached,
+                        "busd has limits.max_pending_connections (" +
+                            std::to_string(opts_.config.limits.max_pending_connections) +
+                            ") connections waiting to register; try again later");
+      continue;
     }
     auto a = std::make_unique<Agent>();
     a->id = next_agent_id_++;
@@ -124,7 +217,7 @@ void Daemon::on_agent_socket(Agent& a, uint32_t events) {
       }
       break;
     }
-    auto m = verify_control(*f, kControlFrameMax);
+    auto m = verify_control(aligned_control(*f), kControlFrameMax);
     if (!m) {
       send_error(a, 0, Errc::BadMessage, "control message does not verify as a busd ControlMessage");
       remove_agent(a, "garbage on the control socket");
@@ -259,10 +352,16 @@ Expected<void> Daemon::give_rings(Agent& a) {
 
 void Daemon::on_register(Agent& a, const control::ControlMessage& m) {
   const auto* r = m.body_as_Register();
+  if (a.phase != Agent::Phase::Register) {
+    // Once only: a second Register would make a second agent of one connection.
+    send_error(a, m.seq(), Errc::InvalidArgument, "Register sent twice: this connection is agent '" + a.name + "' already");
+    return;
+  }
   const std::string name = r->name()->str();
   const auto& lim = opts_.config.limits;
   if (!valid_agent_name(name)) {
-    send_error(a, m.seq(), Errc::InvalidArgument, "agent name '" + name + "': 1..63 printable characters, no spaces or '@'");
+    send_error(a, m.seq(), Errc::InvalidArgument,
+               "agent name '" + name + "': 1..63 printable characters, no spaces or '@', not starting with '$' or '_INBOX'");
     remove_agent(a, "bad name");
     return;
   }
@@ -309,8 +408,10 @@ void Daemon::on_subscribe(Agent& a, const control::ControlMessage& m) {
     send_error(a, m.seq(), Errc::InvalidArgument, "subscription id " + std::to_string(sid) + " is 0 or in use");
     return;
   }
-  if (s->policy() != control::SlowPolicy::Block) {
-    send_error(a, m.seq(), Errc::Unsupported, "slow-consumer policies other than Block arrive with [hardening]");
+  if (s->policy() > control::SlowPolicy::MAX) {
+    send_error(a, m.seq(), Errc::InvalidArgument,
+               "slow-consumer policy " + std::to_string(static_cast<unsigned>(s->policy())) +
+                   " is not one of block, drop-oldest, drop-newest, disconnect");
     return;
   }
   if (!router::validate_pattern(pattern)) {
@@ -347,7 +448,12 @@ void Daemon::on_subscribe(Agent& a, const control::ControlMessage& m) {
     send_error(a, m.seq(), r.error(), "subscribing to '" + std::string(pattern) + "'");
     return;
   }
-  a.subs.emplace(sid, Agent::Sub{std::string(pattern), gid, counters_.pattern_open(pattern)});
+  Agent::Sub sub;
+  sub.pattern.assign(pattern);
+  sub.group = gid;
+  sub.stats = counters_.pattern_open(pattern);
+  sub.policy = s->policy();
+  a.subs.emplace(sid, std::move(sub));
   interest_up(pattern, gid);
   if (a.stats) counters::bump(a.stats->subscriptions);
   routes_changed(pattern);  // before the Ok: what is sent after it reaches this subscription
@@ -458,6 +564,7 @@ void Daemon::remove_agent(Agent& a, const char* why, bool drain) {
     std::erase_if(p->owed, [&](const router::SubRef& r) { return r.agent == a.id; });
   }
   std::erase(dirty_, &a);
+  forget_slow(a);
   std::erase(tcp_agents_, &a);
   names_.erase(a.name);
   std::erase(active_, &a);
@@ -507,7 +614,7 @@ void Daemon::heartbeats() {
   for (auto& [id, a] : agents_) {
     if (a->phase == Agent::Phase::Closing) continue;
     if (a->phase != Agent::Phase::Active) {
-      if (now - a->last_seen_ns > kHandshakeNs) late.push_back(a.get());
+      if (now - a->last_seen_ns > uint64_t{opts_.config.limits.handshake_ms} * kMs) late.push_back(a.get());
       continue;
     }
     if (now - a->last_seen_ns > dead_after) {

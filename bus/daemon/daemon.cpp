@@ -1,6 +1,7 @@
 // busd: start-up, the poll loop, signals, timers and shutdown.
 #include "daemon.hpp"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -132,6 +133,7 @@ Daemon::~Daemon() {
   }
   if (signal_fd_ >= 0) ::close(signal_fd_);
   if (timer_fd_ >= 0) ::close(timer_fd_);
+  if (spare_fd_ >= 0) ::close(spare_fd_);
   if (epoll_ >= 0) ::close(epoll_);
 }
 
@@ -172,6 +174,7 @@ Expected<void> Daemon::start() {
   ::signal(SIGPIPE, SIG_IGN);
   signal_fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
   timer_fd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // for shed_connection()
   epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (signal_fd_ < 0 || timer_fd_ < 0 || epoll_ < 0) return tl::unexpected(system_error("signalfd/timerfd/epoll", errno));
   itimerspec tick{{0, static_cast<long>(kTickNs)}, {0, static_cast<long>(kTickNs)}};
@@ -286,10 +289,17 @@ bool Daemon::sleep_until_ready(uint64_t timeout_ns) {
       ready = true;
     }
   }
+  // Slow consumers: wake when they take something (their buffers flush, recovery is noticed).
+  size_t armed_slow = 0;
+  for (; armed_slow < slow_agents_.size() && !ready; ++armed_slow) {
+    Agent* a = slow_agents_[armed_slow];
+    if (a->slow_cut || !a->to.arm_space(a->to.max_record())) ready = true;
+  }
   const bool links_armed = !ready;  // the links too announce the sleep, unless a ring is ready
   if (links_armed && !arm_links()) ready = true;
   if (!ready) handle_events(std::min<uint64_t>(timeout_ns, 1000 * kMs));
   if (links_armed) disarm_links();
+  for (size_t i = 0; i < armed_slow && i < slow_agents_.size(); ++i) slow_agents_[i]->to.disarm_space();
   for (size_t i = 0; i < armed_from && i < active_.size(); ++i) {
     Agent* a = active_[i];
     if (a->phase != Agent::Phase::Active) continue;
@@ -313,6 +323,7 @@ int Daemon::run() {
     reap();
     size_t moved = route_all(256);
     if (linked) moved += poll_links();
+    if (!slow_agents_.empty()) [[unlikely]] service_slow(clock::mono_ns());
     publish_dirty();
     if (!tcp_agents_.empty()) flush_tcp_agents();
     if (linked) flush_links(clock::mono_ns());
@@ -330,7 +341,7 @@ int Daemon::run() {
     if (!leaving_.empty()) finish_leaving(now);
     if (stopping_) {
       bool empty = true;
-      for (Agent* a : active_) empty &= !a->from.readable() && !a->stalled();
+      for (Agent* a : active_) empty &= !a->from.readable() && !a->stalled() && !a->slow_waiting;
       if (empty || now >= drain_deadline_ns_) break;
     }
     if (moved > 0) {

@@ -48,6 +48,13 @@ struct InboxTarget {
   return HopTiming{sat(src.timed_in_ns > sent ? src.timed_in_ns - sent : 0), sat(now - src.timed_in_ns)};
 }
 
+/// Deliveries that are replies or system events carry this tag (no subscription).
+inline constexpr uint32_t kInboxTag = 0;
+
+/// Hop timing into a delivered copy (Flags::Timed) of a message `src` sent; the copy is busd's
+/// own memory until committed.
+void stamp_hops(const Agent& src, std::byte* copy) noexcept;
+
 /// One peer busd (links.cpp): the Peer that runs the connection and session, and what this busd
 /// knows of the other side.
 struct PeerSlot {
@@ -110,6 +117,7 @@ struct LaneRec {
 /// An accepted link connection whose Hello has not arrived yet.
 struct Greeter {
   std::unique_ptr<link::Link> link;
+  std::string identity;  // from its certificate or token, once known
   std::string from;
   uint64_t deadline_ns = 0;
 };
@@ -136,6 +144,22 @@ class Daemon {
 
   // ---- control plane (control.cpp)
   void accept_agents();
+  /// `frame` where FlatBuffers may read it: itself when 8-byte aligned, else a copy (valid until
+  /// the next call).
+  std::span<const std::byte> aligned_control(std::span<const std::byte> frame);
+  /// Sends an ErrorReply on a connection just accepted and closes it.
+  void refuse_connection(int fd, Errc code, const std::string& why);
+  /// Whether limits.max_pending_connections agents are already waiting to register (counted,
+  /// logged at most once a second); `from` names the new connection for the log.
+  bool pending_connections_full(std::string_view from);
+  /// A TCP connection just accepted from `from` ("host:port"): "" when it may go on, else why
+  /// not (limits.max_connections_per_address, limits.max_pending_connections), counted and
+  /// logged at most once a second.
+  std::string remote_limit(std::string_view from);
+  void note_refusal(std::string_view from, const std::string& why);
+  /// accept() failed with `err`: for EMFILE/ENFILE one waiting connection is accepted on the
+  /// spare descriptor and closed (true: try again); otherwise false.
+  bool shed_connection(int listener, int err);
   void on_agent_socket(Agent& a, uint32_t events);
   void handle_control(Agent& a, const control::ControlMessage& m);
   void on_hello(Agent& a, const control::ControlMessage& m);
@@ -299,6 +323,20 @@ class Daemon {
   void watch_tcp_agent(Agent& a);
   /// Queues a control message for a remote agent (dropped when its output is far behind).
   void send_tcp_control(Agent& a, std::span<const std::byte> bytes);
+  /// [tls] and [[tokens]]: the TLS contexts and the token table (start_links() calls it first).
+  Expected<void> start_tls();
+  /// Advances a remote agent's TLS handshake: true when done (it may read on).
+  bool tls_handshake(Agent& a);
+  /// The checks before a remote agent's first control frame (its token, if it sent one first):
+  /// false when it was refused (and removed).
+  bool admit_tcp_agent(Agent& a, const tcp::ChanFrame& f);
+  void refuse_tcp_agent(Agent& a, Errc code, const std::string& why);
+  /// Remote agents whose TLS handshake is past cluster.handshake_ms are dropped (flush_links()).
+  void expire_tcp_handshakes(uint64_t now);
+  /// A token file's secret (trailing newlines cut; 16 to 1024 characters).
+  static Expected<std::string> read_token_file(const std::string& path);
+  /// The identity of the [[tokens]] secret `token` (constant time over every entry), or null.
+  [[nodiscard]] const std::string* token_identity(std::string_view token) const noexcept;
 
   // ---- loop (daemon.cpp)
   /// Binds a TCP listener at `text` (tcp::listen_endpoint: a port alone is loopback) and
@@ -317,6 +355,8 @@ class Daemon {
   int listener_ = -1;
   int signal_fd_ = -1;
   int timer_fd_ = -1;
+  int spare_fd_ = -1;  // held for shed_connection()
+  uint64_t last_refusal_log_ns_ = 0;
   bool stopping_ = false;
   bool stop_now_ = false;
   uint64_t drain_deadline_ns_ = 0;
@@ -360,6 +400,15 @@ class Daemon {
   // Remote agents.
   tcp::TcpListener tcp_agents_listener_;
   std::vector<Agent*> tcp_agents_;  // registered remote agents
+  // TLS and tokens ([tls], [[tokens]]; tcp_agents.cpp, links.cpp).
+  tls::Context tls_server_;              // the listeners that speak TLS
+  tls::Context tls_client_;              // links dialed with tls = true
+  struct TokenEntry {
+    std::string identity;
+    std::string secret;
+  };
+  std::vector<TokenEntry> tokens_;       // [[tokens]], their files read at start
+  std::vector<uint32_t> tcp_handshakes_;  // remote agents in their TLS handshake (deadlines)
   std::vector<uint32_t> lost_;      // remote agents whose connection broke: removed between passes
 
   // Links.

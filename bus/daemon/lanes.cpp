@@ -129,6 +129,11 @@ bool Daemon::route_by_lanes(Agent& a, std::string_view subject, std::string& why
       why = "a subscriber cannot take lanes";
       return false;
     }
+    // A drop or disconnect policy is busd's to apply: that subscription's messages pass through it.
+    if (auto it = b->subs.find(r.sid); it != b->subs.end() && it->second.policy != control::SlowPolicy::Block) {
+      why = "a subscriber has a drop or disconnect slow-consumer policy";
+      return false;
+    }
   }
   // Several receivers: one broadcast log, each message written once for all of them.
   bool several = false;

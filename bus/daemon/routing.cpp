@@ -19,7 +19,6 @@
 namespace bus::daemon {
 namespace {
 
-constexpr uint32_t kInboxTag = 0;  // deliveries that are replies or system events
 constexpr uint64_t kDefaultRequestTimeoutNs = 30'000'000'000ull;  // a request without deadline
 
 }  // namespace
@@ -36,15 +35,10 @@ InboxTarget inbox_target(std::string_view subject) noexcept {
   return t;
 }
 
-namespace {
-
-// Hop timing into a delivered copy (Flags::Timed). The copy is busd's own memory until committed.
 void stamp_hops(const Agent& src, std::byte* copy) noexcept {
   auto* h = reinterpret_cast<wire::Header*>(copy + src.timed_header_at);
   set_hop_timing(*h, hops_of(src, h->timestamp_ns(), clock::mono_ns()));
 }
-
-}  // namespace
 
 size_t Daemon::route_all(size_t budget) {
   size_t moved = 0;
@@ -60,10 +54,7 @@ size_t Daemon::drain_agent(Agent& a, size_t budget) {
   while (n < budget && a.phase == Agent::Phase::Active) {
     auto rec = a.from.try_peek();
     if (!rec) {
-      if (rec.error() == Errc::Corrupt) {
-        log::warn("ring_corrupt", {{"agent", a.name}, {"detail", a.from.corruption()}});
-        condemned_.push_back(a.id);
-      }
+      if (rec.error() == Errc::Corrupt) condemn(a, a.from.corruption());
       break;
     }
     bool done;
@@ -243,12 +234,14 @@ bool Daemon::deliver(uint32_t id, uint32_t tag, std::span<const std::byte> bytes
   Agent* dst = agent(id);
   // Gone, or going (said Goodbye: it reads nothing more): nothing owed.
   if (dst == nullptr || dst->phase != Agent::Phase::Active || dst->leaving_deadline_ns != 0) return true;
+  // Messages wait for it in busd (slow.cpp): this one goes behind them.
+  if (dst->slow_waiting) [[unlikely]] return deliver_slow(*dst, tag, bytes, src);
   auto claim = dst->to.try_claim(static_cast<uint32_t>(bytes.size()), tag);
   if (!claim) {
-    if (claim.error() == Errc::WouldBlock) return false;  // full: push back on the publisher
+    // Full: the subscription's slow-consumer policy (block: push back on the publisher).
+    if (claim.error() == Errc::WouldBlock) return deliver_slow(*dst, tag, bytes, src);
     if (claim.error() == Errc::Corrupt) {
-      log::warn("ring_corrupt", {{"agent", dst->name}, {"detail", dst->to.corruption()}});
-      condemned_.push_back(dst->id);
+      condemn(*dst, dst->to.corruption());
     } else {
       counters_.add(counters::Global::drops_too_large);
     }
@@ -257,20 +250,28 @@ bool Daemon::deliver(uint32_t id, uint32_t tag, std::span<const std::byte> bytes
   std::memcpy(claim->data(), bytes.data(), bytes.size());
   if (src != nullptr && src->timed_in_ns != 0) [[unlikely]] stamp_hops(*src, claim->data());
   dst->to.commit(static_cast<uint32_t>(bytes.size()));
-  if (!dst->to_dirty) {
-    dst->to_dirty = true;
-    dirty_.push_back(dst);
-  }
-  if (tag >= shm::lane::kReservedTagBase) [[unlikely]] return true;  // a lane's fence: not a message
+  mark_dirty(*dst);
+  delivered(*dst, tag, bytes.size());
+  return true;
+}
+
+void Daemon::delivered(Agent& dst, uint32_t tag, size_t size) noexcept {
+  if (tag >= shm::lane::kReservedTagBase) [[unlikely]] return;  // a lane's fence: not a message
   counters_.add(counters::Global::messages_out);
-  counters_.add(counters::Global::bytes_out, bytes.size());
-  if (dst->stats) counters::message_out(*dst->stats, bytes.size());
+  counters_.add(counters::Global::bytes_out, size);
+  if (dst.stats) counters::message_out(*dst.stats, size);
   if (tag != kInboxTag) {
-    if (auto it = dst->subs.find(tag); it != dst->subs.end() && it->second.stats != nullptr) {
-      counters::delivered(*it->second.stats, bytes.size());
+    if (auto it = dst.subs.find(tag); it != dst.subs.end() && it->second.stats != nullptr) {
+      counters::delivered(*it->second.stats, size);
     }
   }
-  return true;
+}
+
+void Daemon::condemn(Agent& a, const std::string& detail) {
+  // Logged and queued once: every delivery attempt until the removal finds the same corruption.
+  if (std::find(condemned_.begin(), condemned_.end(), a.id) != condemned_.end()) return;
+  log::warn("ring_corrupt", {{"agent", a.name}, {"detail", detail}});
+  condemned_.push_back(a.id);
 }
 
 void Daemon::publish_dirty() {

@@ -453,6 +453,56 @@ idle = "adaptive"
   write_seed("fuzz_config", "dpdk.toml", Bytes(dpdk.begin(), dpdk.end()));
 }
 
+
+// ---------------------------------------------------------------- handshakes (fuzz_handshake)
+
+// Scripts of fuzz_handshake.cpp: a mode byte, then [op][n][n bytes] records (see its op tables).
+void handshake_seeds() {
+  using B = Bytes;
+  auto cat = [](std::initializer_list<B> parts) {
+    B out;
+    for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+    return out;
+  };
+  const B hello = {0, 6, 1, 1, 0, 0, 0, 1};       // Hello 1..1, pid 1 (not ours: a lie)
+  const B reg = {2, 1, 6};                         // Register "fuzz-agent"
+  const B sub = {3, 6, 1, 0, 0, 'a', '.', '>'};    // Subscribe sid 1 "a.>"
+  const B find = {5, 1, '*'};
+  const B beat = {6, 0};
+  const B unsub = {4, 1, 1};
+  // The control socket (mode 0).
+  write_seed("fuzz_handshake", "unix_good", cat({{0}, hello, reg, sub, find, beat, unsub, find}));
+  write_seed("fuzz_handshake", "unix_register_first", cat({{0}, {1, 3, 'a', 'b', 'c'}}));
+  write_seed("fuzz_handshake", "unix_subscribe_first", cat({{0}, sub}));
+  write_seed("fuzz_handshake", "unix_version_2", cat({{0}, {0, 2, 2, 2}}));
+  write_seed("fuzz_handshake", "unix_name_taken", cat({{0}, hello, {2, 1, 0}}));
+  write_seed("fuzz_handshake", "unix_name_remote_style", cat({{0}, hello, {2, 1, 1}}));
+  write_seed("fuzz_handshake", "unix_hello_twice", cat({{0}, hello, reg, hello, find}));
+  write_seed("fuzz_handshake", "unix_register_twice", cat({{0}, hello, reg, {1, 3, 'x', 'y', 'z'}}));
+  write_seed("fuzz_handshake", "unix_garbage_frame", cat({{0}, {8, 5, 'h', 'e', 'l', 'l', 'o'}}));
+  write_seed("fuzz_handshake", "unix_oversize", cat({{0}, {9, 4, 0xFF, 0xFF, 0xFF, 0x7F}}));
+  write_seed("fuzz_handshake", "unix_goodbye", cat({{0}, hello, reg, {7, 0}}));
+  // tcp_listen (mode 1): an envelope before Register, a token this busd does not know.
+  write_seed("fuzz_handshake", "tcp_good", cat({{1}, hello, reg, sub, find}));
+  write_seed("fuzz_handshake", "tcp_data_first", cat({{1}, hello, {8, 5, 1, 0, 0, 0, 0}}));
+  write_seed("fuzz_handshake", "tcp_token", cat({{1}, {8, 5, 2, 't', 'o', 'k', 'n'}, hello}));
+  write_seed("fuzz_handshake", "tcp_data_after", cat({{1}, hello, reg, {8, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0}, find}));
+  // The link greeter (mode 2): Hello 1..1 "default" "fz0", then a heartbeat; refused ones.
+  const B link_hello = {0, 4, 1, 1, 0, 0};
+  write_seed("fuzz_handshake", "greeter_good", cat({{2}, link_hello, {1, 2, 4, 0}}));
+  write_seed("fuzz_handshake", "greeter_heartbeat_first", cat({{2}, {1, 2, 4, 0}, link_hello}));
+  write_seed("fuzz_handshake", "greeter_other_cluster", cat({{2}, {0, 4, 1, 1, 1, 0}}));
+  write_seed("fuzz_handshake", "greeter_own_node", cat({{2}, {0, 4, 1, 1, 0, 4}}));
+  write_seed("fuzz_handshake", "greeter_version_2", cat({{2}, {0, 4, 2, 2, 0, 1}}));
+  // links::Peer (mode 3): Hello, receive, read its output, tick, send; a Heartbeat first; a
+  // handshake that times out; a greeted connection whose next frame is Data.
+  write_seed("fuzz_handshake", "peer_good",
+             cat({{3, 0}, {5, 1, 1}, {6, 0}, link_hello, {4, 0}, {7, 1, 16}, {5, 1, 1}, {6, 0}}));
+  write_seed("fuzz_handshake", "peer_heartbeat_first", cat({{3, 0}, {1, 2, 4, 0}, {4, 0}}));
+  write_seed("fuzz_handshake", "peer_timeout", cat({{3, 0}, {5, 1, 60}, {5, 1, 60}}));
+  write_seed("fuzz_handshake", "peer_greeted_data", cat({{3, 1}, {1, 4, 1, 1, 'x', 'y'}, {4, 0}, {5, 1, 1}, {6, 0}}));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -462,5 +512,6 @@ int main(int argc, char** argv) {
     ring_seeds();
     wait_seeds();
     config_seeds();
+    handshake_seeds();
   });
 }

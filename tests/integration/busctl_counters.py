@@ -17,7 +17,8 @@ GLOBALS = ["agents_connected", "agents_total", "agents_died", "messages_in", "me
            "link_refused", "link_messages_out", "link_messages_in", "link_bytes_out",
            "link_bytes_in", "link_drops_held_full", "link_drops_no_route", "lanes_open",
            "lanes_opened", "lanes_closed", "lane_routes", "lane_table_full", "link_retransmits",
-           "link_naks", "link_datagrams_corrupt", "link_datagrams_dropped"]
+           "link_naks", "link_datagrams_corrupt", "link_datagrams_dropped",
+           "slow_drops_oldest", "slow_drops_newest", "slow_disconnects", "slow_events", "slow_waiting_bytes"]
 
 
 def env_without_lookup(**extra):

@@ -318,7 +318,6 @@ TEST_CASE("kill -9 of a peer: its link goes down, pending requests fail fast, an
   {
     auto slow = p.a.client("slow");
     REQUIRE(slow->subscribe("svc.slow", [](const Message&) {}));  // never answers
-    std::atomic<int> none{0};
     // Wait until the interest crossed: a request then does not come back NoResponders.
     REQUIRE(eventually([&] {
       auto id = requester->send_request("svc.slow", "x", 30s);

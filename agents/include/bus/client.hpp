@@ -138,6 +138,21 @@ struct ClientOptions {
   bool hop_timing = false;
 };
 
+/// What busd does with a message for a subscription whose agent's ring is full (the agent
+/// reads slower than it is sent to). Every drop is counted and reported in $bus.slow events.
+enum class SlowPolicy : uint8_t {
+  Block,       // (default) the publisher waits: nothing is lost, the publisher is pushed back
+  DropOldest,  // busd keeps the newest messages (limits.slow_buffer_bytes per agent), drops the oldest
+  DropNewest,  // busd keeps what fits in that buffer and drops new messages beyond it
+  Disconnect,  // as DropNewest, but a full buffer disconnects the agent (it then reconnects)
+};
+[[nodiscard]] std::string_view to_string(SlowPolicy p) noexcept;
+
+struct SubscribeOptions {
+  std::string_view queue_group;  // one member of the group gets each message
+  SlowPolicy slow = SlowPolicy::Block;
+};
+
 /// publish(): wake busd for this message now (one ring publish, and a wake-up if busd sleeps),
 /// or leave it for a later flush (batching; see Client::flush()).
 enum class Flush : uint8_t { Now, Later };
@@ -194,6 +209,10 @@ class Client {
   /// once busd has acknowledged it: messages published after that reach the handler.
   Expected<uint32_t> subscribe(std::string_view pattern, Handler handler,
                                std::string_view queue_group = {});
+  /// The same, with a queue group and a slow-consumer policy. A subscription with a drop or
+  /// disconnect policy is never served over a direct lane: its messages pass through busd,
+  /// which applies the policy.
+  Expected<uint32_t> subscribe(std::string_view pattern, Handler handler, const SubscribeOptions& options);
   Expected<void> unsubscribe(uint32_t sid);
 
   /// Sends a request and waits for its reply (dispatching other messages to their handlers

@@ -81,7 +81,7 @@ enum class Global : uint32_t {
   bytes_out,                 // bytes of messages_out
   verify_failures,           // messages refused by verification
   published_no_subscribers,  // publishes that matched no subscriber (not a drop)
-  drops_slow_consumer,       // deliveries dropped: the subscriber's ring was full
+  drops_slow_consumer,       // deliveries dropped for a slow subscriber (its policy; busd's own events)
   drops_acl,                 // messages refused by an ACL
   drops_too_large,           // messages above the size limit
   requests,                  // requests routed
@@ -110,10 +110,15 @@ enum class Global : uint32_t {
   link_naks,                 // datagram links: holes this busd named to a peer (selective NAK ranges)
   link_datagrams_corrupt,    // datagram links: packets dropped for a checksum mismatch
   link_datagrams_dropped,    // datagram links: packets dropped otherwise (malformed, stale connection, beyond the window)
+  slow_drops_oldest,         // slow consumers: waiting messages dropped to make room (drop-oldest)
+  slow_drops_newest,         // slow consumers: new messages dropped, the buffer full (drop-newest)
+  slow_disconnects,          // slow consumers: agents disconnected (policy disconnect)
+  slow_events,               // $bus.slow events published (became slow, recovered)
+  slow_waiting_bytes,        // gauge: bytes waiting in busd for slow consumers (drop and disconnect policies)
   Count
 };
 inline constexpr size_t kGlobalCount = static_cast<size_t>(Global::Count);
-static_assert(kGlobalCount == 38, "layout v1 has 38 globals: append only, and update the table below");
+static_assert(kGlobalCount == 43, "layout v1 has 43 globals: append only, and update the table below");
 
 struct GlobalInfo {
   std::string_view name;  // as printed by busctl and in JSON
@@ -132,7 +137,7 @@ inline constexpr std::array<GlobalInfo, kGlobalCount> kGlobals{{
     {"bytes_out", "bytes delivered to agents", false, true},
     {"verify_failures", "messages refused by verification", false, false},
     {"published_no_subscribers", "publishes that matched nobody", false, false},
-    {"drops_slow_consumer", "deliveries dropped: subscriber ring full", false, false},
+    {"drops_slow_consumer", "deliveries dropped for slow subscribers", false, false},
     {"drops_acl", "messages refused by an ACL", false, false},
     {"drops_too_large", "messages above the size limit", false, false},
     {"requests", "requests routed", false, false},
@@ -161,6 +166,11 @@ inline constexpr std::array<GlobalInfo, kGlobalCount> kGlobals{{
     {"link_naks", "holes named to peers on datagram links (NAK ranges)", false, false},
     {"link_datagrams_corrupt", "datagram link packets dropped: checksum mismatch", false, false},
     {"link_datagrams_dropped", "datagram link packets dropped: malformed, stale or beyond the window", false, false},
+    {"slow_drops_oldest", "slow consumers: waiting messages dropped for room (drop-oldest)", false, false},
+    {"slow_drops_newest", "slow consumers: new messages dropped, buffer full (drop-newest)", false, false},
+    {"slow_disconnects", "slow consumers disconnected (policy disconnect)", false, false},
+    {"slow_events", "$bus.slow events published", false, false},
+    {"slow_waiting_bytes", "bytes waiting in busd for slow consumers", true, true},
 }};
 
 [[nodiscard]] constexpr const GlobalInfo& global_info(Global g) noexcept {
@@ -315,7 +325,7 @@ static_assert(offsetof(LaneSlot, lane_id) == 12 && offsetof(LaneSlot, agent_id) 
 
 inline constexpr uint64_t kGlobalsOffset = sizeof(PageHeader);
 inline constexpr uint64_t kAgentsOffset = kGlobalsOffset + kGlobalCount * sizeof(GlobalCell);
-static_assert(kAgentsOffset == 5120 && kAgentsOffset % kFalseSharingRange == 0);
+static_assert(kAgentsOffset == 5760 && kAgentsOffset % kFalseSharingRange == 0);
 
 /// Offset of the pattern table in a page with `max_agents` agent slots.
 [[nodiscard]] constexpr uint64_t patterns_offset(uint32_t max_agents) noexcept {

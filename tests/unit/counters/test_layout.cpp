@@ -8,7 +8,7 @@
 
 using namespace bus::counters;
 
-static_assert(kGlobalCount == 38);
+static_assert(kGlobalCount == 43);
 static_assert(sizeof(PageHeader) == 256 && alignof(PageHeader) == 128);
 static_assert(sizeof(GlobalCell) == 128 && alignof(GlobalCell) == 128);
 static_assert(sizeof(AgentSlot) == 256 && alignof(AgentSlot) == 64);
@@ -30,11 +30,11 @@ static_assert(offsetof(PatternSlot, state) == 8 &&
 static_assert(offsetof(LaneSlot, seq) == 0 && offsetof(LaneSlot, state) == 8 &&
               offsetof(LaneSlot, name) + kNameSize == 96 &&  // name[1] at 96
               offsetof(LaneSlot, counters) + offsetof(LaneCounters, would_block) + 8 == 232);
-static_assert(kGlobalsOffset == 256 && kAgentsOffset == 5120);
-static_assert(page_size(1, 1, 0) == 5120 + 256 + 2 * 256);
-static_assert(page_size(1, 1, 3) == 5120 + 256 + 2 * 256 + 3 * 256);
-static_assert(lanes_offset(1024, 4096) == 5120 + 1024 * 256 + 4097 * 256);
-static_assert(page_size(1024, 4096, 4096) == 5120 + 1024 * 256 + 4097 * 256 + 4096 * 256);
+static_assert(kGlobalsOffset == 256 && kAgentsOffset == 5760);
+static_assert(page_size(1, 1, 0) == 5760 + 256 + 2 * 256);
+static_assert(page_size(1, 1, 3) == 5760 + 256 + 2 * 256 + 3 * 256);
+static_assert(lanes_offset(1024, 4096) == 5760 + 1024 * 256 + 4097 * 256);
+static_assert(page_size(1024, 4096, 4096) == 5760 + 1024 * 256 + 4097 * 256 + 4096 * 256);
 // Every agent slot and the pattern and lane tables start on a 64-byte boundary (the slots'
 // alignment).
 static_assert(patterns_offset(3) % kCacheLine == 0 && kAgentsOffset % kCacheLine == 0 &&

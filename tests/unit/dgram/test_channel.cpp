@@ -131,8 +131,6 @@ struct Wire {
   }
 };
 
-constexpr uint32_t kMaxFrame = (1u << 16) + 4096;
-
 // One end: a link session (lives across connections) over a channel (one per connection).
 struct End {
   End(uint64_t session_id, const ChannelOptions& o) : s(link::SessionOptions{1u << 20, 64}, session_id), co(o) {}
