@@ -15,6 +15,7 @@ packages=(
   libcli11-dev                              # command lines
   libexpected-dev                           # tl::expected (g++ 12 has no std::expected in C++20)
   libtomlplusplus-dev                       # busd config files
+  libssl-dev openssl                        # TLS on links and remote agents (tests make certificates with the CLI)
   # optional transports: the build detects them and leaves out what is missing
   libdpdk-dev dpdk                          # DPDK 22.11 (kernel-bypass link)
   libibverbs-dev librdmacm-dev ibverbs-utils # rdma-core (RDMA link; ibv_devices)

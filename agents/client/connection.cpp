@@ -181,10 +181,12 @@ Expected<void> Client::Impl::pump_control(
 Expected<void> Client::Impl::connect_once() {
   std::string tried;
   const std::string path = pick_socket(opts, &tried);
-  // "tcp://host:port": a remote agent, through a stand-in on a socketpair (tcp_proxy.cpp).
-  auto fd = path.starts_with("tcp://")
-                ? start_tcp_proxy(std::string_view(path).substr(6), static_cast<int>(opts.connect_timeout.count()))
-                : dial(path);
+  // "tcp://host:port", "tls://host:port": a remote agent, through a stand-in on a socketpair
+  // (tcp_proxy.cpp).
+  const bool remote = path.starts_with("tcp://") || path.starts_with("tls://");
+  auto fd = remote ? start_tcp_proxy(std::string_view(path).substr(6), static_cast<int>(opts.connect_timeout.count()),
+                                     path.starts_with("tls://"), opts)
+                   : dial(path);
   if (!fd) {
     Error e = fd.error();
     if (opts.address.empty()) e.context("looked for busd at " + tried);

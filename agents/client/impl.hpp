@@ -25,8 +25,10 @@
 namespace bus {
 
 /// Connects to busd's [busd] tcp_listen at "host:port" and returns a Unix socket that speaks
-/// busd's control protocol to this process (tcp_proxy.cpp).
-Expected<int> start_tcp_proxy(std::string_view address, int timeout_ms);
+/// busd's control protocol to this process (tcp_proxy.cpp). `tls`: the stream is TLS (the
+/// handshake is done before this returns; its failure is the error); the TLS and token settings
+/// come from `o` (or their environment variables).
+Expected<int> start_tcp_proxy(std::string_view address, int timeout_ms, bool tls, const ClientOptions& o);
 
 
 /// Record tags on the agent's rings. Towards busd every record is an envelope; towards the agent

@@ -30,6 +30,9 @@ struct AclRule {
   std::optional<uint32_t> uid;  // absent = any uid
   std::optional<uint32_t> gid;  // absent = any gid
   std::string name = "*";       // agent-name glob: '*' matches any run of characters, '?' one
+  /// Remote identity glob (a TLS client certificate's CN or SAN, or a [[tokens]] identity):
+  /// absent = any agent; present = only remote agents and links whose identity matches.
+  std::optional<std::string> identity{};
   std::vector<std::string> publish;    // subject patterns (the router validates their syntax)
   std::vector<std::string> subscribe;  // subject patterns
 
@@ -79,6 +82,29 @@ struct Cluster {
   friend bool operator==(const Cluster&, const Cluster&) = default;
 };
 
+/// [tls]: the certificate, key and CA this busd uses on its TCP listeners and on the links it
+/// dials with tls = true (restart).
+struct Tls {
+  std::string cert;         // PEM certificate (chain) busd presents; needed when a listener uses TLS
+  std::string key;          // PEM private key of cert
+  std::string ca;           // PEM CA bundle that verifies peers (and remote agents); "" = the system's
+  bool verify_peer = true;  // listeners: require a client certificate the CA signed (mutual TLS); dialing: verify the peer
+  bool listen_links = false;   // [cluster] listen speaks TLS only
+  bool listen_agents = false;  // [busd] tcp_listen speaks TLS only
+
+  friend bool operator==(const Tls&, const Tls&) = default;
+};
+
+/// One [[tokens]] table: a shared secret a remote agent or a peer busd presents, and the
+/// identity it stands for (restart).
+struct Token {
+  std::string identity;    // what [[acl]] identity globs and the logs see
+  std::string token;       // the secret itself (at least 16 characters), or
+  std::string token_file;  // an absolute path to a file holding it (read at start; trailing newline cut)
+
+  friend bool operator==(const Token&, const Token&) = default;
+};
+
 /// One [[links]] table: a peer busd this one dials (tcp), or exchanges datagrams with through a
 /// DPDK port (dpdk: both sides list each other).
 struct LinkConfig {
@@ -92,6 +118,11 @@ struct LinkConfig {
   std::string peer_mac;      // "aa:bb:cc:dd:ee:ff"; "" = learn it by ARP
   uint32_t window = 256;     // datagrams in flight (and accepted ahead of a hole), 16..4096
   uint32_t rto_min_us = 1000;  // least retransmission timeout, 50..1000000
+  // kind = "tcp" only:
+  bool tls = false;          // dial with TLS ([tls] ca verifies the peer; cert and key, if set, are presented)
+  std::string server_name{};  // the name the peer's certificate must carry; "" = the host of peer
+  std::string token{};        // a [[tokens]] secret of the peer to present, or
+  std::string token_file{};   // an absolute path to a file holding it
 
   friend bool operator==(const LinkConfig&, const LinkConfig&) = default;
 };
@@ -156,7 +187,9 @@ struct Config {
   /// followed by its "recovered"); 0 = no limit.
   uint32_t slow_event_interval_ms = 1000;
   Limits limits;
+  Tls tls;
   std::vector<AclRule> acl;
+  std::vector<Token> tokens;
   Cluster cluster;
   std::vector<LinkConfig> links;
   Dpdk dpdk;

@@ -423,10 +423,12 @@ HostPort host_port(std::string_view v, std::string* key) {
 const std::string* text_of(const Config& c, const Field& f) noexcept {
   if (const auto* m = std::get_if<std::string Config::*>(&f.member)) return &(c.**m);
   if (const auto* m = std::get_if<std::string Cluster::*>(&f.member)) return &(c.cluster.**m);
+  if (const auto* m = std::get_if<std::string Tls::*>(&f.member)) return &(c.tls.**m);
   return nullptr;
 }
 
 bool flag_of(const Config& c, const Field& f) noexcept {
+  if (const auto* t = std::get_if<bool Tls::*>(&f.member)) return c.tls.**t;
   const auto* m = std::get_if<bool Config::*>(&f.member);
   return m != nullptr && c.**m;
 }
@@ -443,10 +445,12 @@ uint64_t number_of(const Config& c, const Field& f) noexcept {
 void set(Config& c, const Field& f, std::string v) {
   if (const auto* m = std::get_if<std::string Config::*>(&f.member)) c.**m = std::move(v);
   if (const auto* m = std::get_if<std::string Cluster::*>(&f.member)) c.cluster.**m = std::move(v);
+  if (const auto* m = std::get_if<std::string Tls::*>(&f.member)) c.tls.**m = std::move(v);
 }
 
 void set(Config& c, const Field& f, bool v) {
   if (const auto* m = std::get_if<bool Config::*>(&f.member)) c.**m = v;
+  if (const auto* m = std::get_if<bool Tls::*>(&f.member)) c.tls.**m = v;
 }
 
 void set(Config& c, const Field& f, uint64_t v) {

@@ -22,7 +22,8 @@ enum class Form : uint8_t {
 
 using Member = std::variant<std::string Config::*, bool Config::*, uint32_t Config::*,
                             uint32_t Limits::*, uint64_t Limits::*, std::string Cluster::*,
-                            uint32_t Cluster::*, uint64_t Cluster::*>;
+                            uint32_t Cluster::*, uint64_t Cluster::*, std::string Tls::*,
+                            bool Tls::*>;
 
 struct Field {
   std::string_view table;  // "busd", "limits" or "cluster"
@@ -42,10 +43,16 @@ struct Field {
 
 /// The tables of the document, in order, and the keys of one [[acl]], one [[links]], the [dpdk]
 /// and one [[dpdk.ports]] table.
-inline constexpr std::string_view kTables[] = {"busd", "limits", "cluster", "acl", "links", "dpdk"};
-inline constexpr std::string_view kAclKeys[] = {"uid", "gid", "name", "publish", "subscribe"};
-inline constexpr std::string_view kLinkKeys[] = {"kind",     "peer",   "port",      "local",
-                                                 "peer_mac", "window", "rto_min_us"};
+inline constexpr std::string_view kTables[] = {"busd", "limits", "cluster", "tls", "acl", "tokens", "links", "dpdk"};
+inline constexpr std::string_view kAclKeys[] = {"uid", "gid", "name", "identity", "publish", "subscribe"};
+inline constexpr std::string_view kTokenKeys[] = {"identity", "token", "token_file"};
+inline constexpr std::string_view kLinkKeys[] = {"kind",     "peer",   "port",       "local",
+                                                 "peer_mac", "window", "rto_min_us", "tls",
+                                                 "server_name", "token", "token_file"};
+/// The keys of kLinkKeys that only a kind = "tcp" link may have.
+inline constexpr std::string_view kTcpLinkKeys[] = {"tls", "server_name", "token", "token_file"};
+/// A token's least length (a shorter secret is refused by the config).
+inline constexpr size_t kMinTokenLength = 16;
 /// The keys of kLinkKeys that only a kind = "dpdk" link may have.
 inline constexpr std::string_view kDpdkLinkKeys[] = {"port", "local", "peer_mac", "window",
                                                      "rto_min_us"};

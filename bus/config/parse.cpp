@@ -70,7 +70,7 @@ class Reader {
   void document(const toml::table& root) {
     for (const auto& [k, v] : root) {
       const std::string_view name = k.str();
-      if (name == "busd" || name == "limits" || name == "cluster") {
+      if (name == "busd" || name == "limits" || name == "cluster" || name == "tls") {
         if (const toml::table* t = v.as_table()) {
           section(name, *t);
         } else {
@@ -79,6 +79,8 @@ class Reader {
         }
       } else if (name == "acl") {
         acl(v);
+      } else if (name == "tokens") {
+        tokens(v);
       } else if (name == "links") {
         links(v);
       } else if (name == "dpdk") {
@@ -326,6 +328,14 @@ class Reader {
           continue;
         }
         r.name = std::string(*s);
+      } else if (name == "identity") {
+        const auto s = string_value(v, key);
+        if (!s) continue;
+        if (s->empty() || has_control_char(*s)) {
+          problem(v.source(), key, "must be a non-empty identity glob (\"*\" = any remote identity)");
+          continue;
+        }
+        r.identity = std::string(*s);
       } else if (name == "publish" || name == "subscribe") {
         patterns(v, key, name == "publish" ? r.publish : r.subscribe);
       } else {
@@ -337,6 +347,58 @@ class Reader {
       problem(t.source(), path, "grants nothing: give publish or subscribe patterns");
     }
     cfg_.acl.push_back(std::move(r));
+  }
+
+  void tokens(const toml::node& v) {
+    const toml::array* list = v.as_array();
+    if (list == nullptr || (!list->empty() && !list->is_array_of_tables())) {
+      problem(v.source(), "tokens", "must be an array of tables ([[tokens]]), got " + describe(v));
+      return;
+    }
+    for (size_t i = 0; i < list->size(); ++i) {
+      const toml::table& t = *list->get(i)->as_table();
+      const std::string path = "tokens[" + std::to_string(i) + "]";
+      const size_t problems_before = problems_;
+      Token tok;
+      for (const auto& [k, val] : t) {
+        const std::string_view name = k.str();
+        const std::string key = path + "." + std::string(name);
+        if (name != "identity" && name != "token" && name != "token_file") {
+          unknown(k, val, path, detail::kTokenKeys);
+          continue;
+        }
+        const auto s = string_value(val, key);
+        if (!s) continue;
+        if (name == "identity") {
+          if (s->empty() || s->size() > 255 || has_control_char(*s) || s->find(' ') != std::string_view::npos) {
+            problem(val.source(), key, "must be 1 to 255 printable characters without spaces, got " + describe(val));
+            continue;
+          }
+          tok.identity = std::string(*s);
+        } else if (name == "token") {
+          if (s->size() < detail::kMinTokenLength || has_control_char(*s)) {
+            problem(val.source(), key, "must be at least " + std::to_string(detail::kMinTokenLength) +
+                                           " characters without control characters (a secret: make it long and random)");
+            continue;
+          }
+          tok.token = std::string(*s);
+        } else {
+          if (s->empty() || s->front() != '/' || has_control_char(*s)) {
+            problem(val.source(), key, "must be an absolute path, got " + describe(val));
+            continue;
+          }
+          tok.token_file = std::string(*s);
+        }
+      }
+      if (problems_ != problems_before) {
+        // (reported for its key)
+      } else if (tok.identity.empty()) {
+        problem(t.source(), path, "identity is required (what [[acl]] identity globs see)");
+      } else if (tok.token.empty() == tok.token_file.empty()) {
+        problem(t.source(), path, "give exactly one of token and token_file");
+      }
+      cfg_.tokens.push_back(std::move(tok));
+    }
   }
 
   void patterns(const toml::node& v, const std::string& key, std::vector<std::string>& out) {
@@ -421,8 +483,48 @@ class Reader {
       l.kind = std::string(*s);
     }
     if (l.kind == "dpdk") {
+      for (const std::string_view only : detail::kTcpLinkKeys) {
+        if (const toml::node* v = node(only)) problem(v->source(), key(only), "only for kind = \"tcp\" (this link is kind = \"dpdk\")");
+      }
       dpdk_link(path, t, node, key, l, problems_before);
       return keep(std::move(l));
+    }
+    if (const toml::node* v = node("tls")) {
+      if (v->is_boolean()) {
+        l.tls = v->as_boolean()->get();
+      } else {
+        problem(v->source(), key("tls"), "must be true or false, got " + describe(*v));
+      }
+    }
+    if (const toml::node* v = node("server_name")) {
+      if (const auto s = string_value(*v, key("server_name"))) {
+        if (has_control_char(*s) || s->find(' ') != std::string_view::npos || s->size() > 253) {
+          problem(v->source(), key("server_name"), "must be a DNS name or an IP address, got " + describe(*v));
+        } else {
+          l.server_name = std::string(*s);
+        }
+      }
+    }
+    if (const toml::node* v = node("token")) {
+      if (const auto s = string_value(*v, key("token"))) {
+        if (s->size() < detail::kMinTokenLength || has_control_char(*s)) {
+          problem(v->source(), key("token"), "must be at least " + std::to_string(detail::kMinTokenLength) +
+                                                 " characters without control characters");
+        } else {
+          l.token = std::string(*s);
+        }
+      }
+    }
+    if (const toml::node* v = node("token_file")) {
+      if (const auto s = string_value(*v, key("token_file"))) {
+        if (s->empty() || s->front() != '/' || has_control_char(*s)) {
+          problem(v->source(), key("token_file"), "must be an absolute path, got " + describe(*v));
+        } else if (!l.token.empty()) {
+          problem(v->source(), key("token_file"), "give token or token_file, not both");
+        } else {
+          l.token_file = std::string(*s);
+        }
+      }
     }
 
     for (const std::string_view only : detail::kDpdkLinkKeys) {
@@ -762,6 +864,21 @@ class Reader {
 
   void cross_checks() {
     dpdk_checks();
+    const Tls& tls = cfg_.tls;
+    const auto tls_at = [&](std::string_view name) {
+      for (const auto& [f, at] : given_) {
+        if (f->table == "tls" && f->name == name) return at;
+      }
+      return toml::source_region{};
+    };
+    if ((tls.listen_links || tls.listen_agents) && (tls.cert.empty() || tls.key.empty())) {
+      problem(tls_at(tls.listen_links ? "listen_links" : "listen_agents"),
+              tls.listen_links ? "tls.listen_links" : "tls.listen_agents", "a TLS listener needs tls.cert and tls.key");
+    }
+    if (tls.cert.empty() != tls.key.empty()) {
+      problem(tls_at(tls.cert.empty() ? "key" : "cert"), tls.cert.empty() ? "tls.key" : "tls.cert",
+              "tls.cert and tls.key go together");
+    }
     const Cluster& c = cfg_.cluster;
     ordered("heartbeat_ms", c.heartbeat_ms, "dead_after_ms", c.dead_after_ms, false);
     ordered("backoff_min_ms", c.backoff_min_ms, "backoff_max_ms", c.backoff_max_ms, true);

@@ -28,21 +28,40 @@ constexpr std::string_view kAclHelp =
     "# Access control. A peer may do what busd's own uid may (acl_owner_all) and what the\n"
     "# [[acl]] rules that match it grant. A rule matches a peer whose uid and gid (SO_PEERCRED)\n"
     "# and agent name all match; publish and subscribe list subject patterns ('*' matches one\n"
-    "# token, '>' the rest). Rules take effect on reload. One rule, with every key:\n";
+    "# token, '>' the rest). identity (a glob) makes a rule match only remote agents and peer\n"
+    "# busds whose TLS certificate (CN, else SAN) or [[tokens]] identity matches; a link's\n"
+    "# identity limits what crosses it (subscribe: what this busd forwards to the peer; publish:\n"
+    "# what it accepts from it). Rules take effect on reload. One rule, with every key:\n";
 
 constexpr std::string_view kAclExample =
     "# [[acl]]\n"
     "# uid = 1000                    # peer uid; absent = any uid\n"
     "# gid = 1000                    # peer gid; absent = any gid\n"
     "# name = \"worker-*\"             # agent-name glob: '*' any run of characters, '?' one\n"
+    "# identity = \"planner.*\"        # remote identity glob; absent = anyone (local agents have none)\n"
     "# publish = [\"svc.work.>\"]      # subjects it may publish to\n"
     "# subscribe = [\"svc.plan.*\", \"$bus.agents.>\"]   # subjects it may subscribe to\n";
+
+constexpr std::string_view kTokensHelp =
+    "# Tokens (restart): a simpler alternative to client certificates. A remote agent\n"
+    "# (ClientOptions::token or $BUS_TOKEN) or a peer busd ([[links]] token) presents a secret;\n"
+    "# the [[tokens]] table it matches (compared in constant time) gives its identity. Once a\n"
+    "# table exists, a remote agent or peer without a certificate identity must present one. One\n"
+    "# table, with every key (token and token_file: exactly one, the file read at start):\n";
+
+constexpr std::string_view kTokensExample =
+    "# [[tokens]]\n"
+    "# identity = \"planner.remote\"\n"
+    "# token = \"a-long-random-secret-0123456789\"\n"
+    "# token_file = \"/etc/busd/planner.token\"\n";
 
 constexpr std::string_view kLinksHelp =
     "# Peer busds, one [[links]] table each (restart). kind = \"tcp\" (the default): this busd\n"
     "# dials peer, \"host:port\" or \"[v6]:port\" of the peer's [cluster] listen. One link per\n"
     "# peer; a peer that dials this busd needs no table here. (rdma comes with its transport.)\n"
-    "# For example:\n";
+    "# A tcp link may also say tls = true (dial with TLS; [tls] ca verifies the peer, whose\n"
+    "# certificate must name server_name, \"\" = the host of peer) and token or token_file (a\n"
+    "# secret of the peer's [[tokens]]). For example:\n";
 
 constexpr std::string_view kLinksExample =
     "# [[links]]\n"
@@ -215,8 +234,18 @@ std::string render(const Config& cfg) {
     if (r.uid) out += "uid = " + std::to_string(*r.uid) + "\n";
     if (r.gid) out += "gid = " + std::to_string(*r.gid) + "\n";
     out += "name = " + detail::quoted(r.name) + "\n";
+    if (r.identity) out += "identity = " + detail::quoted(*r.identity) + "\n";
     out += "publish = " + string_array(r.publish) + "\n";
     out += "subscribe = " + string_array(r.subscribe) + "\n";
+  }
+  out += "\n";
+  out += kTokensHelp;
+  if (cfg.tokens.empty()) out += kTokensExample;
+  for (const Token& t : cfg.tokens) {
+    out += "\n[[tokens]]\n";
+    out += "identity = " + detail::quoted(t.identity) + "\n";
+    if (!t.token.empty()) out += "token = " + detail::quoted(t.token) + "\n";
+    if (!t.token_file.empty()) out += "token_file = " + detail::quoted(t.token_file) + "\n";
   }
   out += "\n";
   out += kLinksHelp;
@@ -224,14 +253,12 @@ std::string render(const Config& cfg) {
     out += kLinksExample;
     out += "#\n";
     out += kDpdkLinkHelp;
-    out += dpdk_link(LinkConfig{.kind = "dpdk",
-                                .peer = "10.0.0.2:9000",
-                                .port = "net_memif0",
-                                .local = "10.0.0.1:9000",
-                                .peer_mac = "",
-                                .window = LinkConfig{}.window,
-                                .rto_min_us = LinkConfig{}.rto_min_us},
-                     true);
+    LinkConfig example;
+    example.kind = "dpdk";
+    example.peer = "10.0.0.2:9000";
+    example.port = "net_memif0";
+    example.local = "10.0.0.1:9000";
+    out += dpdk_link(example, true);
   }
   for (const LinkConfig& l : cfg.links) {
     if (l.kind == "dpdk") {
@@ -241,6 +268,10 @@ std::string render(const Config& cfg) {
     out += "\n[[links]]\n";
     out += "kind = " + detail::quoted(l.kind) + "\n";
     out += "peer = " + detail::quoted(l.peer) + "\n";
+    if (l.tls) out += "tls = true\n";
+    if (!l.server_name.empty()) out += "server_name = " + detail::quoted(l.server_name) + "\n";
+    if (!l.token.empty()) out += "token = " + detail::quoted(l.token) + "\n";
+    if (!l.token_file.empty()) out += "token_file = " + detail::quoted(l.token_file) + "\n";
   }
   out += "\n";
   out += kDpdkHelp;
@@ -276,6 +307,9 @@ std::vector<std::string> reloadable_diff(const Config& before, const Config& aft
     }
   }
   if (before.acl != after.acl) live.emplace_back("acl");
+  if (before.tokens != after.tokens && not_reloadable != nullptr) {
+    not_reloadable->emplace_back("tokens");
+  }
   if (before.links != after.links && not_reloadable != nullptr) {
     not_reloadable->emplace_back("links");
   }

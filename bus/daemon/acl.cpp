@@ -41,8 +41,38 @@ bool Grants::may_subscribe(std::string_view pattern) const noexcept {
   return false;
 }
 
+namespace {
+// A matching rule's grants into `g` (a '>' both ways is everything).
+void add_rule(Grants& g, const config::AclRule& r, bool& pub_all, bool& sub_all) {
+  for (const auto& p : r.publish) {
+    pub_all |= p == ">";
+    g.publish.push_back(p);
+  }
+  for (const auto& p : r.subscribe) {
+    sub_all |= p == ">";
+    g.subscribe.push_back(p);
+  }
+}
+}  // namespace
+
+Grants grants_for_link(const config::Config& cfg, std::string_view identity) {
+  Grants g;
+  if (identity.empty()) {
+    g.all = true;
+    return g;
+  }
+  bool pub_all = false, sub_all = false, matched = false;
+  for (const auto& r : cfg.acl) {
+    if (!r.identity || !glob_match(*r.identity, identity)) continue;
+    matched = true;
+    add_rule(g, r, pub_all, sub_all);
+  }
+  g.all = (pub_all && sub_all) || !matched;  // no rule names it: as without an identity
+  return g;
+}
+
 Grants grants_for(const config::Config& cfg, uid_t busd_uid, uid_t uid, gid_t gid,
-                  std::string_view name) {
+                  std::string_view name, std::string_view identity) {
   Grants g;
   if (cfg.acl_owner_all && uid == busd_uid) {
     g.all = true;
@@ -53,14 +83,8 @@ Grants grants_for(const config::Config& cfg, uid_t busd_uid, uid_t uid, gid_t gi
     if (r.uid && *r.uid != uid) continue;
     if (r.gid && *r.gid != gid) continue;
     if (!glob_match(r.name, name)) continue;
-    for (const auto& p : r.publish) {
-      pub_all |= p == ">";
-      g.publish.push_back(p);
-    }
-    for (const auto& p : r.subscribe) {
-      sub_all |= p == ">";
-      g.subscribe.push_back(p);
-    }
+    if (r.identity && (identity.empty() || !glob_match(*r.identity, identity))) continue;
+    add_rule(g, r, pub_all, sub_all);
   }
   g.all = pub_all && sub_all;
   return g;

@@ -16,6 +16,7 @@
 #include "shm/ring.hpp"
 #include "shm/segment.hpp"
 #include "socket/frame.hpp"
+#include "tls/stream.hpp"
 
 namespace bus::daemon {
 
@@ -124,6 +125,14 @@ struct Agent {
   size_t tcp_osent = 0;
   std::vector<std::byte> tcp_held;  // an envelope waiting for room in `from`
   uint32_t tcp_events = 0;          // as registered with epoll
+  // TLS and tokens (tcp_agents.cpp): the TLS state over `sock` ([tls] listen_agents), the
+  // identity its certificate or token gave ("" = none), whether it passed the checks before its
+  // first control frame, and by when its TLS handshake must be done.
+  std::unique_ptr<tls::Stream> tls;
+  std::string identity;
+  std::string tcp_from;  // its address, for logs
+  bool tcp_admitted = false;
+  uint64_t tcp_deadline_ns = 0;
 };
 
 /// epoll user data: what became ready.

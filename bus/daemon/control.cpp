@@ -380,7 +380,7 @@ void Daemon::on_register(Agent& a, const control::ControlMessage& m) {
   if (r->capabilities() != nullptr) {
     for (const auto* c : *r->capabilities()) a.capabilities.push_back(c->str());
   }
-  a.grants = grants_for(opts_.config, uid_, a.cred.uid, a.cred.gid, a.name);
+  a.grants = grants_for(opts_.config, uid_, a.cred.uid, a.cred.gid, a.name, a.identity);
   a.copy_first = a.cred.uid != uid_ && !a.tcp;  // a remote agent's rings are busd's own memory
   a.verify = a.copy_first || a.tcp || opts_.config.verify_same_uid;
   if (auto g = give_rings(a); !g) {
@@ -657,7 +657,7 @@ void Daemon::reload() {
   log::set_level(opts_.config.log_level);
   // New grants for everyone; subscriptions the new ACL no longer allows are revoked.
   for (Agent* a : active_) {
-    a->grants = grants_for(opts_.config, uid_, a->cred.uid, a->cred.gid, a->name);
+    a->grants = grants_for(opts_.config, uid_, a->cred.uid, a->cred.gid, a->name, a->identity);
     a->verify = a->copy_first || opts_.config.verify_same_uid;
     for (auto it = a->subs.begin(); it != a->subs.end();) {
       if (a->grants.may_subscribe(it->second.pattern)) {

@@ -65,14 +65,24 @@ struct PeerSlot {
   links::PeerState last_state = links::PeerState::Waiting;
   std::string node;             // the peer's node name, from its first Hello
   uint64_t known_session = 0;   // the peer incarnation whose interests and agents are held here
+  uint64_t synced_due_ns = 0;   // when this busd's snapshot to it ends (Synced); 0: not pending
   int fd = -1;                  // as registered with epoll
   uint32_t events = 0;
   bool readable = false;
   std::string last_logged;      // the last failure logged (a redial failing alike stays quiet)
+  // Security: the identity of the peer on this link (its certificate's, or its token's; "" =
+  // none: everything is allowed, as between members of one cluster), and what it may do:
+  // subscribe = what this busd forwards to it, publish = what it accepts from it. `narrowed`:
+  // an interest broader than the grants was taken, so each message sent is checked.
+  std::string identity;
+  Grants grants;
+  bool narrowed = false;
+  uint64_t acl_refused = 0;     // interests refused and messages dropped by the link's grants
 
   struct Interest {
     std::string pattern;
     uint32_t group = 0;  // this busd's id of the group name
+    bool stale = false;  // the peer's earlier incarnation's: kept until its snapshot is in (Synced)
   };
   std::unordered_map<uint32_t, Interest> interest;  // by the peer's interest id
   struct RemoteAgent {
@@ -199,6 +209,40 @@ class Daemon {
   /// `src`: the publisher, when the message is one of its (for hop timing); null for busd's own.
   bool deliver(uint32_t agent, uint32_t tag, std::span<const std::byte> bytes, const Agent* src = nullptr);
   void publish_dirty();
+  /// A ring of `a`'s broke its rules: logged, and `a` removed after the pass (once).
+  void condemn(Agent& a, const std::string& detail);
+  /// `dst`'s `to` ring has records to publish at the end of the pass.
+  void mark_dirty(Agent& dst) noexcept {
+    if (!dst.to_dirty) {
+      dst.to_dirty = true;
+      dirty_.push_back(&dst);
+    }
+  }
+  /// Counts a delivery just committed to `dst`'s ring (tag: the subscription, or kInboxTag).
+  void delivered(Agent& dst, uint32_t tag, size_t size) noexcept;
+
+  // ---- slow consumers (slow.cpp)
+  /// A delivery found `dst`'s ring full, or its slow buffer in use: per the subscription's
+  /// policy, false (block: the publisher waits) or true (buffered, dropped, or the agent is cut).
+  [[gnu::cold, gnu::noinline]] bool deliver_slow(Agent& dst, uint32_t tag, std::span<const std::byte> bytes,
+                                                 const Agent* src);
+  /// The policy's answer to a full slow buffer: the message is dropped (counted), and a
+  /// disconnect subscription's agent is cut.
+  void slow_overflow(Agent& dst, uint32_t sid, Agent::Sub& s);
+  /// Drops the oldest message waiting in `dst`'s slow buffer (false: none waits).
+  bool drop_oldest(Agent& dst);
+  /// `a`'s slow buffer, made on first need (false: slow_buffer_bytes allows none).
+  bool slow_buffer(Agent& a);
+  /// Moves what waits in `dst`'s slow buffer into its ring; true when nothing waits any more.
+  bool flush_slow(Agent& dst);
+  void note_slow(Agent& a, Agent::Sub& s);
+  /// Each pass while some agent is slow: flushes the buffers; once a millisecond notices who
+  /// recovered and sends the events; cuts the agents a disconnect policy condemned.
+  void service_slow(uint64_t now);
+  void slow_event(Agent& a, uint32_t sid, Agent::Sub& s, control::SlowEvent ev, uint64_t now);
+  void cut_slow(Agent& a);
+  /// The agent is going: it is no longer slow, and what waited for it is gone.
+  void forget_slow(Agent& a);
   void answer_error(Agent& requester, uint64_t request_id, Errc code, std::string_view detail);
   void expire_requests(uint64_t now_ns);
   /// The requests `agent` made are dropped; those waiting only on it are answered with `code`.
@@ -375,6 +419,9 @@ class Daemon {
   std::vector<router::SubRef> matches_;     // scratch, reused per message
   std::vector<router::SubRef> deliveries_;  // scratch
   std::vector<Agent*> dirty_;               // agents whose `to` ring has unpublished records
+  std::vector<Agent*> slow_agents_;         // agents with a slow subscription or a slow buffer in use
+  uint64_t slow_bytes_ = 0;                 // bytes in every slow buffer
+  uint64_t last_slow_scan_ns_ = 0;
 
   struct Pending {
     uint32_t requester;
@@ -431,8 +478,10 @@ class Daemon {
   std::unordered_map<std::string, LocalInterest> interest_;  // key: pattern '\n' group
   std::unordered_map<uint32_t, uint32_t> interest_group_;     // our interest id -> group id (0: none)
   uint32_t next_interest_id_ = 1;
+  uint64_t links_started_ns_ = 0;  // start_links(): this incarnation's start, for kResubscribeGraceNs
   std::vector<std::byte> link_body_;  // scratch for control bodies
   std::vector<uint64_t> aligned_;     // scratch: a received envelope that was not 8-byte aligned
+  std::vector<uint64_t> control_scratch_;  // scratch: a control frame that was not 8-byte aligned
   std::vector<PeerSlot*> touched_;    // scratch: peers the message being routed goes to
   std::vector<uint32_t> chosen_groups_;  // scratch: groups a peer chose this busd for
   std::span<const std::byte> last_env_;  // the envelope route_remote_message routed last

@@ -14,6 +14,13 @@
 //              with an error at its deadline, or at once when the link it went over goes down.
 //   presence   each busd tells its peers its agents' joins and leaves; they are published here
 //              as "name@node".
+//   security   [tls] listen_links and [[links]] tls: the link's TCP stream is TLS (tcp_link.hpp);
+//              a peer's certificate identity (CN, else SAN) or the identity of the [[tokens]]
+//              secret it presented is the link's identity. With one, the [[acl]] rules whose
+//              identity glob matches it decide what crosses: an interest the grants' subscribe
+//              patterns do not reach is refused (one broader than them is narrowed: each message
+//              sent is checked), and a message from the peer outside their publish patterns is
+//              dropped; both logged and counted (drops_acl). Without one, everything crosses.
 #include <sys/epoll.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -30,7 +37,10 @@ namespace bus::daemon {
 namespace {
 
 constexpr uint64_t kMs = 1'000'000;
-constexpr uint32_t kInboxTag = 0;
+// A busd that just started ends its interest snapshot to a peer (Synced) only this long after
+// its start: its agents are reconnecting and resubscribing meanwhile, and until then the peer
+// keeps routing to what its previous incarnation wanted (README "Interest").
+constexpr uint64_t kResubscribeGraceNs = 2000 * kMs;
 constexpr uint32_t kMaxFrameSlack = 4096;  // link framing and routing prefix above max_message_size
 
 std::string host_node_name() {
@@ -54,6 +64,28 @@ uint64_t random_session_id() {
 }
 
 
+// Whether some subject matches both patterns (token by token: '*' any one, '>' one or more).
+bool patterns_overlap(std::string_view a, std::string_view b) noexcept {
+  auto next = [](std::string_view& s) {
+    const size_t dot = s.find('.');
+    std::string_view t = s.substr(0, dot);
+    s = dot == std::string_view::npos ? std::string_view() : s.substr(dot + 1);
+    return t;
+  };
+  bool more_a = !a.empty(), more_b = !b.empty();
+  while (more_a && more_b) {
+    const bool last_a = a.find('.') == std::string_view::npos, last_b = b.find('.') == std::string_view::npos;
+    const std::string_view ta = next(a), tb = next(b);
+    if (ta == ">" || tb == ">") return true;
+    if (ta != "*" && tb != "*" && ta != tb) return false;
+    more_a = !last_a;
+    more_b = !last_b;
+  }
+  if (!more_a && !more_b) return true;
+  // One ran out: the other must end in a '>' that takes... nothing: '>' needs a token.
+  return false;
+}
+
 std::string interest_key(std::string_view pattern, std::string_view group) {
   std::string k(pattern);
   k.push_back('\n');
@@ -71,6 +103,8 @@ control::PresenceEvent presence_event(uint8_t op) {
 }  // namespace
 
 Expected<void> Daemon::start_links() {
+  links_started_ns_ = clock::mono_ns();
+  if (auto t = start_tls(); !t) return t;
   const auto& c = opts_.config.cluster;
   node_ = c.node.empty() ? host_node_name() : c.node;
   if (!link::valid_name(node_)) node_ = "busd";
@@ -84,7 +118,19 @@ Expected<void> Daemon::start_links() {
     if (lc.kind != "tcp") continue;  // dpdk: start_dpdk_links()
     auto ep = tcp::parse_endpoint(lc.peer);
     if (!ep) return tl::unexpected(ep.error().context("links: peer '" + lc.peer + "'"));
-    add_peer(lc.peer, &*ep);
+    PeerSlot& slot = add_peer(lc.peer, &*ep);
+    if (lc.tls || !lc.token.empty() || !lc.token_file.empty()) {
+      tcp::LinkSecurity sec;
+      sec.tls = lc.tls ? &tls_client_ : nullptr;
+      sec.server_name = lc.server_name.empty() ? ep->host : lc.server_name;
+      sec.token = lc.token;
+      if (!lc.token_file.empty()) {
+        auto t = read_token_file(lc.token_file);
+        if (!t) return tl::unexpected(t.error().context("links: peer '" + lc.peer + "'"));
+        sec.token = std::move(*t);
+      }
+      slot.peer->set_security(std::move(sec));
+    }
     log::info("link_configured", {{"peer", lc.peer}, {"kind", lc.kind}, {"node", node_}});
   }
   return start_dpdk_links();
@@ -137,6 +183,7 @@ PeerSlot* Daemon::peer_by_node(std::string_view node) noexcept {
 }
 
 uint64_t Daemon::link_timeout_ns(uint64_t now) const noexcept {
+  if (!tcp_handshakes_.empty()) return 20 * kMs;  // remote agents' TLS handshake deadlines
   if (peers_.empty() && greeters_.empty()) return UINT64_MAX;
   uint64_t t = std::min(20 * kMs, port_poll_ns_);  // dials, heartbeats, deadlines; inline ports' rx
   for (const auto& p : peers_) {
@@ -174,12 +221,24 @@ void Daemon::accept_links() {
     std::string from;
     auto fd = link_listener_.accept(&from);
     if (!fd) {
+      if (fd.error() == Errc::LimitReached && shed_connection(link_listener_.fd(), EMFILE)) continue;
       if (fd.error() != Errc::WouldBlock) log::warn("link_accept_failed", {{"error", errc_name(fd.error())}});
       return;
     }
+    if (std::string why = remote_limit(from); !why.empty()) {
+      counters_.add(counters::Global::link_refused);
+      ::close(*fd);
+      continue;
+    }
     const uint32_t id = next_greeter_++;
     Greeter g;
-    g.link = tcp::TcpLink::adopt(*fd, opts_.config.limits.max_message_size + kMaxFrameSlack, from);
+    g.link = tcp::TcpLink::adopt(*fd, opts_.config.limits.max_message_size + kMaxFrameSlack, from,
+                                 opts_.config.tls.listen_links && tls_server_.valid() ? &tls_server_ : nullptr);
+    if (g.link->state() == link::LinkState::Down) {
+      counters_.add(counters::Global::link_refused);
+      log::warn("link_refused", {{"from", from}, {"why", g.link->error()}});
+      continue;
+    }
     g.from = from;
     g.deadline_ns = clock::mono_ns() + uint64_t{opts_.config.cluster.handshake_ms} * kMs;
     epoll_event ev{};
@@ -200,6 +259,24 @@ void Daemon::on_greeter(uint32_t id) {
     g.link->close(why);  // closing the descriptor takes it out of epoll
     greeters_.erase(it);
   };
+  if (g.link->state() == link::LinkState::Connecting) {  // the TLS handshake
+    g.link->finish_connect();
+    if (g.link->state() == link::LinkState::Down) return refuse(g.link->error());
+    if (g.link->state() == link::LinkState::Connecting) {
+      epoll_event ev{};
+      ev.events = EPOLLIN | (g.link->wants_write() ? EPOLLOUT : 0u);
+      ev.data.u64 = tag(Source::Greeter, id);
+      ::epoll_ctl(epoll_, EPOLL_CTL_MOD, g.link->wait_fd(), &ev);
+      return;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = tag(Source::Greeter, id);
+    ::epoll_ctl(epoll_, EPOLL_CTL_MOD, g.link->wait_fd(), &ev);
+    const auto* t = static_cast<const tcp::TcpLink*>(g.link.get());
+    g.identity = t->peer_identity();
+    log::info("tls_link_accepted", {{"from", g.from}, {"identity", g.identity.empty() ? std::string("(none)") : g.identity}});
+  }
   std::vector<link::Frame> frames;
   auto got = g.link->receive(frames, 64);
   if (!got) return refuse(g.link->error());
@@ -212,17 +289,35 @@ void Daemon::on_greeter(uint32_t id) {
   local.node = node_;
   if (auto v = link::negotiate(local, *hello); !v) return refuse(v.error().message());
   if (hello->node == node_) return refuse("the peer has this busd's own node name '" + node_ + "'");
+  {
+    // Its token (the first frame, taken off by the link), checked once its Hello came.
+    const std::string& token = static_cast<const tcp::TcpLink*>(g.link.get())->presented_token();
+    if (!token.empty()) {
+      const std::string* who = token_identity(token);
+      if (who == nullptr) return refuse("token refused: it matches no [[tokens]] entry of this busd");
+      if (g.identity.empty()) g.identity = *who;
+    } else if (!tokens_.empty() && g.identity.empty()) {
+      return refuse("this busd requires a token or a client certificate from peers ([[links]] token)");
+    }
+  }
   PeerSlot* p = peer_by_node(hello->node);
   if (p != nullptr && p->dials) {
     return refuse("'" + hello->node + "' dials this busd, and this busd dials it too ([[links]] " + p->label +
                   "): list each pair of busd on one side only");
   }
   if (p == nullptr) {
+    // A slot per node name that ever dialed in (its index names it in the router): bounded.
+    if (peers_.size() >= opts_.config.cluster.max_peers) {
+      counters_.add(counters::Global::limit_hits);
+      return refuse("cluster.max_peers (" + std::to_string(opts_.config.cluster.max_peers) +
+                    ") peer busds known already; '" + hello->node + "' is not one of them");
+    }
     p = &add_peer(hello->node + " (dialed in)", nullptr);
     p->node = hello->node;
   }
   ::epoll_ctl(epoll_, EPOLL_CTL_DEL, g.link->wait_fd(), nullptr);
   const uint64_t now = clock::mono_ns();
+  p->identity = g.identity;
   p->peer->adopt_greeted(std::move(g.link), *hello, std::span<const link::Frame>(frames).subspan(1), now);
   greeters_.erase(it);
   p->readable = true;  // more may have come in the same read
@@ -247,11 +342,14 @@ void Daemon::watch_peer(PeerSlot& p) {
 }
 
 void Daemon::flush_links(uint64_t now) {
+  if (!tcp_handshakes_.empty()) expire_tcp_handshakes(now);
   for (auto it = greeters_.begin(); it != greeters_.end();) {
     if (now >= it->second.deadline_ns) {
       counters_.add(counters::Global::link_refused);
-      log::warn("link_refused", {{"from", it->second.from}, {"why", "no Hello within " +
-                                                                       std::to_string(opts_.config.cluster.handshake_ms) + " ms"}});
+      const bool in_tls = it->second.link->state() == link::LinkState::Connecting;
+      log::warn("link_refused", {{"from", it->second.from},
+                                 {"why", std::string(in_tls ? "TLS handshake not finished" : "no Hello") + " within " +
+                                             std::to_string(opts_.config.cluster.handshake_ms) + " ms"}});
       it = greeters_.erase(it);
     } else {
       ++it;
@@ -275,7 +373,23 @@ void Daemon::observe(PeerSlot& p, uint64_t now) {
   // busd is gone, and what this busd held of it is stale.
   if (p.peer->state() == links::PeerState::Up && p.peer->session().resumed() &&
       p.peer->session().peer_session() != p.known_session) {
-    forget_peer_state(p);
+    // Its plain interests stay routed until its snapshot is in (Synced): what is published
+    // meanwhile still goes to it, after the messages held for it from before (it routes them by
+    // its own subscriptions), so a subscriber already back on it misses nothing in between.
+    // Queue groups go at once: a route id names an interest of the incarnation that made it.
+    for (auto it = p.interest.begin(); it != p.interest.end();) {
+      if (it->second.group == 0) {
+        it->second.stale = true;
+        ++it;
+        continue;
+      }
+      trie_.erase(it->second.pattern, router::SubRef{kPeerBase + p.index, it->first, it->second.group});
+      groups_.release_group(it->second.group);
+      routes_changed(it->second.pattern);
+      it = p.interest.erase(it);
+    }
+    for (const auto& [id, ra] : p.agents) publish_presence(ra.name, id, ra.capabilities, control::PresenceEvent::Left);
+    p.agents.clear();
     p.known_session = p.peer->session().peer_session();
     for (const auto& [key, li] : interest_) {
       const size_t nl = key.find('\n');
@@ -283,6 +397,8 @@ void Daemon::observe(PeerSlot& p, uint64_t now) {
       links::append_interest_add(link_body_, li.id, std::string_view(key).substr(0, nl), std::string_view(key).substr(nl + 1));
       send_control_body(p, link_body_);
     }
+    // It ends with Synced, held back while this busd's own agents may still be coming back.
+    p.synced_due_ns = std::max(now, links_started_ns_ + kResubscribeGraceNs);
     for (const Agent* a : active_) {
       if (a->phase != Agent::Phase::Active) continue;
       link_body_.clear();
@@ -290,6 +406,12 @@ void Daemon::observe(PeerSlot& p, uint64_t now) {
       send_control_body(p, link_body_);
     }
     p.peer->tick(now);
+  }
+  if (p.synced_due_ns != 0 && now >= p.synced_due_ns) {
+    p.synced_due_ns = 0;
+    link_body_.clear();
+    links::append_interest_synced(link_body_);
+    send_control_body(p, link_body_);
   }
   p.last_state = p.peer->state();
   watch_peer(p);
@@ -317,9 +439,40 @@ void Daemon::on_peer_up(PeerSlot& p) {
   }
   p.node = node;
   p.last_logged.clear();
+  if (p.dials) {
+    const auto* t = dynamic_cast<const tcp::TcpLink*>(p.peer->current_link());
+    p.identity = t != nullptr ? t->peer_identity() : std::string();
+  }
+  p.grants = grants_for_link(opts_.config, p.identity);
+  // Interests kept from before a reconnect are held to the grants of this connection's identity.
+  p.narrowed = false;
+  std::vector<uint32_t> refused;
+  for (const auto& [id, in] : p.interest) {
+    if (p.grants.all || p.grants.may_subscribe(in.pattern)) continue;
+    bool overlaps = false;
+    for (const auto& g : p.grants.subscribe) overlaps |= patterns_overlap(g, in.pattern);
+    if (overlaps) {
+      p.narrowed = true;
+    } else {
+      refused.push_back(id);
+    }
+  }
+  for (uint32_t id : refused) {
+    auto it = p.interest.find(id);
+    trie_.erase(it->second.pattern, router::SubRef{kPeerBase + p.index, id, it->second.group});
+    if (it->second.group != 0) groups_.release_group(it->second.group);
+    routes_changed(it->second.pattern);
+    log::warn("link_interest_refused", {{"peer", p.label}, {"node", node}, {"identity", p.identity},
+                                        {"pattern", it->second.pattern},
+                                        {"why", "the link's identity may not subscribe to it ([[acl]])"}});
+    counters_.add(counters::Global::drops_acl);
+    p.interest.erase(it);
+  }
   counters_.add(counters::Global::link_connects);
   counters_.add(counters::Global::links_up);
-  log::info("link_up", {{"peer", p.label}, {"node", node}, {"dials", p.dials ? "yes" : "no"}});
+  log::info("link_up", {{"peer", p.label}, {"node", node}, {"dials", p.dials ? "yes" : "no"},
+                        {"identity", p.identity.empty() ? std::string("(none)") : p.identity},
+                        {"acl", p.grants.all ? "everything" : "its identity's [[acl]] grants"}});
 }
 
 void Daemon::on_peer_down(PeerSlot& p) {
@@ -377,6 +530,12 @@ void Daemon::interest_down(std::string_view pattern, uint32_t group) {
   const uint32_t id = it->second.id;
   interest_.erase(it);
   interest_group_.erase(id);
+  // A stopping busd leaves its plain interests with its peers, as a crash does: they hold what
+  // comes for them across the restart (up to hold_bytes) and hand it to the next incarnation,
+  // whose snapshot then replaces them. Withdrawn here, what is published between this and that
+  // snapshot would be lost behind messages held from before, for subscribers already back.
+  // Queue groups are withdrawn: the peer's own members (or another peer's) serve meanwhile.
+  if (stopping_ && group == 0) return;
   link_body_.clear();
   links::append_interest_remove(link_body_, id);
   to_known_peers(link_body_);
@@ -398,6 +557,14 @@ void Daemon::send_to_peers(const EnvelopeView& v, std::span<const std::byte> byt
       continue;
     }
     PeerSlot* p = peers_[d.agent - kPeerBase].get();
+    if (p->narrowed && !p->grants.may_subscribe(v.subject())) [[unlikely]] {
+      if (p->acl_refused++ == 0) {
+        log::warn("link_message_refused", {{"peer", p->label}, {"node", p->node}, {"identity", p->identity},
+                                           {"subject", v.subject()}, {"why", "outside the link's [[acl]] subscribe grants (logged once per link)"}});
+      }
+      counters_.add(counters::Global::drops_acl);
+      continue;
+    }
     if (!p->touched) {
       p->touched = true;
       p->route_ids.clear();
@@ -569,11 +736,37 @@ void Daemon::apply_interest(PeerSlot& p, const links::Body& b) {
       for (auto it = p.interest.begin(); it != p.interest.end(); it = p.interest.begin()) drop(it->first);
       return;
     case links::InterestOp::Remove: drop(b.id); return;
+    case links::InterestOp::Synced: {
+      // Its snapshot is in: what its earlier incarnation wanted and it did not re-add goes.
+      std::vector<uint32_t> stale;
+      for (const auto& [id, in] : p.interest) {
+        if (in.stale) stale.push_back(id);
+      }
+      for (uint32_t id : stale) drop(id);
+      return;
+    }
     case links::InterestOp::Add: break;
   }
   drop(b.id);  // an Add of an id it already has replaces it
   if (!router::validate_pattern(b.pattern) || router::classify(b.pattern) != router::SubjectClass::Normal) {
     return cut_off(p, "interest in '" + std::string(b.pattern) + "', which is not a subject pattern agents may subscribe to");
+  }
+  if (!p.grants.all && !p.grants.may_subscribe(b.pattern)) {
+    bool overlaps = false;
+    for (const auto& g : p.grants.subscribe) overlaps |= patterns_overlap(g, b.pattern);
+    if (!overlaps) {
+      counters_.add(counters::Global::drops_acl);
+      ++p.acl_refused;
+      log::warn("link_interest_refused", {{"peer", p.label}, {"node", p.node}, {"identity", p.identity},
+                                          {"pattern", b.pattern},
+                                          {"why", "the link's identity may not subscribe to it ([[acl]])"}});
+      return;
+    }
+    // Broader than the grants: taken, and each message sent for it is checked.
+    p.narrowed = true;
+    log::info("link_interest_narrowed", {{"peer", p.label}, {"node", p.node}, {"identity", p.identity},
+                                         {"pattern", b.pattern},
+                                         {"why", "broader than the link's [[acl]] grants: only subjects they allow are forwarded"}});
   }
   uint32_t gid = 0;
   if (!b.group.empty()) {
@@ -646,6 +839,20 @@ bool Daemon::route_remote_message(PeerSlot& p, const links::Body& b) {
   const auto cls = router::classify(subject);
   if (cls == router::SubjectClass::System || !router::validate_subject(subject)) {
     counters_.add(counters::Global::drops_acl);
+    return true;
+  }
+  // The link's identity may publish only what its grants allow (replies to an inbox here are
+  // answers to requests this busd's agents sent: always taken).
+  if (!p.grants.all && cls != router::SubjectClass::Inbox && !p.grants.may_publish(subject)) [[unlikely]] {
+    counters_.add(counters::Global::drops_acl);
+    if (p.acl_refused++ == 0 || (p.acl_refused & 1023) == 0) {
+      log::warn("link_message_refused", {{"peer", p.label}, {"node", p.node}, {"identity", p.identity},
+                                         {"subject", subject}, {"refused", p.acl_refused},
+                                         {"why", "the link's identity may not publish to it ([[acl]])"}});
+    }
+    if (kind == wire::Kind::Request) {
+      answer_remote(p, v, Errc::PermissionDenied, "'" + std::string(subject) + "' is not allowed from this link's identity on " + node_);
+    }
     return true;
   }
   if (cls == router::SubjectClass::Inbox) {

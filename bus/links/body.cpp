@@ -87,9 +87,10 @@ Expected<Body> parse_body(std::span<const std::byte> bytes) {
       b.kind = BodyKind::Interest;
       b.op = a;
       b.id = word;
-      if (a == static_cast<uint8_t>(InterestOp::Reset) || a == static_cast<uint8_t>(InterestOp::Remove)) {
-        if (bytes.size() != kBodyPrefix) return tl::unexpected(bad("interest reset/remove with trailing bytes"));
-        if (a == static_cast<uint8_t>(InterestOp::Reset) && word != 0) return tl::unexpected(bad("interest reset with an id"));
+      if (a == static_cast<uint8_t>(InterestOp::Reset) || a == static_cast<uint8_t>(InterestOp::Remove) ||
+          a == static_cast<uint8_t>(InterestOp::Synced)) {
+        if (bytes.size() != kBodyPrefix) return tl::unexpected(bad("interest reset/remove/synced with trailing bytes"));
+        if (a != static_cast<uint8_t>(InterestOp::Remove) && word != 0) return tl::unexpected(bad("interest reset/synced with an id"));
         if (a == static_cast<uint8_t>(InterestOp::Remove) && word == 0) return tl::unexpected(bad("interest id 0"));
         return b;
       }
@@ -150,6 +151,10 @@ void append_interest_remove(std::vector<std::byte>& out, uint32_t id) {
 
 void append_interest_reset(std::vector<std::byte>& out) {
   append_prefix(out, BodyKind::Interest, static_cast<uint8_t>(InterestOp::Reset), 0);
+}
+
+void append_interest_synced(std::vector<std::byte>& out) {
+  append_prefix(out, BodyKind::Interest, static_cast<uint8_t>(InterestOp::Synced), 0);
 }
 
 void append_presence(std::vector<std::byte>& out, PresenceOp op, uint32_t agent_id, std::string_view name,

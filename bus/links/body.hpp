@@ -10,6 +10,10 @@
 //   Interest  a = op, b = interest id. Add: u16 pattern length, u8 group length, u8 0, the
 //             pattern, the group name (0 bytes: no group). Remove: no more bytes. Reset (b = 0):
 //             the receiver forgets every interest of the sender (an Add snapshot follows).
+//             Synced (b = 0, no more bytes): ends the Add snapshot a sender sends first to a
+//             peer it meets (a sender that just started sends it a while later, once its
+//             agents had time to come back): the receiver forgets the interests of the
+//             sender's earlier incarnation that it kept until then and no Add replaced.
 //   Presence  a = event, b = agent id on the sender. Joined/Left/Died: u8 name length, the name,
 //             u8 capability count, each capability as u8 length + bytes. Reset (b = 0): the
 //             sender's agents are all gone (a Joined snapshot follows).
@@ -31,7 +35,7 @@
 namespace bus::links {
 
 enum class BodyKind : uint8_t { Message = 1, Interest = 2, Presence = 3 };
-enum class InterestOp : uint8_t { Add = 1, Remove = 2, Reset = 3 };
+enum class InterestOp : uint8_t { Add = 1, Remove = 2, Reset = 3, Synced = 4 };
 enum class PresenceOp : uint8_t { Joined = 0, Left = 1, Died = 2, Reset = 3 };
 
 inline constexpr size_t kBodyPrefix = 8;
@@ -66,6 +70,7 @@ inline constexpr size_t kMaxMessagePrefix = kBodyPrefix + 4 * kMaxRouteIds + 4;
 void append_interest_add(std::vector<std::byte>& out, uint32_t id, std::string_view pattern, std::string_view group);
 void append_interest_remove(std::vector<std::byte>& out, uint32_t id);
 void append_interest_reset(std::vector<std::byte>& out);
+void append_interest_synced(std::vector<std::byte>& out);
 void append_presence(std::vector<std::byte>& out, PresenceOp op, uint32_t agent_id, std::string_view name,
                      std::span<const std::string> capabilities);
 void append_presence_reset(std::vector<std::byte>& out);

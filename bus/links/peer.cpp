@@ -101,7 +101,8 @@ void Peer::tick(uint64_t now_ns) {
     case PeerState::Waiting: {
       if (!o_.dial || now_ns < retry_at_) return;
       Expected<std::unique_ptr<link::Link>> l =
-          o_.dialer ? o_.dialer() : Expected<std::unique_ptr<link::Link>>(tcp::TcpLink::connect(o_.address, o_.max_frame));
+          o_.dialer ? o_.dialer()
+                    : Expected<std::unique_ptr<link::Link>>(tcp::TcpLink::connect(o_.address, o_.max_frame, o_.security));
       if (!l) {
         fail(l.error().message(), now_ns);
         return;
@@ -118,7 +119,15 @@ void Peer::tick(uint64_t now_ns) {
       }
       if (link_->state() != link::LinkState::Up) {
         if (now_ns - state_since_ > uint64_t{o_.handshake_ms} * kMs) {
-          fail("connect to " + (o_.target.empty() ? o_.address.to_string() : o_.target) + " timed out", now_ns);
+          const auto* t = dynamic_cast<const tcp::TcpLink*>(link_.get());
+          const std::string where = o_.target.empty() ? o_.address.to_string() : o_.target;
+          if (t != nullptr && t->in_tls_handshake()) {
+            ++c_.handshake_failures;
+            fail("TLS handshake with " + where + " not finished within " + std::to_string(o_.handshake_ms) + " ms",
+                 now_ns);
+          } else {
+            fail("connect to " + where + " timed out", now_ns);
+          }
         }
         return;
       }

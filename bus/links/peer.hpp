@@ -29,6 +29,7 @@ struct PeerOptions {
   /// its handshake in finish_connect()). Empty: a TCP connect to `address`.
   std::function<Expected<std::unique_ptr<link::Link>>()> dialer;
   std::string target;               // what is dialed, for messages ("" = address)
+  tcp::LinkSecurity security;       // TLS and token of a TCP link this peer dials
   uint32_t heartbeat_ms = 1000;     // a Heartbeat when nothing else was sent for this long
   uint32_t dead_after_ms = 3000;    // nothing heard for this long: the connection is dead
   uint32_t handshake_ms = 2000;     // Hello must arrive within this long
@@ -83,6 +84,8 @@ class Peer {
     o_.target = std::move(target);
     o_.dial = true;
   }
+  /// The TLS and token of the TCP links this peer dials (see PeerOptions::security).
+  void set_security(tcp::LinkSecurity s) { o_.security = std::move(s); }
   /// This busd's Hello, as sent.
   [[nodiscard]] const link::Hello& local() const noexcept { return local_; }
   /// Ends the current connection (operator command, shutdown, tests); a dialing peer redials
@@ -131,9 +134,7 @@ class Peer {
   std::string last_error_;
   link::Hello local_;
   link::Hello remote_;
-  bool hello_sent_ = false;
   std::vector<std::byte> hello_bytes_;
-  size_t hello_written_ = 0;
   uint64_t state_since_ = 0;
   uint64_t last_heard_ = 0;
   uint64_t last_sent_ = 0;

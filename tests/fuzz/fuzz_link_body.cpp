@@ -40,6 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         case InterestOp::Add: append_interest_add(again, b->id, b->pattern, b->group); break;
         case InterestOp::Remove: append_interest_remove(again, b->id); break;
         case InterestOp::Reset: append_interest_reset(again); break;
+        case InterestOp::Synced: append_interest_synced(again); break;
       }
       break;
     case BodyKind::Presence:

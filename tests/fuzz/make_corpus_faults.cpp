@@ -302,6 +302,9 @@ void link_body_seeds() {
   links::append_interest_reset(v);
   write_seed("fuzz_link_body", "interest_reset", of(v));
   v.clear();
+  links::append_interest_synced(v);
+  write_seed("fuzz_link_body", "interest_synced", of(v));
+  v.clear();
   const std::string caps[] = {"plan", "gpu"};
   links::append_presence(v, links::PresenceOp::Joined, 42, "planner", caps);
   write_seed("fuzz_link_body", "presence_joined", of(v));

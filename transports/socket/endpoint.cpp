@@ -1,5 +1,6 @@
 // TCP endpoints and plain TCP streams (see endpoint.hpp).
 #include "socket/endpoint.hpp"
+#include "socket/frame.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -161,13 +162,7 @@ bool send_pending(int fd, std::vector<std::byte>& out, size_t& sent, size_t comp
     }
     sent += static_cast<size_t>(w);
   }
-  if (sent == out.size()) {
-    out.clear();
-    sent = 0;
-  } else if (sent > compact_after) {
-    out.erase(out.begin(), out.begin() + static_cast<ptrdiff_t>(sent));
-    sent = 0;
-  }
+  sock::drop_sent(out, sent, compact_after);
   return ok;
 }
 
@@ -175,7 +170,7 @@ Expected<ChanFrame> parse_chan(std::span<const std::byte> frame) {
   if (frame.size() < kChanHeader) return fail(Errc::BadMessage, "agent stream: a frame shorter than its 8-byte header");
   ChanFrame f;
   f.channel = frame[0];
-  if (f.channel != kChanControl && f.channel != kChanData) {
+  if (f.channel != kChanControl && f.channel != kChanData && f.channel != kChanAuth) {
     return fail(Errc::BadMessage, cat({"agent stream: unknown channel ", std::to_string(static_cast<unsigned>(f.channel))}));
   }
   if (frame[1] != std::byte{0} || frame[2] != std::byte{0} || frame[3] != std::byte{0}) {
@@ -184,6 +179,9 @@ Expected<ChanFrame> parse_chan(std::span<const std::byte> frame) {
   for (int i = 3; i >= 0; --i) f.tag = (f.tag << 8) | static_cast<uint8_t>(frame[4 + i]);
   if (f.channel == kChanControl && f.tag != 0) return fail(Errc::BadMessage, "agent stream: a control frame with a tag");
   f.body = frame.subspan(kChanHeader);
+  if (f.channel == kChanAuth && (f.tag != 0 || f.body.size() > kMaxTokenFrame)) {
+    return fail(Errc::BadMessage, "agent stream: a token frame with a tag or above 1024 bytes");
+  }
   return f;
 }
 

@@ -7,7 +7,9 @@
 //   u8 channel ('C' control, 'D' data) | 3 zero bytes | u32 tag (little-endian)
 //
 // then a ControlMessage ('C', tag 0) or an Envelope ('D'; from busd the tag is the delivery's
-// subscription id, as a ring record carries it; from the agent 0). No descriptors cross: busd
+// subscription id, as a ring record carries it; from the agent 0). An agent with a token sends
+// it first, before its Hello, as an 'A' frame (tag 0; the body is the token, at most
+// kMaxTokenFrame bytes). No descriptors cross: busd
 // and the agent's library each keep their side of the rings in their own memory and move
 // records between the rings and the stream.
 #pragma once
@@ -44,6 +46,8 @@ struct Endpoint {
 
 inline constexpr std::byte kChanControl{'C'};
 inline constexpr std::byte kChanData{'D'};
+inline constexpr std::byte kChanAuth{'A'};
+inline constexpr size_t kMaxTokenFrame = 1024;
 inline constexpr size_t kChanHeader = 8;
 
 struct ChanFrame {

@@ -146,4 +146,14 @@ Result<size_t> receive(int fd, FrameReader& reader, std::vector<int>* fds) {
   return static_cast<size_t>(n);
 }
 
+void drop_sent(std::vector<std::byte>& out, size_t& sent, size_t compact_after) noexcept {
+  if (sent == out.size()) {
+    out.clear();
+    sent = 0;
+  } else if (sent > compact_after) {
+    out.erase(out.begin(), out.begin() + static_cast<ptrdiff_t>(sent));
+    sent = 0;
+  }
+}
+
 }  // namespace bus::sock

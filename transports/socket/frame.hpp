@@ -61,4 +61,9 @@ void append_frame(std::vector<std::byte>& out, std::span<const std::byte> payloa
 /// 0 with Closed when the peer hung up. WouldBlock when nothing is there.
 [[nodiscard]] Result<size_t> receive(int fd, FrameReader& reader, std::vector<int>* fds = nullptr);
 
+/// After a write of `out` up to `sent`: drops what went out, all of it (cleared) or, once more
+/// than `compact_after` bytes went, the prefix (a sender that keeps appending does not move the
+/// rest on every write).
+void drop_sent(std::vector<std::byte>& out, size_t& sent, size_t compact_after) noexcept;
+
 }  // namespace bus::sock

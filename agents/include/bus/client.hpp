@@ -126,6 +126,17 @@ struct ClientOptions {
   std::string name;                        // unique on this host
   std::vector<std::string> capabilities;   // found by find_agents()
   std::string address;                     // busd's socket path; "" = the default lookup
+                                           // ("tcp://host:port", "tls://host:port": a remote busd)
+  /// A remote busd over TLS ("tls://host:port") and tokens. An empty field takes its
+  /// environment variable: $BUS_TLS_CA, $BUS_TLS_CERT, $BUS_TLS_KEY, $BUS_TLS_SERVER_NAME,
+  /// $BUS_TOKEN. A certificate (with its key) is this agent's identity to busd's [[acl]]
+  /// (mutual TLS); a token, one of busd's [[tokens]], is the simpler alternative (it works
+  /// over "tcp://" too, but is then sent in the clear).
+  std::string tls_ca;           // PEM CA bundle that verifies busd; "" = the system's CAs
+  std::string tls_cert;         // PEM client certificate; "" = none
+  std::string tls_key;          // its PEM private key
+  std::string tls_server_name;  // the name busd's certificate must carry; "" = the address's host
+  std::string token;            // presented before the Hello; "" = none
   std::string wait = "adaptive";           // spin | yield | adaptive[:<n>us] | block
   bool reconnect = true;                   // reconnect and resubscribe after busd restarts
   std::chrono::milliseconds connect_timeout{2000};
