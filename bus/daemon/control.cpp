@@ -83,13 +83,21 @@ void Daemon::send_error(Agent& a, uint64_t ref, Errc code, const std::string& me
   send_control(a, control::Body::ErrorReply, e.Union());
 }
 
-void Daemon::refuse_connection(int fd, Errc code, const std::string& why) {
+void Daemon::refuse_connection(int fd, Errc code, const std::string& why, bool tcp) {
   counters_.add(counters::Global::control_errors);
   auto e = control::CreateErrorReplyDirect(fbb_, code, why.c_str(), 0);
   auto msg = control::CreateControlMessage(fbb_, ++control_seq_, control::Body::ErrorReply, e.Union());
   control::FinishControlMessageBuffer(fbb_, msg);
+  const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(fbb_.GetBufferPointer()), fbb_.GetSize());
   // A new socket's send buffer is empty: the frame fits without waiting (or is lost, harmlessly).
-  (void)sock::send_frame(fd, {reinterpret_cast<const std::byte*>(fbb_.GetBufferPointer()), fbb_.GetSize()});
+  if (tcp) {
+    // The agent stream: a 'C' frame, so that the remote agent's SDK can say why.
+    std::vector<std::byte> out;
+    tcp::append_chan(out, tcp::kChanControl, 0, bytes);
+    (void)!::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  } else {
+    (void)sock::send_frame(fd, bytes);
+  }
   fbb_.Clear();
   ::close(fd);
 }

@@ -157,8 +157,9 @@ class Daemon {
   /// `frame` where FlatBuffers may read it: itself when 8-byte aligned, else a copy (valid until
   /// the next call).
   std::span<const std::byte> aligned_control(std::span<const std::byte> frame);
-  /// Sends an ErrorReply on a connection just accepted and closes it.
-  void refuse_connection(int fd, Errc code, const std::string& why);
+  /// Sends an ErrorReply on a connection just accepted (`tcp`: a remote agent's stream, framed
+  /// as such) and closes it.
+  void refuse_connection(int fd, Errc code, const std::string& why, bool tcp = false);
   /// Whether limits.max_pending_connections agents are already waiting to register (counted,
   /// logged at most once a second); `from` names the new connection for the log.
   bool pending_connections_full(std::string_view from);

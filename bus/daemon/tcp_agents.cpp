@@ -116,16 +116,7 @@ void Daemon::accept_tcp_agents() {
       return;
     }
     if (std::string why = remote_limit(from); !why.empty()) {
-      // The agent's stream is framed: a 'C' frame with the ErrorReply, so that its SDK can say why.
-      counters_.add(counters::Global::control_errors);
-      auto e = control::CreateErrorReplyDirect(fbb_, Errc::LimitReached, why.c_str(), 0);
-      auto msg = control::CreateControlMessage(fbb_, ++control_seq_, control::Body::ErrorReply, e.Union());
-      control::FinishControlMessageBuffer(fbb_, msg);
-      std::vector<std::byte> out;
-      tcp::append_chan(out, tcp::kChanControl, 0, {reinterpret_cast<const std::byte*>(fbb_.GetBufferPointer()), fbb_.GetSize()});
-      fbb_.Clear();
-      (void)!::send(*fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      ::close(*fd);
+      refuse_connection(*fd, Errc::LimitReached, why, true);
       continue;
     }
     auto a = std::make_unique<Agent>();
