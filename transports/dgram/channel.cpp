@@ -267,13 +267,15 @@ bool Channel::deliver_packet(const RxPacket& p, std::vector<link::Frame>& out) {
     std::vector<std::byte>& buf = asm_[asm_cur_];
     if ((flags & kFirst) != 0) {
       if (assembling_) return bad("a frame starts inside a fragmented one");
+      // The bound holds for whole frames too, not only reassembled ones (a peer that sends
+      // larger packets than it announced could otherwise pass a larger frame).
+      if (len > o_.max_frame) return bad("a frame above the largest allowed (" + num(o_.max_frame) + " bytes)");
       if ((flags & kLast) != 0) {
         auto f = link::parse_frame(bytes);
         if (!f) return bad(f.error().message());
         out.push_back(*f);
         ++st_.frames_in;
       } else {
-        if (len > o_.max_frame) return bad("a frame above the largest allowed (" + num(o_.max_frame) + " bytes)");
         buf.assign(kAsmLead, std::byte{0});
         buf.insert(buf.end(), bytes.begin(), bytes.end());
         assembling_ = true;

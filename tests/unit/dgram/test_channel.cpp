@@ -542,6 +542,21 @@ TEST_CASE("a frame reassembled past max_frame is refused") {
   CHECK(q.b.error().find("above the largest") != std::string::npos);
 }
 
+TEST_CASE("a whole frame in one packet past max_frame is refused") {
+  ChannelOptions small;
+  small.max_frame = 256;
+  Pair q(small);
+  q.handshake();
+  std::vector<link::Frame> frames;
+  auto fits = q.data(1, chunk(200, kFirst | kLast));
+  REQUIRE(q.feed(fits, frames).has_value());
+  auto over = q.data(2, chunk(400, kFirst | kLast));
+  auto r = q.feed(over, frames);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error() == Errc::BadMessage);
+  CHECK(q.b.error().find("above the largest") != std::string::npos);
+}
+
 TEST_CASE("an ack of a packet never sent is a protocol fault") {
   Pair p;
   p.handshake();
