@@ -1,5 +1,5 @@
 // busd's configuration: a TOML file (busd.toml) with the tables [busd], [limits], [cluster],
-// [[acl]], [[links]] and [dpdk] (with its [[dpdk.ports]]).
+// [tls], [[acl]], [[tokens]], [[slow_consumers]], [[links]] and [dpdk] (with its [[dpdk.ports]]).
 //
 // Every knob has one default, here: the member initializers below (sizes from bus/limits.hpp).
 // default_config_text() is the embedded default document, written out from these values with a
@@ -37,6 +37,24 @@ struct AclRule {
   std::vector<std::string> subscribe;  // subject patterns
 
   friend bool operator==(const AclRule&, const AclRule&) = default;
+};
+
+/// What busd does with a message for a subscription that finds its agent's ring full (the
+/// order of control.fbs SlowPolicy).
+enum class SlowPolicy : uint8_t { Block, DropOldest, DropNewest, Disconnect };
+
+/// "block", "drop-oldest", "drop-newest", "disconnect".
+[[nodiscard]] std::string_view slow_policy_name(SlowPolicy p) noexcept;
+
+/// One [[slow_consumers]] table: the operator's choice of slow-consumer policy for the
+/// subscriptions of matching agents, over what the agent asked. The first rule whose name glob
+/// matches the agent and one of whose subjects covers the subscription's pattern decides.
+struct SlowRule {
+  std::string name = "*";            // agent-name glob ('*' any run of characters, '?' one)
+  std::vector<std::string> subjects;  // subject patterns; a subscription inside one matches
+  SlowPolicy policy = SlowPolicy::Block;
+
+  friend bool operator==(const SlowRule&, const SlowRule&) = default;
 };
 
 struct Limits {
@@ -190,6 +208,7 @@ struct Config {
   Tls tls;
   std::vector<AclRule> acl;
   std::vector<Token> tokens;
+  std::vector<SlowRule> slow_consumers;
   Cluster cluster;
   std::vector<LinkConfig> links;
   Dpdk dpdk;
@@ -220,7 +239,7 @@ struct Config {
 inline constexpr size_t kMaxConfigFileSize = 1u << 20;
 
 /// For a reload (SIGHUP): the keys that differ between `before` and `after`, as dotted names
-/// ("busd.log_level", "limits.max_agents", "acl"). Keys that take effect on reload are
+/// ("busd.log_level", "limits.max_agents", "acl", "slow_consumers"). Keys that take effect on reload are
 /// returned; keys that need a restart (socket, socket_mode, socket_group, shm_dir, wait,
 /// max_message_size, ring_capacity, every cluster.* key, "links" for the [[links]] tables and
 /// "dpdk" for [dpdk] and its ports) are appended to *not_reloadable instead (when not null), so

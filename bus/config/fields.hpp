@@ -43,9 +43,10 @@ struct Field {
 
 /// The tables of the document, in order, and the keys of one [[acl]], one [[links]], the [dpdk]
 /// and one [[dpdk.ports]] table.
-inline constexpr std::string_view kTables[] = {"busd", "limits", "cluster", "tls", "acl", "tokens", "links", "dpdk"};
+inline constexpr std::string_view kTables[] = {"busd", "limits", "cluster", "tls", "acl", "tokens", "slow_consumers", "links", "dpdk"};
 inline constexpr std::string_view kAclKeys[] = {"uid", "gid", "name", "identity", "publish", "subscribe"};
 inline constexpr std::string_view kTokenKeys[] = {"identity", "token", "token_file"};
+inline constexpr std::string_view kSlowKeys[] = {"name", "subjects", "policy"};
 inline constexpr std::string_view kLinkKeys[] = {"kind",     "peer",   "port",       "local",
                                                  "peer_mac", "window", "rto_min_us", "tls",
                                                  "server_name", "token", "token_file"};

@@ -13,6 +13,7 @@
 
 #include "config/config.hpp"
 #include "config/fields.hpp"
+#include "router/subjects.hpp"
 #include "shm/layout.hpp"
 
 namespace bus::config {
@@ -81,6 +82,8 @@ class Reader {
         acl(v);
       } else if (name == "tokens") {
         tokens(v);
+      } else if (name == "slow_consumers") {
+        slow_consumers(v);
       } else if (name == "links") {
         links(v);
       } else if (name == "dpdk") {
@@ -398,6 +401,70 @@ class Reader {
         problem(t.source(), path, "give exactly one of token and token_file");
       }
       cfg_.tokens.push_back(std::move(tok));
+    }
+  }
+
+  void slow_consumers(const toml::node& v) {
+    const toml::array* list = v.as_array();
+    if (list == nullptr || (!list->empty() && !list->is_array_of_tables())) {
+      problem(v.source(), "slow_consumers", "must be an array of tables ([[slow_consumers]]), got " + describe(v));
+      return;
+    }
+    for (size_t i = 0; i < list->size(); ++i) {
+      const toml::table& t = *list->get(i)->as_table();
+      const std::string path = "slow_consumers[" + std::to_string(i) + "]";
+      const size_t problems_before = problems_;
+      SlowRule r;
+      bool has_policy = false;
+      for (const auto& [k, val] : t) {
+        const std::string_view name = k.str();
+        const std::string key = path + "." + std::string(name);
+        if (name == "name") {
+          const auto s = string_value(val, key);
+          if (!s) continue;
+          if (s->empty()) {
+            problem(val.source(), key, "must be a non-empty agent-name glob (\"*\" = any name)");
+            continue;
+          }
+          r.name = std::string(*s);
+        } else if (name == "subjects") {
+          const toml::array* a = val.as_array();
+          patterns(val, key, r.subjects);
+          for (size_t j = 0; a != nullptr && j < a->size(); ++j) {
+            const toml::node& e = *a->get(j);
+            const auto* s = e.as_string();
+            if (s != nullptr && !s->get().empty() && !router::validate_pattern(s->get())) {
+              problem(e.source(), key + "[" + std::to_string(j) + "]",
+                      "'" + s->get() + "' is not a valid subject pattern ('*' matches one token, '>' the rest)");
+            }
+          }
+        } else if (name == "policy") {
+          const auto s = string_value(val, key);
+          if (!s) continue;
+          bool known = false;
+          for (const SlowPolicy p : {SlowPolicy::Block, SlowPolicy::DropOldest, SlowPolicy::DropNewest, SlowPolicy::Disconnect}) {
+            if (*s == slow_policy_name(p)) {
+              r.policy = p;
+              known = true;
+            }
+          }
+          if (!known) {
+            problem(val.source(), key, "must be one of \"block\", \"drop-oldest\", \"drop-newest\", \"disconnect\", got " + describe(val));
+            continue;
+          }
+          has_policy = true;
+        } else {
+          unknown(k, val, path, detail::kSlowKeys);
+        }
+      }
+      if (problems_ != problems_before) {
+        // (reported for its key)
+      } else if (r.subjects.empty()) {
+        problem(t.source(), path, "subjects is required: the subscription patterns this rule covers (\">\" = all)");
+      } else if (!has_policy) {
+        problem(t.source(), path, "policy is required: block, drop-oldest, drop-newest or disconnect");
+      }
+      cfg_.slow_consumers.push_back(std::move(r));
     }
   }
 

@@ -13,6 +13,16 @@ static_assert(shm::capacity_for(bus::defaults::kMaxMessageSize) == bus::defaults
 
 Config defaults() { return Config{}; }
 
+std::string_view slow_policy_name(SlowPolicy p) noexcept {
+  switch (p) {
+    case SlowPolicy::Block: return "block";
+    case SlowPolicy::DropOldest: return "drop-oldest";
+    case SlowPolicy::DropNewest: return "drop-newest";
+    case SlowPolicy::Disconnect: return "disconnect";
+  }
+  return "block";
+}
+
 namespace {
 
 using detail::Field;
@@ -54,6 +64,21 @@ constexpr std::string_view kTokensExample =
     "# identity = \"planner.remote\"\n"
     "# token = \"a-long-random-secret-0123456789\"\n"
     "# token_file = \"/etc/busd/planner.token\"\n";
+
+constexpr std::string_view kSlowHelp =
+    "# Slow consumers. A message for a subscription whose agent's ring is full waits (block,\n"
+    "# pushing back on the publisher) unless its policy says otherwise: drop-oldest and\n"
+    "# drop-newest keep up to limits.slow_buffer_bytes for the agent and then drop (counted),\n"
+    "# disconnect cuts the agent. The agent picks a policy per subscription; a\n"
+    "# [[slow_consumers]] rule overrides it for the agents its name glob matches and the\n"
+    "# subscriptions inside one of its subjects (the first matching rule decides). Rules take\n"
+    "# effect on reload, for existing subscriptions too. One rule, with every key:\n";
+
+constexpr std::string_view kSlowExample =
+    "# [[slow_consumers]]\n"
+    "# name = \"logger-*\"             # agent-name glob; absent = any agent\n"
+    "# subjects = [\"metrics.>\"]      # subscriptions to these patterns (or inside them)\n"
+    "# policy = \"drop-oldest\"        # block | drop-oldest | drop-newest | disconnect\n";
 
 constexpr std::string_view kLinksHelp =
     "# Peer busds, one [[links]] table each (restart). kind = \"tcp\" (the default): this busd\n"
@@ -248,6 +273,15 @@ std::string render(const Config& cfg) {
     if (!t.token_file.empty()) out += "token_file = " + detail::quoted(t.token_file) + "\n";
   }
   out += "\n";
+  out += kSlowHelp;
+  if (cfg.slow_consumers.empty()) out += kSlowExample;
+  for (const SlowRule& r : cfg.slow_consumers) {
+    out += "\n[[slow_consumers]]\n";
+    out += "name = " + detail::quoted(r.name) + "\n";
+    out += "subjects = " + string_array(r.subjects) + "\n";
+    out += "policy = " + detail::quoted(std::string(slow_policy_name(r.policy))) + "\n";
+  }
+  out += "\n";
   out += kLinksHelp;
   if (cfg.links.empty()) {
     out += kLinksExample;
@@ -307,6 +341,7 @@ std::vector<std::string> reloadable_diff(const Config& before, const Config& aft
     }
   }
   if (before.acl != after.acl) live.emplace_back("acl");
+  if (before.slow_consumers != after.slow_consumers) live.emplace_back("slow_consumers");
   if (before.tokens != after.tokens && not_reloadable != nullptr) {
     not_reloadable->emplace_back("tokens");
   }

@@ -58,6 +58,7 @@ struct Agent {
     counters::PatternCounters* stats = nullptr;  // its pattern's slot in the counters page
     // What happens to a message for it that finds the agent's ring full (routing.cpp, slow.cpp).
     control::SlowPolicy policy = control::SlowPolicy::Block;
+    control::SlowPolicy asked = control::SlowPolicy::Block;  // the agent's choice (a config rule may override it)
     // Slow-consumer state: a message for it found the ring full and the agent has not caught
     // up since; whether $bus.slow.became_slow went out for this episode (the rate limit may
     // hold it back); events the rate limit left out; when the last one went out.

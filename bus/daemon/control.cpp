@@ -460,7 +460,12 @@ void Daemon::on_subscribe(Agent& a, const control::ControlMessage& m) {
   sub.pattern.assign(pattern);
   sub.group = gid;
   sub.stats = counters_.pattern_open(pattern);
-  sub.policy = s->policy();
+  sub.asked = s->policy();
+  sub.policy = slow_policy_for(a, pattern, sub.asked);
+  if (sub.policy != sub.asked) {
+    log::debug("slow_policy_overridden", {{"agent", a.name}, {"pattern", pattern}, {"asked", config::slow_policy_name(static_cast<config::SlowPolicy>(sub.asked))},
+                                          {"policy", config::slow_policy_name(static_cast<config::SlowPolicy>(sub.policy))}});
+  }
   a.subs.emplace(sid, std::move(sub));
   interest_up(pattern, gid);
   if (a.stats) counters::bump(a.stats->subscriptions);
@@ -663,22 +668,34 @@ void Daemon::reload() {
   applied.dpdk = opts_.config.dpdk;  // the EAL and ports start once
   opts_.config = std::move(applied);
   log::set_level(opts_.config.log_level);
-  // New grants for everyone; subscriptions the new ACL no longer allows are revoked.
+  // New grants for everyone; subscriptions the new ACL no longer allows are revoked. The
+  // others take the slow-consumer policy the new [[slow_consumers]] rules give them.
+  std::vector<std::string> changed_routes;
   for (Agent* a : active_) {
     a->grants = grants_for(opts_.config, uid_, a->cred.uid, a->cred.gid, a->name, a->identity);
     a->verify = a->copy_first || opts_.config.verify_same_uid;
     for (auto it = a->subs.begin(); it != a->subs.end();) {
-      if (a->grants.may_subscribe(it->second.pattern)) {
+      Agent::Sub& sub = it->second;
+      if (a->grants.may_subscribe(sub.pattern)) {
+        const control::SlowPolicy p = slow_policy_for(*a, sub.pattern, sub.asked);
+        if (p != sub.policy) {
+          sub.policy = p;
+          changed_routes.push_back(sub.pattern);  // lanes only carry block subscriptions
+        }
         ++it;
         continue;
       }
-      trie_.erase(it->second.pattern, router::SubRef{a->id, it->first, it->second.group});
-      if (it->second.group != 0) groups_.release_group(it->second.group);
-      counters_.pattern_close(it->second.pattern);
-      log::warn("subscription_revoked", {{"agent", a->name}, {"pattern", it->second.pattern}});
+      trie_.erase(sub.pattern, router::SubRef{a->id, it->first, sub.group});
+      interest_down(sub.pattern, sub.group);
+      if (sub.group != 0) groups_.release_group(sub.group);
+      counters_.pattern_close(sub.pattern);
+      if (a->stats) counters::drop_by(a->stats->subscriptions);
+      log::warn("subscription_revoked", {{"agent", a->name}, {"pattern", sub.pattern}});
+      changed_routes.push_back(std::move(sub.pattern));
       it = a->subs.erase(it);
     }
   }
+  for (const std::string& pattern : changed_routes) routes_changed(pattern);
   // Lanes were set up under the old ACL: all of them go; agents ask again.
   reset_lanes("the configuration was reloaded");
   counters_.add(counters::Global::config_reloads);

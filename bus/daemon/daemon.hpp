@@ -223,6 +223,9 @@ class Daemon {
   void delivered(Agent& dst, uint32_t tag, size_t size) noexcept;
 
   // ---- slow consumers (slow.cpp)
+  /// The policy a subscription of `a` to `pattern` gets: the first [[slow_consumers]] rule that
+  /// matches the agent and covers the pattern, else what the agent asked.
+  [[nodiscard]] control::SlowPolicy slow_policy_for(const Agent& a, std::string_view pattern, control::SlowPolicy asked) const;
   /// A delivery found `dst`'s ring full, or its slow buffer in use: per the subscription's
   /// policy, false (block: the publisher waits) or true (buffered, dropped, or the agent is cut).
   [[gnu::cold, gnu::noinline]] bool deliver_slow(Agent& dst, uint32_t tag, std::span<const std::byte> bytes,

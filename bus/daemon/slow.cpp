@@ -1,6 +1,7 @@
 // Slow consumers: what busd does when a delivery finds the subscriber's ring full.
 //
-// Per subscription (control.fbs SlowPolicy; the agent chooses it in Subscribe):
+// Per subscription (control.fbs SlowPolicy; the agent chooses it in Subscribe, a matching
+// [[slow_consumers]] rule of the config overrides that: slow_policy_for):
 //   block        (default) the message waits at the head of the publisher's ring, and with it
 //                everything that publisher sends after it: nothing is lost, the publisher is
 //                pushed back (routing.cpp).
@@ -31,6 +32,7 @@
 #include "bus/clock.hpp"
 #include "daemon.hpp"
 #include "log.hpp"
+#include "router/subjects.hpp"
 
 namespace bus::daemon {
 namespace {
@@ -38,17 +40,28 @@ namespace {
 constexpr uint64_t kMs = 1'000'000;
 constexpr uint64_t kScanEveryNs = kMs;  // recovery and events are looked at once a millisecond
 
+static_assert(static_cast<int>(config::SlowPolicy::Block) == static_cast<int>(control::SlowPolicy::Block) &&
+              static_cast<int>(config::SlowPolicy::DropOldest) == static_cast<int>(control::SlowPolicy::DropOldest) &&
+              static_cast<int>(config::SlowPolicy::DropNewest) == static_cast<int>(control::SlowPolicy::DropNewest) &&
+              static_cast<int>(config::SlowPolicy::Disconnect) == static_cast<int>(control::SlowPolicy::Disconnect) &&
+              control::SlowPolicy::MAX == control::SlowPolicy::Disconnect,
+              "config::SlowPolicy follows control.fbs SlowPolicy");
+
 [[nodiscard]] std::string_view policy_name(control::SlowPolicy p) noexcept {
-  switch (p) {
-    case control::SlowPolicy::Block: return "block";
-    case control::SlowPolicy::DropOldest: return "drop-oldest";
-    case control::SlowPolicy::DropNewest: return "drop-newest";
-    case control::SlowPolicy::Disconnect: return "disconnect";
-  }
-  return "?";
+  return config::slow_policy_name(static_cast<config::SlowPolicy>(p));
 }
 
 }  // namespace
+
+control::SlowPolicy Daemon::slow_policy_for(const Agent& a, std::string_view pattern, control::SlowPolicy asked) const {
+  for (const config::SlowRule& r : opts_.config.slow_consumers) {
+    if (!glob_match(r.name, a.name)) continue;
+    for (const std::string& subject : r.subjects) {
+      if (router::pattern_covers(subject, pattern)) return static_cast<control::SlowPolicy>(r.policy);
+    }
+  }
+  return asked;
+}
 
 bool Daemon::deliver_slow(Agent& dst, uint32_t tag, std::span<const std::byte> bytes, const Agent* src) {
   // What waits in the buffer goes first; when it all fits in the ring now, so may this one.

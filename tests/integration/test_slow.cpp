@@ -292,3 +292,79 @@ TEST_CASE("slow consumer, disconnect: the subscriber is cut, counted, and reconn
   check_rss(o);
   check_events(o, control::SlowPolicy::Disconnect);
 }
+
+TEST_CASE("a slow_consumers rule of the config overrides the agent's policy; a reload changes it back", "[slow]") {
+  const std::string base = "[limits]\nmax_message_size = 8192\nring_capacity = " + std::to_string(kRing) + "\nslow_buffer_bytes = " +
+                           std::to_string(kSlowBuffer) + "\n[busd]\nlanes = false\n";
+  Busd d(base + "[[slow_consumers]]\nname = \"mute-*\"\nsubjects = [\"quiet.>\"]\npolicy = \"drop-newest\"\n");
+  REQUIRE(d.started());
+  // mute-1 asks for block (the default) and never reads; loud-1 matches no rule's name.
+  auto mute = d.client("mute-1", "block");
+  REQUIRE(mute);
+  REQUIRE(mute->subscribe("quiet.>", [](const Message&) {}));
+  auto loud = d.client("loud-1", "block");
+  REQUIRE(loud);
+  REQUIRE(loud->subscribe("noisy.>", [](const Message&) {}));
+  auto po = d.options("pub");
+  po.publish_timeout = std::chrono::milliseconds(0);
+  auto pub = Client::connect(po);
+  REQUIRE(pub);
+  auto page = open_page(d);
+  const std::array<std::byte, 64> payload{};
+  // Publishes on `subject` for up to 10 s, until the publisher was pushed back 200 times or
+  // (expect_drops) busd dropped 100 messages; gives both counts.
+  const auto push = [&](const char* subject, bool expect_drops) {
+    uint64_t would_block = 0;
+    const uint64_t drops_before = page.globals()[Global::slow_drops_newest];
+    const auto t0 = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10)) {
+      auto r = (*pub)->publish(subject, payload);
+      if (!r) {
+        REQUIRE(r.error() == Errc::WouldBlock);
+        if (++would_block >= 200) break;
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+      if (expect_drops && page.globals()[Global::slow_drops_newest] > drops_before + 100) break;
+    }
+    return std::pair{would_block, page.globals()[Global::slow_drops_newest] - drops_before};
+  };
+  // The rule applies to mute-1: busd buffers, then drops; the publisher goes on.
+  const auto [wb1, dropped1] = push("quiet.a", true);
+  INFO("would_block " << wb1 << ", dropped " << dropped1);
+  CHECK(dropped1 > 100);
+  // What the publisher sent last is still on its way through busd: let it settle.
+  const auto settled = [&] {
+    uint64_t last = UINT64_MAX;
+    return eventually([&] {
+      const uint64_t now = page.globals()[Global::slow_drops_newest];
+      const bool same = now == last;
+      last = now;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      return same;
+    });
+  };
+  REQUIRE(settled());
+  // No rule for loud-1: its own choice (block) holds, the publisher is pushed back, nothing dropped.
+  const auto [wb2, dropped2] = push("noisy.a", false);
+  CHECK(wb2 >= 200);
+  CHECK(dropped2 == 0);
+  // loud-1 leaves: the noisy messages waiting at the head of the publisher's ring go (no one
+  // wants them), and nothing but mute-1's subscription can push back on the publisher now.
+  CHECK(page.globals()[Global::slow_waiting_bytes] > 0);  // busd holds messages for mute-1
+  loud.reset();
+  REQUIRE(eventually([&] { return page.globals()[Global::agents_connected] == 2; }));
+  REQUIRE(eventually([&] { return (*pub)->publish("noisy.b", payload).has_value(); }));
+  REQUIRE(settled());
+
+  // Without the rule, mute-1's subscription is block again: the publisher is pushed back and
+  // busd drops nothing more.
+  const uint64_t reloads = page.globals()[Global::config_reloads];
+  std::ofstream(d.dir() / "busd.toml") << base;
+  ::kill(d.pid(), SIGHUP);
+  REQUIRE(eventually([&] { return page.globals()[Global::config_reloads] > reloads; }));
+  const auto [wb3, dropped3] = push("quiet.b", false);
+  CHECK(wb3 >= 200);
+  CHECK(dropped3 == 0);
+  INFO("busd log:\n" << d.log());
+  CHECK(d.log().find("config_reloaded") != std::string::npos);
+}
