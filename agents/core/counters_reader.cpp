@@ -89,10 +89,12 @@ CountersView& CountersView::operator=(CountersView&& o) noexcept {
     agent_stride_ = o.agent_stride_;
     pattern_stride_ = o.pattern_stride_;
     lane_stride_ = o.lane_stride_;
+    link_stride_ = o.link_stride_;
     globals_offset_ = o.globals_offset_;
     agents_offset_ = o.agents_offset_;
     patterns_offset_ = o.patterns_offset_;
     lanes_offset_ = o.lanes_offset_;
+    links_offset_ = o.links_offset_;
   }
   return *this;
 }
@@ -137,6 +139,10 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
   const uint32_t max_lanes = h->max_lanes;
   const uint32_t lane_stride = max_lanes == 0 ? uint32_t{sizeof(LaneSlot)} : h->lane_stride;
   const uint64_t lanes_offset = max_lanes == 0 ? 0 : h->lanes_offset;
+  // Likewise the link table (a page from a busd before it has 0 there).
+  const uint32_t max_links = h->max_links;
+  const uint32_t link_stride = max_links == 0 ? uint32_t{sizeof(LinkSlot)} : h->link_stride;
+  const uint64_t links_offset = max_links == 0 ? 0 : h->links_offset;
 
   if (header_size < sizeof(PageHeader) || header_size % kCacheLine != 0 || header_size > page_size) {
     return fail(Errc::Corrupt, "counters page header_size " + std::to_string(header_size) +
@@ -150,17 +156,20 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
     return stride >= min && stride % kCacheLine == 0 && stride <= (1u << 16);
   };
   if (!stride_ok(global_stride, sizeof(GlobalCell)) || !stride_ok(agent_stride, sizeof(AgentSlot)) ||
-      !stride_ok(pattern_stride, sizeof(PatternSlot)) || !stride_ok(lane_stride, sizeof(LaneSlot))) {
+      !stride_ok(pattern_stride, sizeof(PatternSlot)) || !stride_ok(lane_stride, sizeof(LaneSlot)) ||
+      !stride_ok(link_stride, sizeof(LinkSlot))) {
     return fail(Errc::Corrupt, "counters page strides " + std::to_string(global_stride) + "/" +
                                    std::to_string(agent_stride) + "/" + std::to_string(pattern_stride) +
-                                   "/" + std::to_string(lane_stride) + " (globals/agents/patterns/lanes)");
+                                   "/" + std::to_string(lane_stride) + "/" + std::to_string(link_stride) +
+                                   " (globals/agents/patterns/lanes/links)");
   }
   if (global_count > kMaxTableSlots || max_agents > kMaxTableSlots || max_patterns > kMaxTableSlots ||
-      max_lanes > kMaxTableSlots) {
+      max_lanes > kMaxTableSlots || max_links > kMaxTableSlots) {
     std::string what = "counters page table sizes ";
     what.append(std::to_string(global_count)).append("/").append(std::to_string(max_agents));
     what.append("/").append(std::to_string(max_patterns)).append("/").append(std::to_string(max_lanes));
-    what.append(" (globals/agents/patterns/lanes) exceed ").append(std::to_string(kMaxTableSlots));
+    what.append("/").append(std::to_string(max_links));
+    what.append(" (globals/agents/patterns/lanes/links) exceed ").append(std::to_string(kMaxTableSlots));
     return fail(Errc::Corrupt, what);
   }
   auto where = [&](const char* table, uint64_t off, uint64_t count, uint64_t stride) {
@@ -180,25 +189,30 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
   if (max_lanes > 0 && !table_fits(lanes_offset, max_lanes, lane_stride, header_size, page_size)) {
     return fail(Errc::Corrupt, where("lanes", lanes_offset, max_lanes, lane_stride));
   }
+  if (max_links > 0 && !table_fits(links_offset, max_links, link_stride, header_size, page_size)) {
+    return fail(Errc::Corrupt, where("links", links_offset, max_links, link_stride));
+  }
 
   {
     // Tables never overlap (overlap would not make a read unsafe, but it is not a page busd wrote).
     struct Range {
       uint64_t begin, end;
     };
-    // An empty range (no lane table) overlaps nothing.
-    const Range r[4] = {{globals_offset, globals_offset + uint64_t{global_count} * global_stride},
+    // An empty range (no lane or link table) overlaps nothing.
+    const Range r[5] = {{globals_offset, globals_offset + uint64_t{global_count} * global_stride},
                         {agents_offset, agents_offset + uint64_t{max_agents} * agent_stride},
                         {patterns_offset, patterns_offset + (uint64_t{max_patterns} + 1) * pattern_stride},
-                        {lanes_offset, lanes_offset + uint64_t{max_lanes} * lane_stride}};
-    for (int i = 0; i < 4; ++i) {
-      for (int j = i + 1; j < 4; ++j) {
+                        {lanes_offset, lanes_offset + uint64_t{max_lanes} * lane_stride},
+                        {links_offset, links_offset + uint64_t{max_links} * link_stride}};
+    for (int i = 0; i < 5; ++i) {
+      for (int j = i + 1; j < 5; ++j) {
         if (r[i].begin < r[j].end && r[j].begin < r[i].end) {
           std::string what = "counters page tables overlap (globals at ";
           what.append(std::to_string(globals_offset)).append(", agents at ");
           what.append(std::to_string(agents_offset)).append(", patterns at ");
           what.append(std::to_string(patterns_offset)).append(", lanes at ");
-          what.append(std::to_string(lanes_offset)).append(")");
+          what.append(std::to_string(lanes_offset)).append(", links at ");
+          what.append(std::to_string(links_offset)).append(")");
           return fail(Errc::Corrupt, what);
         }
       }
@@ -218,15 +232,18 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
   v.info_.max_agents = max_agents;
   v.info_.max_patterns = max_patterns;
   v.info_.max_lanes = max_lanes;
+  v.info_.max_links = max_links;
   v.global_count_ = global_count;
   v.global_stride_ = global_stride;
   v.agent_stride_ = agent_stride;
   v.pattern_stride_ = pattern_stride;
   v.lane_stride_ = lane_stride;
+  v.link_stride_ = link_stride;
   v.globals_offset_ = globals_offset;
   v.agents_offset_ = agents_offset;
   v.patterns_offset_ = patterns_offset;
   v.lanes_offset_ = lanes_offset;
+  v.links_offset_ = links_offset;
   return v;
 }
 
@@ -344,6 +361,50 @@ std::vector<LaneSnapshot> CountersView::lanes() const {
     });
     if (!ok || (seen != SlotState::Active && seen != SlotState::Closed)) continue;
     l.open = seen == SlotState::Active;
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+std::vector<LinkSnapshot> CountersView::links() const {
+  std::vector<LinkSnapshot> out;
+  for (uint32_t i = 0; i < info_.max_links; ++i) {
+    const auto* s = reinterpret_cast<const LinkSlot*>(base_ + links_offset_ + uint64_t{i} * link_stride_);
+    const auto state = static_cast<SlotState>(s->state.load(kRelaxed));
+    if (state != SlotState::Active && state != SlotState::Closed) continue;
+    LinkSnapshot l;
+    l.slot = i;
+    SlotState seen = SlotState::Free;
+    uint32_t kind = 0;
+    const auto& c = s->counters;
+    const bool ok = seqlock_read(*s, l.generation, [&] {
+      seen = static_cast<SlotState>(s->state.load(kInSeqlock));
+      kind = s->kind.load(kInSeqlock);
+      l.opened_ns = s->opened_ns.load(kInSeqlock);
+      l.node = load_string(s->node);
+      l.address = load_string(s->address);
+      l.up = c.up.load(kInSeqlock) != 0;
+      l.messages_out = c.messages_out.load(kInSeqlock);
+      l.messages_in = c.messages_in.load(kInSeqlock);
+      l.bytes_out = c.bytes_out.load(kInSeqlock);
+      l.bytes_in = c.bytes_in.load(kInSeqlock);
+      l.drops_held_full = c.drops_held_full.load(kInSeqlock);
+      l.drops_acl = c.drops_acl.load(kInSeqlock);
+      l.held_bytes = c.held_bytes.load(kInSeqlock);
+      l.held_high_water = c.held_high_water.load(kInSeqlock);
+      l.connects = c.connects.load(kInSeqlock);
+      l.disconnects = c.disconnects.load(kInSeqlock);
+      l.retransmits = c.retransmits.load(kInSeqlock);
+      l.naks = c.naks.load(kInSeqlock);
+      l.datagrams_corrupt = c.datagrams_corrupt.load(kInSeqlock);
+      l.datagrams_dropped = c.datagrams_dropped.load(kInSeqlock);
+      l.rtt_ns = c.rtt_ns.load(kInSeqlock);
+      l.interests = c.interests.load(kInSeqlock);
+      l.remote_agents = c.remote_agents.load(kInSeqlock);
+    });
+    if (!ok || (seen != SlotState::Active && seen != SlotState::Closed)) continue;
+    l.open = seen == SlotState::Active;
+    l.kind = kind <= static_cast<uint32_t>(LinkKind::Rdma) ? static_cast<LinkKind>(kind) : LinkKind::Unknown;
     out.push_back(std::move(l));
   }
   return out;

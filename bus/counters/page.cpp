@@ -78,16 +78,18 @@ void zero(AgentCounters& c) {
 }  // namespace
 
 Expected<CountersPage> CountersPage::create(const std::string& path, uint32_t max_agents,
-                                            uint32_t max_patterns, uint32_t max_lanes, mode_t mode) {
+                                            uint32_t max_patterns, uint32_t max_lanes, mode_t mode,
+                                            uint32_t max_links) {
   if (max_agents < 1 || max_agents > kMaxTableSlots || max_patterns < 1 ||
-      max_patterns > kMaxTableSlots || max_lanes > kMaxTableSlots) {
+      max_patterns > kMaxTableSlots || max_lanes > kMaxTableSlots || max_links > kMaxTableSlots) {
     std::string what = "counters page tables: ";
     what.append(std::to_string(max_agents)).append(" agents, ").append(std::to_string(max_patterns));
     what.append(" patterns (each 1..").append(std::to_string(kMaxTableSlots)).append("), ");
-    what.append(std::to_string(max_lanes)).append(" lanes (0..").append(std::to_string(kMaxTableSlots));
+    what.append(std::to_string(max_lanes)).append(" lanes, ").append(std::to_string(max_links));
+    what.append(" links (each 0..").append(std::to_string(kMaxTableSlots));
     return fail(Errc::InvalidArgument, what + ")");
   }
-  const uint64_t size = page_size(max_agents, max_patterns, max_lanes);
+  const uint64_t size = page_size(max_agents, max_patterns, max_lanes, max_links);
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
   if (fd < 0) return tl::unexpected(system_error("creating counters page " + path, errno));
   // open() applies the umask; the configured mode is what operators asked for.
@@ -112,6 +114,7 @@ Expected<CountersPage> CountersPage::create(const std::string& path, uint32_t ma
   page.max_agents_ = max_agents;
   page.max_patterns_ = max_patterns;
   page.max_lanes_ = max_lanes;
+  page.max_links_ = max_links;
 
   // The file is new and zero-filled: every slot Free with seq 0, every counter 0.
   PageHeader& h = page.header();
@@ -133,6 +136,9 @@ Expected<CountersPage> CountersPage::create(const std::string& path, uint32_t ma
   h.max_lanes = max_lanes;
   h.lane_stride = sizeof(LaneSlot);
   h.lanes_offset = lanes_offset(max_agents, max_patterns);
+  h.max_links = max_links;
+  h.link_stride = sizeof(LinkSlot);
+  h.links_offset = links_offset(max_agents, max_patterns, max_lanes);
   h.heartbeat_ns.store(h.start_time_ns, kRelaxed);
   page.pattern_slot(max_patterns).state.store(static_cast<uint32_t>(SlotState::Overflow), kRelaxed);
   // Release: pairs with the reader's acquire load of magic; the header above is complete.
@@ -145,6 +151,9 @@ Expected<CountersPage> CountersPage::create(const std::string& path, uint32_t ma
   page.free_lanes_.resize(max_lanes);
   for (uint32_t i = 0; i < max_lanes; ++i) page.free_lanes_[i] = i;  // slot 0 first
   page.free_lanes_count_ = max_lanes;
+  page.free_links_.reserve(max_links);
+  for (uint32_t i = max_links; i > 0; --i) page.free_links_.push_back(i - 1);  // slot 0 first
+  page.closed_links_.reserve(max_links);
   return page;
 }
 
@@ -178,6 +187,9 @@ CountersPage& CountersPage::operator=(CountersPage&& o) noexcept {
     max_agents_ = std::exchange(o.max_agents_, 0);
     max_patterns_ = std::exchange(o.max_patterns_, 0);
     max_lanes_ = std::exchange(o.max_lanes_, 0);
+    max_links_ = std::exchange(o.max_links_, 0);
+    free_links_ = std::move(o.free_links_);
+    closed_links_ = std::move(o.closed_links_);
     free_agents_ = std::move(o.free_agents_);
     free_patterns_ = std::move(o.free_patterns_);
     patterns_ = std::move(o.patterns_);
@@ -228,6 +240,14 @@ LaneSlot& CountersPage::lane_slot(uint32_t i) const noexcept {
 
 LaneSlot* CountersPage::slot_of(LaneCounters* l) const noexcept {
   return slot_holding(&lane_slot(0), max_lanes_, l);  // max_lanes_ 0: &lane_slot(0) is the end
+}
+
+LinkSlot& CountersPage::link_slot(uint32_t i) const noexcept {
+  return reinterpret_cast<LinkSlot*>(base_ + links_offset(max_agents_, max_patterns_, max_lanes_))[i];
+}
+
+LinkSlot* CountersPage::slot_of(LinkCounters* l) const noexcept {
+  return slot_holding(&link_slot(0), max_links_, l);
 }
 
 void CountersPage::table_changed() noexcept { bump(header().generation); }
@@ -362,6 +382,52 @@ void CountersPage::lane_set(LaneCounters* l, int side, uint64_t messages, uint64
   l->messages[side].store(messages, kRelaxed);
   l->bytes[side].store(bytes, kRelaxed);
   l->would_block[side].store(would_block, kRelaxed);
+}
+
+LinkCounters* CountersPage::link_open(LinkKind kind, std::string_view node, std::string_view address) {
+  uint32_t slot = 0;
+  if (!free_links_.empty()) {
+    slot = free_links_.back();
+    free_links_.pop_back();
+  } else if (!closed_links_.empty()) {
+    slot = closed_links_.front();
+    closed_links_.erase(closed_links_.begin());  // rare (a peer forgotten): a short vector
+  } else {
+    return nullptr;
+  }
+  LinkSlot& s = link_slot(slot);
+  const uint64_t now = clock::real_ns();
+  seqlock_write(s, [&] {
+    s.state.store(static_cast<uint32_t>(SlotState::Active), kInSeqlock);
+    s.kind.store(static_cast<uint32_t>(kind), kInSeqlock);
+    s.opened_ns.store(now, kInSeqlock);
+    store_string(s.node, node);
+    store_string(s.address, address);
+    LinkCounters& c = s.counters;
+    for (auto* v : {&c.up, &c.messages_out, &c.messages_in, &c.bytes_out, &c.bytes_in, &c.drops_held_full,
+                    &c.drops_acl, &c.held_bytes, &c.held_high_water, &c.connects, &c.disconnects, &c.retransmits,
+                    &c.naks, &c.datagrams_corrupt, &c.datagrams_dropped, &c.rtt_ns, &c.interests, &c.remote_agents}) {
+      v->store(0, kInSeqlock);
+    }
+  });
+  table_changed();
+  return &s.counters;
+}
+
+void CountersPage::link_rename(LinkCounters* l, std::string_view node) noexcept {
+  LinkSlot* s = slot_of(l);
+  if (s == nullptr || s->state.load(kRelaxed) != static_cast<uint32_t>(SlotState::Active)) return;
+  seqlock_write(*s, [&] { store_string(s->node, node); });
+  table_changed();
+}
+
+void CountersPage::link_close(LinkCounters* l) noexcept {
+  LinkSlot* s = slot_of(l);
+  if (s == nullptr || s->state.load(kRelaxed) != static_cast<uint32_t>(SlotState::Active)) return;
+  seqlock_write(*s, [&] { s->state.store(static_cast<uint32_t>(SlotState::Closed), kInSeqlock); });
+  s->counters.up.store(0, kRelaxed);
+  closed_links_.push_back(static_cast<uint32_t>(s - &link_slot(0)));
+  table_changed();
 }
 
 }  // namespace bus::counters

@@ -58,11 +58,11 @@ class CountersPage {
  public:
   /// Creates the page at `path` (O_EXCL: fails with AlreadyExists if a file is there; see
   /// remove_stale), sizes it for the three tables, maps it and writes the header, the heartbeat
-  /// set to now. 1 <= max_agents, max_patterns <= kMaxTableSlots; 0 <= max_lanes <=
-  /// kMaxTableSlots (0: no lane table, lane_open always finds it full).
+  /// set to now. 1 <= max_agents, max_patterns <= kMaxTableSlots; 0 <= max_lanes, max_links <=
+  /// kMaxTableSlots (0: no lane or link table, lane_open and link_open always find it full).
   [[nodiscard]] static Expected<CountersPage> create(const std::string& path, uint32_t max_agents,
                                                      uint32_t max_patterns, uint32_t max_lanes,
-                                                     mode_t mode = 0644);
+                                                     mode_t mode = 0644, uint32_t max_links = 0);
 
   /// Removes a page left at `path` by a busd that is gone: its recorded pid does not exist
   /// (kill(pid, 0) fails with ESRCH), or is this process's own pid (a restart that got the same
@@ -128,6 +128,16 @@ class CountersPage {
   void lane_set(LaneCounters* l, int side, uint64_t messages, uint64_t bytes,
                 uint64_t would_block) noexcept;
 
+  /// Takes a link slot for a peer busd (node "" until it is known; address: what busd dials or
+  /// where the peer dialed from; both truncated as agent names are), counters zeroed. Free
+  /// slots first, then the one closed longest ago. nullptr when every slot holds a known peer.
+  /// busd's loop then writes the counters directly (bump, set: one writer).
+  [[nodiscard]] LinkCounters* link_open(LinkKind kind, std::string_view node, std::string_view address);
+  /// The peer's node name became known (or changed).
+  void link_rename(LinkCounters* l, std::string_view node) noexcept;
+  /// busd forgot the peer: its slot shows as closed, counters kept, until link_open reuses it.
+  void link_close(LinkCounters* l) noexcept;
+
  private:
   struct PatternRef {
     uint32_t slot;
@@ -145,6 +155,8 @@ class CountersPage {
   [[nodiscard]] AgentSlot* slot_of(AgentCounters* a) const noexcept;
   [[nodiscard]] LaneSlot& lane_slot(uint32_t i) const noexcept;
   [[nodiscard]] LaneSlot* slot_of(LaneCounters* l) const noexcept;
+  [[nodiscard]] LinkSlot& link_slot(uint32_t i) const noexcept;
+  [[nodiscard]] LinkSlot* slot_of(LinkCounters* l) const noexcept;
   void table_changed() noexcept;
   void reset() noexcept;
 
@@ -154,6 +166,7 @@ class CountersPage {
   uint32_t max_agents_ = 0;
   uint32_t max_patterns_ = 0;
   uint32_t max_lanes_ = 0;
+  uint32_t max_links_ = 0;
   // Private to busd: which slots are free, and who shares a pattern slot.
   std::vector<uint32_t> free_agents_;
   std::vector<uint32_t> free_patterns_;
@@ -162,6 +175,9 @@ class CountersPage {
   uint32_t free_lanes_head_ = 0;
   uint32_t free_lanes_count_ = 0;
   std::unordered_map<std::string, PatternRef, StringHash, std::equal_to<>> patterns_;
+  // Link slots: free ones (never used, taken lowest first) and closed ones, oldest first.
+  std::vector<uint32_t> free_links_;
+  std::vector<uint32_t> closed_links_;
 };
 
 }  // namespace bus::counters

@@ -158,7 +158,8 @@ Expected<void> Daemon::start() {
   // Pattern and lane slots: four per agent (at least 256 patterns), within the table limit.
   const auto four_per_agent = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{cfg.limits.max_agents} * 4, counters::kMaxTableSlots));
   auto page = counters::CountersPage::create(counters_path, cfg.limits.max_agents, std::max<uint32_t>(256, four_per_agent),
-                                             four_per_agent, counters_mode(cfg.socket_mode));
+                                             four_per_agent, counters_mode(cfg.socket_mode),
+                                             std::min<uint32_t>(cfg.cluster.max_peers, counters::kMaxTableSlots));
   if (!page) return tl::unexpected(page.error().context("counters page"));
   if (auto gid = group_id(cfg.socket_group); gid && *gid != ::getegid() && ::chown(counters_path.c_str(), -1, *gid) != 0) {
     return tl::unexpected(system_error("setting the group of counters page " + counters_path, errno));

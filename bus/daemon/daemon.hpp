@@ -78,13 +78,21 @@ struct PeerSlot {
   Grants grants;
   bool narrowed = false;
   uint64_t acl_refused = 0;     // interests refused and messages dropped by the link's grants
+  counters::LinkCounters* stats = nullptr;  // its slot in the counters page (null: the table was full)
 
   struct Interest {
     std::string pattern;
     uint32_t group = 0;  // this busd's id of the group name
-    bool stale = false;  // the peer's earlier incarnation's: kept until its snapshot is in (Synced)
   };
   std::unordered_map<uint32_t, Interest> interest;  // by the peer's interest id
+  // The plain interests of the peer's earlier incarnation, still routed (in the trie under their
+  // old ids) until its new incarnation's snapshot is in (Synced). Apart from `interest`: the new
+  // incarnation numbers its interests from 1 again, and its ids must not reach these.
+  struct StaleInterest {
+    uint32_t id;
+    std::string pattern;
+  };
+  std::vector<StaleInterest> stale_interest;
   struct RemoteAgent {
     std::string name;  // "name@node"
     std::vector<std::string> capabilities;
@@ -316,6 +324,8 @@ class Daemon {
   bool route_remote_message(PeerSlot& p, const links::Body& b);
   void stall_remote(PeerSlot& p);
   void apply_interest(PeerSlot& p, const links::Body& b);
+  /// Takes the peer's earlier incarnations' interests out of the trie (its snapshot is in).
+  void drop_stale_interests(PeerSlot& p);
   void apply_presence(PeerSlot& p, const links::Body& b);
   /// Removes the peer refs from deliveries_ and sends the message to those peers, once each,
   /// with the interest ids that chose them. Never waits: a full hold buffer drops (counted).
@@ -341,9 +351,12 @@ class Daemon {
   void answer_remote(PeerSlot& p, const EnvelopeView& request, Errc code, std::string_view detail);
   PeerSlot* peer_by_node(std::string_view node) noexcept;
   /// A new slot at the end of peers_ (dialing `address`, or waiting to be dialed).
-  PeerSlot& add_peer(std::string label, const tcp::Endpoint* address);
+  /// `where` names it in the counters page's link table ("" = the label).
+  PeerSlot& add_peer(std::string label, const tcp::Endpoint* address, counters::LinkKind kind = counters::LinkKind::Tcp,
+                     std::string_view where = {});
   /// A slot whose link `dialer` makes (a DPDK link: both sides dial).
-  PeerSlot& add_dialing_peer(std::string label, decltype(links::PeerOptions::dialer) dialer, std::string target);
+  PeerSlot& add_dialing_peer(std::string label, decltype(links::PeerOptions::dialer) dialer, std::string target,
+                             counters::LinkKind kind);
   /// EAL, ports and a peer per [[links]] table of kind "dpdk" (dpdk_links.cpp). Errors: the EAL
   /// or a port does not start, or busd was built without DPDK.
   Expected<void> start_dpdk_links();

@@ -133,7 +133,7 @@ Expected<void> Daemon::start_dpdk_links() {
     const std::string target = "dpdk " + lc.port + " " + lc.local + " -> " + lc.peer;
     // The dialer keeps the port state alive: a link never outlives its port.
     auto dialer = [state, port, eo, co]() { return dpdk::dial(*port, eo, co, random_conn_id()); };
-    add_dialing_peer(lc.peer, std::move(dialer), target);
+    add_dialing_peer(lc.peer, std::move(dialer), target, counters::LinkKind::Dpdk);
     log::info("link_configured", {{"peer", lc.peer}, {"kind", "dpdk"}, {"port", lc.port}, {"local", lc.local},
                                   {"peer_mac", lc.peer_mac.empty() ? std::string("arp") : lc.peer_mac}, {"node", node_}});
   }

@@ -136,18 +136,20 @@ Expected<void> Daemon::start_links() {
   return start_dpdk_links();
 }
 
-PeerSlot& Daemon::add_dialing_peer(std::string label, decltype(links::PeerOptions::dialer) dialer, std::string target) {
-  PeerSlot& p = add_peer(std::move(label), nullptr);
+PeerSlot& Daemon::add_dialing_peer(std::string label, decltype(links::PeerOptions::dialer) dialer, std::string target,
+                                   counters::LinkKind kind) {
+  PeerSlot& p = add_peer(std::move(label), nullptr, kind);
   p.dials = true;
   p.peer->set_dialer(std::move(dialer), std::move(target));
   return p;
 }
 
-PeerSlot& Daemon::add_peer(std::string label, const tcp::Endpoint* address) {
+PeerSlot& Daemon::add_peer(std::string label, const tcp::Endpoint* address, counters::LinkKind kind, std::string_view where) {
   const auto& c = opts_.config.cluster;
   auto p = std::make_unique<PeerSlot>();
   p->index = static_cast<uint32_t>(peers_.size());
   p->label = std::move(label);
+  p->stats = counters_.link_open(kind, "", where.empty() ? std::string_view(p->label) : where);
   p->dials = address != nullptr;
   links::PeerOptions o;
   o.cluster = c.name;
@@ -197,7 +199,23 @@ uint64_t Daemon::link_timeout_ns(uint64_t now) const noexcept {
 void Daemon::sync_link_counters() {
   if (peers_.empty()) return;
   link::LinkCounters t;
-  for (const auto& p : peers_) t.add(p->peer->link_totals());
+  for (const auto& p : peers_) {
+    const link::LinkCounters one = p->peer->link_totals();
+    t.add(one);
+    if (counters::LinkCounters* s = p->stats) {
+      s->retransmits.store(one.retransmits, std::memory_order_relaxed);
+      s->naks.store(one.naks, std::memory_order_relaxed);
+      s->datagrams_corrupt.store(one.datagrams_corrupt, std::memory_order_relaxed);
+      s->datagrams_dropped.store(one.datagrams_dropped, std::memory_order_relaxed);
+      s->rtt_ns.store(p->peer->rtt_ns(), std::memory_order_relaxed);
+      s->drops_acl.store(p->acl_refused, std::memory_order_relaxed);
+      const size_t held = p->peer->session().held_bytes();
+      s->held_bytes.store(held, std::memory_order_relaxed);
+      counters::note_high_water(s->held_high_water, held);
+      s->interests.store(p->interest.size() + p->stale_interest.size(), std::memory_order_relaxed);
+      s->remote_agents.store(p->agents.size(), std::memory_order_relaxed);
+    }
+  }
   counters_.set(counters::Global::link_retransmits, t.retransmits);
   counters_.set(counters::Global::link_naks, t.naks);
   counters_.set(counters::Global::link_datagrams_corrupt, t.datagrams_corrupt);
@@ -312,8 +330,9 @@ void Daemon::on_greeter(uint32_t id) {
       return refuse("cluster.max_peers (" + std::to_string(opts_.config.cluster.max_peers) +
                     ") peer busds known already; '" + hello->node + "' is not one of them");
     }
-    p = &add_peer(hello->node + " (dialed in)", nullptr);
+    p = &add_peer(hello->node + " (dialed in)", nullptr, counters::LinkKind::Tcp, g.from);
     p->node = hello->node;
+    counters_.link_rename(p->stats, p->node);
   }
   ::epoll_ctl(epoll_, EPOLL_CTL_DEL, g.link->wait_fd(), nullptr);
   const uint64_t now = clock::mono_ns();
@@ -377,16 +396,16 @@ void Daemon::observe(PeerSlot& p, uint64_t now) {
     // meanwhile still goes to it, after the messages held for it from before (it routes them by
     // its own subscriptions), so a subscriber already back on it misses nothing in between.
     // Queue groups go at once: a route id names an interest of the incarnation that made it.
-    for (auto it = p.interest.begin(); it != p.interest.end();) {
+    // (An incarnation that ends before its Synced leaves its own stale list behind too:
+    // everything older than the newest incarnation waits for that one's Synced.)
+    for (auto it = p.interest.begin(); it != p.interest.end(); it = p.interest.erase(it)) {
       if (it->second.group == 0) {
-        it->second.stale = true;
-        ++it;
+        p.stale_interest.push_back(PeerSlot::StaleInterest{it->first, std::move(it->second.pattern)});
         continue;
       }
       trie_.erase(it->second.pattern, router::SubRef{kPeerBase + p.index, it->first, it->second.group});
       groups_.release_group(it->second.group);
       routes_changed(it->second.pattern);
-      it = p.interest.erase(it);
     }
     for (const auto& [id, ra] : p.agents) publish_presence(ra.name, id, ra.capabilities, control::PresenceEvent::Left);
     p.agents.clear();
@@ -436,7 +455,9 @@ void Daemon::on_peer_up(PeerSlot& p) {
     // is stale, this slot carries the node from here on.
     forget_peer_state(*q);
     q->node.clear();
+    counters_.link_rename(q->stats, "");
   }
+  if (p.node != node) counters_.link_rename(p.stats, node);
   p.node = node;
   p.last_logged.clear();
   if (p.dials) {
@@ -466,10 +487,15 @@ void Daemon::on_peer_up(PeerSlot& p) {
                                         {"pattern", it->second.pattern},
                                         {"why", "the link's identity may not subscribe to it ([[acl]])"}});
     counters_.add(counters::Global::drops_acl);
+    ++p.acl_refused;
     p.interest.erase(it);
   }
   counters_.add(counters::Global::link_connects);
   counters_.add(counters::Global::links_up);
+  if (p.stats) {
+    counters::bump(p.stats->connects);
+    p.stats->up.store(1, std::memory_order_relaxed);
+  }
   log::info("link_up", {{"peer", p.label}, {"node", node}, {"dials", p.dials ? "yes" : "no"},
                         {"identity", p.identity.empty() ? std::string("(none)") : p.identity},
                         {"acl", p.grants.all ? "everything" : "its identity's [[acl]] grants"}});
@@ -478,6 +504,10 @@ void Daemon::on_peer_up(PeerSlot& p) {
 void Daemon::on_peer_down(PeerSlot& p) {
   counters_.add(counters::Global::link_disconnects);
   counters_.set(counters::Global::links_up, counters_.get(counters::Global::links_up) - 1);
+  if (p.stats) {
+    counters::bump(p.stats->disconnects);
+    p.stats->up.store(0, std::memory_order_relaxed);
+  }
   log::warn("link_down", {{"peer", p.label}, {"node", p.node}, {"why", p.peer->last_error()},
                           {"held", p.peer->session().held_frames()}});
   // Requests that went over it would wait for their deadline: answer them now.
@@ -492,6 +522,7 @@ void Daemon::forget_peer_state(PeerSlot& p) {
     routes_changed(in.pattern);
   }
   p.interest.clear();
+  drop_stale_interests(p);
   for (const auto& [id, ra] : p.agents) publish_presence(ra.name, id, ra.capabilities, control::PresenceEvent::Left);
   p.agents.clear();
 }
@@ -501,6 +532,7 @@ void Daemon::forget_peer_state(PeerSlot& p) {
 void Daemon::send_control_body(PeerSlot& p, std::span<const std::byte> body) {
   if (auto r = p.peer->send(body); !r) {
     counters_.add(counters::Global::link_drops_held_full);
+    if (p.stats) counters::bump(p.stats->drops_held_full);
     log::warn("link_control_dropped", {{"peer", p.label}, {"why", errc_name(r.error())}});
   }
 }
@@ -607,10 +639,16 @@ bool Daemon::send_message(PeerSlot& p, std::span<const uint32_t> ids, const Enve
       {prefix, plen}, bytes.first(at), {reinterpret_cast<const std::byte*>(&h), sizeof h}, bytes.subspan(at + sizeof h)};
   if (auto r = p.peer->send(parts); !r) {
     counters_.add(r.error() == Errc::WouldBlock ? counters::Global::link_drops_held_full : counters::Global::drops_too_large);
+    if (p.stats && r.error() == Errc::WouldBlock) counters::bump(p.stats->drops_held_full);
     return false;
   }
   counters_.add(counters::Global::link_messages_out);
   counters_.add(counters::Global::link_bytes_out, bytes.size());
+  if (p.stats) {
+    counters::bump(p.stats->messages_out);
+    counters::bump(p.stats->bytes_out, bytes.size());
+    counters::note_high_water(p.stats->held_high_water, p.peer->session().held_bytes());
+  }
   return true;
 }
 
@@ -721,6 +759,14 @@ bool Daemon::route_remote(PeerSlot& p, std::span<const std::byte> body) {
   return true;
 }
 
+void Daemon::drop_stale_interests(PeerSlot& p) {
+  for (const auto& s : p.stale_interest) {
+    trie_.erase(s.pattern, router::SubRef{kPeerBase + p.index, s.id, 0});
+    routes_changed(s.pattern);
+  }
+  p.stale_interest.clear();
+}
+
 void Daemon::apply_interest(PeerSlot& p, const links::Body& b) {
   const uint32_t ref = kPeerBase + p.index;
   auto drop = [&](uint32_t id) {
@@ -734,20 +780,28 @@ void Daemon::apply_interest(PeerSlot& p, const links::Body& b) {
   switch (static_cast<links::InterestOp>(b.op)) {
     case links::InterestOp::Reset:
       for (auto it = p.interest.begin(); it != p.interest.end(); it = p.interest.begin()) drop(it->first);
+      drop_stale_interests(p);
       return;
     case links::InterestOp::Remove: drop(b.id); return;
-    case links::InterestOp::Synced: {
-      // Its snapshot is in: what its earlier incarnation wanted and it did not re-add goes.
-      std::vector<uint32_t> stale;
-      for (const auto& [id, in] : p.interest) {
-        if (in.stale) stale.push_back(id);
-      }
-      for (uint32_t id : stale) drop(id);
+    case links::InterestOp::Synced:
+      // Its snapshot is in: what its earlier incarnations wanted goes (what it wants now, it re-added).
+      drop_stale_interests(p);
       return;
-    }
     case links::InterestOp::Add: break;
   }
   drop(b.id);  // an Add of an id it already has replaces it
+  // The same interest as before the restart, by chance under the same id: the new one takes
+  // its place in the trie (a different pattern under an old id stays apart until Synced).
+  if (b.group.empty()) {
+    auto& st = p.stale_interest;
+    for (auto it = st.begin(); it != st.end(); ++it) {
+      if (it->id == b.id && it->pattern == b.pattern) {
+        trie_.erase(it->pattern, router::SubRef{ref, it->id, 0});
+        st.erase(it);
+        break;
+      }
+    }
+  }
   if (!router::validate_pattern(b.pattern) || router::classify(b.pattern) != router::SubjectClass::Normal) {
     return cut_off(p, "interest in '" + std::string(b.pattern) + "', which is not a subject pattern agents may subscribe to");
   }
@@ -826,6 +880,10 @@ bool Daemon::route_remote_message(PeerSlot& p, const links::Body& b) {
   const EnvelopeView v = *checked;
   counters_.add(counters::Global::link_messages_in);
   counters_.add(counters::Global::link_bytes_in, env.size());
+  if (p.stats) {
+    counters::bump(p.stats->messages_in);
+    counters::bump(p.stats->bytes_in, env.size());
+  }
   // Arriving: the timestamp back to this host's CLOCK_MONOTONIC (clock::wire_ingress). The
   // bytes are this busd's (the link's read buffer, or aligned_): written in place.
   auto* h = const_cast<wire::Header*>(&v.header());

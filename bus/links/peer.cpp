@@ -148,8 +148,11 @@ void Peer::tick(uint64_t now_ns) {
         fail("nothing heard for " + std::to_string(o_.dead_after_ms) + " ms (heartbeat timeout)", now_ns);
         return;
       }
-      if (now_ns - last_sent_ >= uint64_t{o_.heartbeat_ms} * kMs) {
+      // A heartbeat when nothing else went out for heartbeat_ms, and one each heartbeat_ms in
+      // any case: its echo measures the round trip.
+      if (now_ns - last_sent_ >= uint64_t{o_.heartbeat_ms} * kMs || now_ns - last_probe_ >= uint64_t{o_.heartbeat_ms} * kMs) {
         session_.heartbeat(now_ns);
+        last_probe_ = now_ns;
         ++c_.heartbeats_sent;
       }
       break;
@@ -192,6 +195,10 @@ void Peer::receive(std::vector<std::span<const std::byte>>& out, uint64_t now_ns
       return;
     }
     if (*in == link::Session::Inbound::Deliver) out.push_back(f.body);
+  }
+  if (const uint64_t probe = session_.take_echo(); probe != 0 && probe <= now_ns) {
+    const uint64_t sample = now_ns - probe;
+    rtt_ns_ = rtt_ns_ == 0 ? sample : (7 * rtt_ns_ + sample) / 8;  // as TCP's SRTT (RFC 6298)
   }
   session_.flush_ack();  // written by the next tick()
 }

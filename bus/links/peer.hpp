@@ -120,6 +120,9 @@ class Peer {
   [[nodiscard]] const link::Link* current_link() const noexcept { return link_.get(); }
   [[nodiscard]] const link::Session& session() const noexcept { return session_; }
   [[nodiscard]] const PeerCounters& counters() const noexcept { return c_; }
+  /// Smoothed round trip to the peer busd and back (heartbeat probe to its echo: both busds'
+  /// loops included), 0 until the first echo. Kept across reconnects.
+  [[nodiscard]] uint64_t rtt_ns() const noexcept { return rtt_ns_; }
 
  private:
   void start_link(std::unique_ptr<link::Link> l, uint64_t now_ns);
@@ -138,6 +141,8 @@ class Peer {
   uint64_t state_since_ = 0;
   uint64_t last_heard_ = 0;
   uint64_t last_sent_ = 0;
+  uint64_t last_probe_ = 0;  // the last heartbeat sent: one goes out each heartbeat_ms even when busy
+  uint64_t rtt_ns_ = 0;
   uint64_t retry_at_ = 0;
   uint64_t backoff_ms_ = 0;
   std::mt19937_64 rng_;

@@ -9,8 +9,8 @@
 //   4  after a successful open, overwrite the whole header with other input bytes (a writer
 //      rewriting it) and read again: the view must only use the copies it checked.
 // Properties: never a crash or a read outside the image; a page that opens has tables inside it;
-// every snapshot is bounded: at most max_agents agents, max_patterns + 1 patterns and max_lanes
-// lanes, names at most 64 bytes, patterns at most 128, the version at most 32; only active/dead
+// every snapshot is bounded: at most max_agents agents, max_patterns + 1 patterns, max_lanes
+// lanes and max_links links, names at most 64 bytes, patterns at most 128, the version at most 32; only active/dead
 // agents, the overflow pattern only in the last slot and without a name, lanes by slot.
 #include <algorithm>
 #include <cstdint>
@@ -62,11 +62,13 @@ void shape(std::vector<uint8_t>& img) {
   const uint32_t agents = get<uint32_t>(img, 80) % 9;
   const uint32_t patterns = get<uint32_t>(img, 88) % 9;
   const uint32_t lanes = get<uint32_t>(img, 28) % 9;
+  const uint32_t links = get<uint32_t>(img, 148) % 5;
   const uint64_t globals_off = sizeof(PageHeader);
   const uint64_t agents_off = globals_off + uint64_t{globals} * sizeof(GlobalCell);
   const uint64_t patterns_off = agents_off + uint64_t{agents} * sizeof(AgentSlot);
   const uint64_t lanes_off = patterns_off + (uint64_t{patterns} + 1) * sizeof(PatternSlot);
-  const uint64_t page = lanes_off + uint64_t{lanes} * sizeof(LaneSlot);
+  const uint64_t links_off = lanes_off + uint64_t{lanes} * sizeof(LaneSlot);
+  const uint64_t page = links_off + uint64_t{links} * sizeof(LinkSlot);
   put<uint64_t>(img, 0, kMagic);
   put<uint32_t>(img, 8, kLayoutVersion);
   put<uint32_t>(img, 12, sizeof(PageHeader));
@@ -83,6 +85,9 @@ void shape(std::vector<uint8_t>& img) {
   put<uint32_t>(img, 28, lanes);
   put<uint64_t>(img, 120, lanes_off);
   put<uint32_t>(img, 144, sizeof(LaneSlot));
+  put<uint32_t>(img, 148, links);
+  put<uint64_t>(img, 152, links_off);
+  put<uint32_t>(img, 160, sizeof(LinkSlot));
   // Grow to the declared size by repeating the image (slots get varied, input-driven contents).
   const size_t had = img.size();
   while (img.size() < page) img.push_back(img[img.size() % had]);
@@ -145,6 +150,22 @@ void read_everything(const CountersView& v) {
     }
     touch_value(l.open);
     touch_value(l.lane_id + l.opened_ns);
+  }
+
+  const auto links = v.links();
+  FUZZ_CHECK(links.size() <= info.max_links);
+  for (size_t i = 0; i < links.size(); ++i) {
+    const LinkSnapshot& l = links[i];
+    FUZZ_CHECK(l.slot < info.max_links);
+    FUZZ_CHECK(i == 0 || l.slot > links[i - 1].slot);
+    FUZZ_CHECK(l.generation % 2 == 0);
+    FUZZ_CHECK(l.node.size() <= kNameSize && l.address.size() <= kNameSize);
+    FUZZ_CHECK(l.node.find('\0') == std::string::npos && l.address.find('\0') == std::string::npos);
+    FUZZ_CHECK(l.kind <= LinkKind::Rdma);
+    touch(l.node);
+    touch(l.address);
+    touch_value(l.up + l.messages_in + l.messages_out + l.bytes_in + l.bytes_out + l.rtt_ns + l.held_bytes +
+                l.retransmits + l.naks + l.interests + l.remote_agents + l.opened_ns);
   }
 }
 

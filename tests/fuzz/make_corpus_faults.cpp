@@ -136,7 +136,7 @@ void counters_seeds() {
     write_seed("fuzz_counters", "no_lane_table", with_mode(0, img));
   }
   {
-    auto p = counters::CountersPage::create((dir / "busy").string(), 1, 2, 2);
+    auto p = counters::CountersPage::create((dir / "busy").string(), 1, 2, 2, 0644, 2);
     require(p.has_value(), "creating a counters page");
     p->add(counters::Global::messages_in, 1234);
     p->add(counters::Global::verify_failures, 7);
@@ -157,6 +157,14 @@ void counters_seeds() {
     p->lane_set(l, 1, 9, 576, 0);
     p->lane_set(closed, 1, 3, 30, 3);
     p->lane_close(closed);
+    // Two peer busds: one up with traffic and a round trip, one forgotten (closed).
+    counters::LinkCounters* k = p->link_open(counters::LinkKind::Tcp, "beta", "10.0.0.2:7400");
+    counters::LinkCounters* gone = p->link_open(counters::LinkKind::Dpdk, "", std::string(64, 'a'));
+    require(k != nullptr && gone != nullptr, "link slots");
+    k->up.store(1);
+    counters::bump(k->messages_out, 12);
+    k->rtt_ns.store(85'000);
+    p->link_close(gone);
     const Bytes img = page_bytes((dir / "busy").string());
     write_seed("fuzz_counters", "one_agent_two_patterns", with_mode(0, img));
     write_seed("fuzz_counters", "one_agent_header_rewritten", with_mode(4, img));

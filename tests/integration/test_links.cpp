@@ -180,6 +180,64 @@ TEST_CASE("pub/sub crosses a link exactly once, in order; uninteresting subjects
   }, 5000));
 }
 
+TEST_CASE("the counters page lists each link: node, kind, state, messages, held bytes, round trip", "[links]") {
+  Pair p;
+  auto sub = p.a.client("sub");
+  auto pub = p.b.client("pub");
+  REQUIRE(sub);
+  REQUIRE(pub);
+  std::atomic<int> probes{0};
+  size_t seen = 0;
+  REQUIRE(sub->subscribe("c.>", [&](const Message& m) {
+    if (m.text() == "probe") {
+      ++probes;
+    } else {
+      ++seen;
+    }
+  }));
+  REQUIRE(wait_interest(*pub, *sub, "c.x", probes));
+  const auto va = open_page(p.a);
+  const auto vb = open_page(p.b);
+  const auto one = [](const counters::CountersView& v) {
+    auto links = v.links();
+    REQUIRE(links.size() == 1);
+    return links[0];
+  };
+  const auto b0 = one(vb);
+  const auto a0 = one(va);
+  const counters::LinkKind kind = memif_kind() ? counters::LinkKind::Dpdk : counters::LinkKind::Tcp;
+  CHECK(b0.open);
+  CHECK(b0.up);
+  CHECK(b0.node == "alpha");
+  CHECK(a0.node == "beta");
+  CHECK(b0.kind == kind);
+  CHECK(b0.connects == 1);
+  // Gauges are copied once a second: alpha's interest in c.> shows within that.
+  CHECK(eventually([&] { return one(vb).interests >= 1; }, 3000));
+  const int n = 1000;
+  for (int i = 0; i < n; ++i) {
+    while (!pub->publish("c.m", "x")) (void)pub->poll(0ms);
+  }
+  REQUIRE(pump_until(*sub, [&] { return seen >= static_cast<size_t>(n); }, 20000));
+  // The link's own counters agree with what the agents saw, and with the globals.
+  CHECK(one(vb).messages_out - b0.messages_out == static_cast<uint64_t>(n));
+  REQUIRE(eventually([&] { return one(va).messages_in - a0.messages_in == static_cast<uint64_t>(n); }, 2000));
+  CHECK(one(vb).messages_out == global(vb, Global::link_messages_out));
+  CHECK(one(va).messages_in == global(va, Global::link_messages_in));
+  CHECK(one(vb).bytes_out > b0.bytes_out + n * 10);
+  CHECK(one(vb).held_high_water > 0);
+  CHECK(one(vb).drops_held_full == 0);
+  // Heartbeat echoes (every 100 ms here) give a round trip within a second, on both sides.
+  REQUIRE(eventually([&] { return one(va).rtt_ns > 0 && one(vb).rtt_ns > 0; }, 3000));
+  CHECK(one(va).rtt_ns < 1'000'000'000ull);
+  // Alpha goes: beta's slot stays, down, with a disconnect counted.
+  p.a.stop(SIGKILL);
+  REQUIRE(eventually([&] { return !one(vb).up; }, 5000));
+  CHECK(one(vb).disconnects == 1);
+  CHECK(one(vb).open);
+  CHECK(one(vb).node == "alpha");
+}
+
 TEST_CASE("request/reply and queue groups across a link; remote presence", "[links]") {
   Pair p;
   auto responder = p.a.client("responder");

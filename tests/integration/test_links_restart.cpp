@@ -17,6 +17,7 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -286,6 +287,62 @@ TEST_CASE("a restarted peer's interests stay routed until its snapshot is comple
     for (uint64_t n : three.got) CHECK((n == 0 || n == 1000000000));
     CHECK(global(b, Global::published_no_subscribers) == nobody + 50);
   }
+}
+
+TEST_CASE("a restarted peer's new interest ids do not reach its old interests", "[links][tcp]") {
+  // The 30-minute soak's finding: the new incarnation numbers its interests from 1 again. An Add
+  // of id 1 for another pattern dropped the old incarnation's id 1 (w.x here) before its snapshot
+  // was complete, and what was published on w.x until the new Add for it arrived went nowhere.
+  const uint16_t pb = free_port();
+  Busd b{node_config("beta", pb, {}), "pc"};
+  REQUIRE(b.started());
+  auto pub = b.client("pub");
+  REQUIRE(pub);
+  uint64_t next = 1;
+  {
+    FakeAlpha one(pb, 0x4444);
+    REQUIRE(one.until([&] { return one.peer.state() == links::PeerState::Up && one.peer.session().resumed(); }));
+    one.add_interest(1, "w.x");
+    one.add_interest(2, "other.>");
+    one.synced();
+    REQUIRE(one.until([&] {
+      (void)pub->publish("w.x", std::to_string(next++));
+      return !one.got.empty();
+    }));
+  }
+  REQUIRE(eventually([&] { return links_up(b, 0); }, 5000));
+  FakeAlpha two(pb, 0x5555);
+  REQUIRE(two.until([&] { return two.peer.state() == links::PeerState::Up && two.peer.session().resumed(); }));
+  // Its first interest, under the id w.x had before; no Synced yet.
+  two.add_interest(1, "other.>");
+  REQUIRE(two.until([&] {
+    (void)pub->publish("other.z", "0");
+    return std::find(two.got.begin(), two.got.end(), 0) != two.got.end();
+  }));
+  // w.x still goes to alpha: its old interest stays until the snapshot is complete.
+  const uint64_t nobody = global(b, Global::published_no_subscribers);
+  const uint64_t first = next;
+  for (int i = 0; i < 20; ++i) REQUIRE(pub->publish("w.x", std::to_string(next++)));
+  const bool arrived = two.until([&] { return !two.got.empty() && two.got.back() == next - 1; }, 2000);
+  INFO("beta published_no_subscribers +" << global(b, Global::published_no_subscribers) - nobody);
+  CHECK(arrived);
+  CHECK(global(b, Global::published_no_subscribers) == nobody);
+  // Now the snapshot ends without w.x: it stays home from here on.
+  two.add_interest(2, "w.x");
+  two.add_interest(3, "late.>");
+  std::vector<std::byte> rm;
+  links::append_interest_remove(rm, 2);
+  two.send_body(rm);
+  two.synced();
+  REQUIRE(two.until([&] {
+    (void)pub->publish("late.q", "999999");
+    return two.got.back() == 999999;
+  }));
+  const uint64_t nobody2 = global(b, Global::published_no_subscribers);
+  for (int i = 0; i < 10; ++i) REQUIRE(pub->publish("w.x", std::to_string(next++)));
+  REQUIRE(eventually([&] { return global(b, Global::published_no_subscribers) == nobody2 + 10; }, 2000));
+  CHECK(two.got.size() >= 20);
+  CHECK(two.got.back() >= first);
 }
 
 TEST_CASE("a restarted busd keeps its peer routing to its old interests while its agents come back", "[links][tcp]") {

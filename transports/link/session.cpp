@@ -95,8 +95,12 @@ void Session::build_control() {
     ++stats_.acks_sent;
   }
   if (want_heartbeat_) {
-    append_frame(ctl_, FrameType::Heartbeat, heartbeat_stamp_);
+    append_frame(ctl_, FrameType::Heartbeat, heartbeat_stamp_ & ~kEchoBit);
     want_heartbeat_ = false;
+  }
+  if (want_echo_) {
+    append_frame(ctl_, FrameType::Heartbeat, echo_stamp_);
+    want_echo_ = false;
   }
 }
 
@@ -257,6 +261,12 @@ Expected<Session::Inbound> Session::on_frame(const Frame& f) {
       return Inbound::Control;
     }
     case FrameType::Heartbeat:
+      if ((f.value & kEchoBit) != 0) {
+        echoed_ = f.value & ~kEchoBit;
+      } else if (f.value != 0) {
+        want_echo_ = true;  // answered with the next output
+        echo_stamp_ = f.value | kEchoBit;
+      }
       return Inbound::Control;
     case FrameType::Hello:
       return fail(Errc::BadMessage, "link Hello after the handshake");
@@ -280,7 +290,8 @@ void Session::on_connected(std::span<const std::byte> first) {
   resumed_ = false;
   want_resume_ = true;
   want_ack_ = false;
-  want_heartbeat_ = false;
+  want_heartbeat_ = want_echo_ = false;
+  echoed_ = 0;
   ctl_.assign(first.begin(), first.end());  // the Resume follows once these are written
   ctl_sent_ = 0;
   rewind_to_after(0);
@@ -289,7 +300,8 @@ void Session::on_connected(std::span<const std::byte> first) {
 void Session::on_disconnected() noexcept {
   connected_ = false;
   resumed_ = false;
-  want_resume_ = want_ack_ = want_heartbeat_ = false;
+  want_resume_ = want_ack_ = want_heartbeat_ = want_echo_ = false;
+  echoed_ = 0;
   unacked_in_ = 0;
   ctl_.clear();
   ctl_sent_ = 0;

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "bus/error.hpp"
@@ -71,8 +72,15 @@ class Session {
   /// Queues a cumulative Ack for what was delivered, if anything is unacknowledged (the poll
   /// loop calls it when it has drained its input).
   void flush_ack() noexcept;
-  /// Queues a Heartbeat carrying `stamp`.
+  /// Queues a Heartbeat carrying `stamp` (a probe: the peer answers with an echo of it).
   void heartbeat(uint64_t stamp) noexcept;
+  /// Round trips: a Heartbeat whose value has kEchoBit clear is a probe, answered with a
+  /// Heartbeat carrying the same value with kEchoBit set (an echo). A peer that predates echoes
+  /// ignores them, as every busd ignores a Heartbeat's value otherwise, so the protocol
+  /// version is the same. take_echo(): the stamp of the last echo received since the last
+  /// call (kEchoBit cleared), 0 if none.
+  static constexpr uint64_t kEchoBit = uint64_t{1} << 63;
+  [[nodiscard]] uint64_t take_echo() noexcept { return std::exchange(echoed_, 0); }
 
   // ---- connection
   /// A new connection: `first` (whole frames, e.g. the link manager's Hello) goes out first,
@@ -135,6 +143,9 @@ class Session {
   bool want_ack_ = false;
   bool want_heartbeat_ = false;
   uint64_t heartbeat_stamp_ = 0;
+  bool want_echo_ = false;
+  uint64_t echo_stamp_ = 0;  // the probe to echo, kEchoBit set
+  uint64_t echoed_ = 0;      // the last echo received
   std::vector<std::byte> ctl_;
   size_t ctl_sent_ = 0;
   std::array<std::span<const std::byte>, 4> out_{};

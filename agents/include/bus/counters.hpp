@@ -9,7 +9,8 @@
 //   agents_offset    (5120)      max_agents * 256   see AgentSlot     agent slots
 //   patterns_offset              (max_patterns + 1) * 256             pattern slots, last = overflow
 //   lanes_offset                 max_lanes * 256    see LaneSlot      lane slots (max_lanes may be 0)
-//   page_size = lanes_offset + max_lanes * 256
+//   links_offset                 max_links * 384    see LinkSlot      peer busd slots (max_links may be 0)
+//   page_size = links_offset + max_links * 384
 //
 // Rules both sides follow:
 //  * Every value a reader may read while busd writes it is a lock-free std::atomic<uint64_t> (or
@@ -31,8 +32,9 @@
 //    separate lines, and two slots never share a line. Pattern and lane slots are built the same.
 //  * Room to grow within version 1: fields are only appended, into the reserved bytes or at a
 //    slot's end, and a reader accepts a larger header_size, larger strides and more globals than
-//    it knows. Anything else changes kLayoutVersion. The lane table came this way (into reserved
-//    header bytes): a page from a busd without it has max_lanes 0 and reads as having no lanes.
+//    it knows. Anything else changes kLayoutVersion. The lane and link tables came this way (into
+//    reserved header bytes): a page from a busd without one has max_lanes (max_links) 0 and
+//    reads as having no lanes (links).
 //  * A reader trusts nothing it maps: the header is checked once against the file size (every
 //    table inside the file, every offset aligned) and copied; later reads use only those copies.
 //    The page is a plain file (it cannot be sealed): a process able to truncate it could make a
@@ -204,8 +206,11 @@ struct PageHeader {
   std::atomic<uint64_t> generation;  // 136  +1 whenever a slot of any table changes state
   // Static like the first line (written once, before magic), here because that line is full.
   uint32_t lane_stride;              // 144  sizeof(LaneSlot)
-  uint32_t reserved2;                // 148
-  uint64_t reserved3[13];            // 152
+  uint32_t max_links;                // 148  link slots (0: no link table, as in older v1 pages)
+  uint64_t links_offset;             // 152  (0 in older v1 pages)
+  uint32_t link_stride;              // 160  sizeof(LinkSlot)
+  uint32_t reserved2;                // 164
+  uint64_t reserved3[11];            // 168
 };
 
 struct alignas(kFalseSharingRange) GlobalCell {
@@ -296,6 +301,56 @@ struct alignas(kCacheLine) LaneSlot {
   LaneCounters counters;                         // 192
 };
 
+/// What kind of transport a link runs over (LinkSlot::kind).
+enum class LinkKind : uint32_t { Unknown = 0, Tcp = 1, Dpdk = 2, Rdma = 3 };
+[[nodiscard]] constexpr const char* to_string(LinkKind k) noexcept {
+  switch (k) {
+    case LinkKind::Tcp: return "tcp";
+    case LinkKind::Dpdk: return "dpdk";
+    case LinkKind::Rdma: return "rdma";
+    case LinkKind::Unknown: break;
+  }
+  return "?";
+}
+
+/// Per-peer link counters, written by busd's loop (which runs every link). Totals over every
+/// connection to the peer; gauges (up, held_bytes, rtt_ns, interests, remote_agents) are now.
+struct alignas(kCacheLine) LinkCounters {
+  std::atomic<uint64_t> up;                 // 0    gauge: 1 while the link is up (handshake done)
+  std::atomic<uint64_t> messages_out;       // 8    messages sent to the peer
+  std::atomic<uint64_t> messages_in;        // 16   messages received from it
+  std::atomic<uint64_t> bytes_out;          // 24   envelope bytes of messages_out
+  std::atomic<uint64_t> bytes_in;           // 32   envelope bytes of messages_in
+  std::atomic<uint64_t> drops_held_full;    // 40   messages for it dropped: its hold buffer was full
+  std::atomic<uint64_t> drops_acl;          // 48   messages and interests refused by the link's grants
+  std::atomic<uint64_t> held_bytes;         // 56   gauge: bytes held for it (unacknowledged or waiting for the link)
+  std::atomic<uint64_t> held_high_water;    // 64   most bytes ever held for it
+  std::atomic<uint64_t> connects;           // 72   connections made (handshake done)
+  std::atomic<uint64_t> disconnects;        // 80   connections lost
+  std::atomic<uint64_t> retransmits;        // 88   datagram links: packets sent again
+  std::atomic<uint64_t> naks;               // 96   datagram links: holes named to the peer
+  std::atomic<uint64_t> datagrams_corrupt;  // 104  datagram links: checksum mismatches dropped
+  std::atomic<uint64_t> datagrams_dropped;  // 112  datagram links: other packets dropped
+  std::atomic<uint64_t> rtt_ns;             // 120  gauge: smoothed round trip, busd to busd (heartbeat echo); 0 = none yet
+  std::atomic<uint64_t> interests;          // 128  gauge: subject interests the peer holds here
+  std::atomic<uint64_t> remote_agents;      // 136  gauge: the peer's agents known here
+  uint64_t reserved[6];                     // 144
+};
+
+/// A peer busd: one of this busd's [[links]], or a node that dialed in. Active = known to
+/// busd (up or not: LinkCounters::up); Closed = forgotten, last counters kept until reuse.
+struct alignas(kCacheLine) LinkSlot {
+  std::atomic<uint64_t> seq;                         // 0    as AgentSlot::seq
+  std::atomic<uint32_t> state;                       // 8    SlotState: Free, Active, Closed
+  std::atomic<uint32_t> kind;                        // 12   LinkKind
+  std::atomic<uint64_t> opened_ns;                   // 16   CLOCK_REALTIME when busd took the slot
+  uint64_t reserved0;                                // 24
+  std::atomic<uint64_t> node[kNameSize / 8];         // 32   the peer's node name ("" until its first Hello)
+  std::atomic<uint64_t> address[kNameSize / 8];      // 96   what busd dials, or where the peer dialed from
+  uint64_t reserved1[4];                             // 160
+  LinkCounters counters;                             // 192
+};
+
 static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free &&
               std::atomic<int32_t>::is_always_lock_free, "counters live in shared memory");
 static_assert(sizeof(std::atomic<uint64_t>) == 8 && alignof(std::atomic<uint64_t>) == 8);
@@ -322,6 +377,13 @@ static_assert(offsetof(LaneSlot, lane_id) == 12 && offsetof(LaneSlot, agent_id) 
               offsetof(LaneSlot, opened_ns) == 24 && offsetof(LaneSlot, name) == 32 &&
               offsetof(LaneSlot, counters) == 192 && sizeof(LaneSlot) == 256,
               "LaneSlot v1 is fixed: change kLayoutVersion with it");
+static_assert(offsetof(PageHeader, max_links) == 148 && offsetof(PageHeader, links_offset) == 152 &&
+              offsetof(PageHeader, link_stride) == 160 && sizeof(PageHeader) == 256,
+              "PageHeader v1 is fixed: change kLayoutVersion with it");
+static_assert(offsetof(LinkCounters, rtt_ns) == 120 && offsetof(LinkCounters, remote_agents) == 136 &&
+              sizeof(LinkCounters) == 192 && offsetof(LinkSlot, node) == 32 && offsetof(LinkSlot, address) == 96 &&
+              offsetof(LinkSlot, counters) == 192 && sizeof(LinkSlot) == 384,
+              "LinkSlot v1 is fixed: change kLayoutVersion with it");
 
 inline constexpr uint64_t kGlobalsOffset = sizeof(PageHeader);
 inline constexpr uint64_t kAgentsOffset = kGlobalsOffset + kGlobalCount * sizeof(GlobalCell);
@@ -337,10 +399,15 @@ static_assert(kAgentsOffset == 5760 && kAgentsOffset % kFalseSharingRange == 0);
   return patterns_offset(max_agents) + (uint64_t{max_patterns} + 1) * sizeof(PatternSlot);
 }
 
-/// Bytes of a page with these table capacities (the pattern table has one more slot: overflow).
-[[nodiscard]] constexpr uint64_t page_size(uint32_t max_agents, uint32_t max_patterns,
-                                           uint32_t max_lanes) noexcept {
+/// Offset of the link table (after the lane table).
+[[nodiscard]] constexpr uint64_t links_offset(uint32_t max_agents, uint32_t max_patterns, uint32_t max_lanes) noexcept {
   return lanes_offset(max_agents, max_patterns) + uint64_t{max_lanes} * sizeof(LaneSlot);
+}
+
+/// Bytes of a page with these table capacities (the pattern table has one more slot: overflow).
+[[nodiscard]] constexpr uint64_t page_size(uint32_t max_agents, uint32_t max_patterns, uint32_t max_lanes,
+                                           uint32_t max_links = 0) noexcept {
+  return links_offset(max_agents, max_patterns, max_lanes) + uint64_t{max_links} * sizeof(LinkSlot);
 }
 
 // ---- reading ----------------------------------------------------------------------------------
@@ -355,6 +422,7 @@ struct PageInfo {
   uint32_t max_agents = 0;
   uint32_t max_patterns = 0;  // ordinary slots (the overflow slot is extra)
   uint32_t max_lanes = 0;     // 0: the page has no lane table
+  uint32_t max_links = 0;     // 0: the page has no link table
 };
 
 struct GlobalSnapshot {
@@ -400,6 +468,22 @@ struct LaneSnapshot {
   std::array<uint64_t, 2> messages{}, bytes{}, would_block{};  // per direction
 };
 
+struct LinkSnapshot {
+  uint32_t slot = 0;
+  uint64_t generation = 0;  // the slot's seq: changes when the slot is reused
+  bool open = false;        // false: busd forgot the peer, its last counters (not reused yet)
+  LinkKind kind = LinkKind::Unknown;
+  std::string node;     // "" until the peer's first Hello
+  std::string address;  // what busd dials, or where the peer dialed from
+  uint64_t opened_ns = 0;
+  bool up = false;
+  uint64_t messages_out = 0, messages_in = 0, bytes_out = 0, bytes_in = 0;
+  uint64_t drops_held_full = 0, drops_acl = 0, held_bytes = 0, held_high_water = 0;
+  uint64_t connects = 0, disconnects = 0;
+  uint64_t retransmits = 0, naks = 0, datagrams_corrupt = 0, datagrams_dropped = 0;
+  uint64_t rtt_ns = 0, interests = 0, remote_agents = 0;
+};
+
 /// A counters page mapped read-only (or a caller's buffer, see from_bytes). Move-only.
 /// Every accessor reads the live page: call again for a newer snapshot.
 class CountersView {
@@ -430,6 +514,9 @@ class CountersView {
   /// Open and closed lanes, by slot (empty when the page has no lane table). A slot busd keeps
   /// rewriting during the copy is left out.
   [[nodiscard]] std::vector<LaneSnapshot> lanes() const;
+  /// Peer busds (open and closed link slots), by slot (empty when the page has no link
+  /// table). A slot busd keeps rewriting during the copy is left out.
+  [[nodiscard]] std::vector<LinkSnapshot> links() const;
 
  private:
   const std::byte* base_ = nullptr;
@@ -437,8 +524,8 @@ class CountersView {
   bool owned_ = false;  // base_ is our mmap
   PageInfo info_;
   uint32_t global_count_ = 0, global_stride_ = 0, agent_stride_ = 0, pattern_stride_ = 0,
-           lane_stride_ = 0;
-  uint64_t globals_offset_ = 0, agents_offset_ = 0, patterns_offset_ = 0, lanes_offset_ = 0;
+           lane_stride_ = 0, link_stride_ = 0;
+  uint64_t globals_offset_ = 0, agents_offset_ = 0, patterns_offset_ = 0, lanes_offset_ = 0, links_offset_ = 0;
 
   friend Expected<CountersView> open_counters(const std::string& path);
 };

@@ -438,6 +438,61 @@ TEST_CASE("a page without a lane table", "[counters][page][lanes]") {
   CHECK(v.lanes().empty());
 }
 
+TEST_CASE("links read back; renamed, closed, reused oldest first; a full table", "[counters][page][links]") {
+  TempDir dir;
+  const std::string path = dir.file("c");
+  auto page = CountersPage::create(path, 1, 1, 1, 0600, 2);
+  REQUIRE(page);
+  CountersView v = must_open(path);
+  CHECK(v.info().max_links == 2);
+  CHECK(v.info().page_size == page_size(1, 1, 1, 2));
+  CHECK(v.links().empty());
+
+  LinkCounters* a = page->link_open(LinkKind::Tcp, "", "10.0.0.2:7400");
+  LinkCounters* b = page->link_open(LinkKind::Dpdk, "c", "10.0.0.3:9000");
+  REQUIRE(a != nullptr);
+  REQUIRE(b != nullptr);
+  CHECK(page->link_open(LinkKind::Tcp, "d", "x") == nullptr);  // full
+  bump(a->messages_out, 5);
+  bump(a->bytes_out, 500);
+  a->up.store(1);
+  a->rtt_ns.store(42'000);
+  auto links = v.links();
+  REQUIRE(links.size() == 2);
+  CHECK(links[0].open);
+  CHECK(links[0].kind == LinkKind::Tcp);
+  CHECK(links[0].node.empty());
+  CHECK(links[0].address == "10.0.0.2:7400");
+  CHECK(links[0].up);
+  CHECK(links[0].messages_out == 5);
+  CHECK(links[0].bytes_out == 500);
+  CHECK(links[0].rtt_ns == 42'000);
+  CHECK(links[1].kind == LinkKind::Dpdk);
+  CHECK(std::string(to_string(links[1].kind)) == "dpdk");
+  CHECK(links[1].node == "c");
+  CHECK_FALSE(links[1].up);
+
+  const auto g0 = v.generation();
+  page->link_rename(a, "b");
+  CHECK(v.links().at(0).node == "b");
+  CHECK(v.generation() == g0 + 1);
+  page->link_close(a);
+  links = v.links();
+  CHECK_FALSE(links.at(0).open);
+  CHECK_FALSE(links.at(0).up);  // a forgotten peer is not up
+  CHECK(links.at(0).messages_out == 5);  // the last counters stay
+  page->link_close(a);  // twice, null, not ours: ignored
+  page->link_close(nullptr);
+  LinkCounters elsewhere{};
+  page->link_close(&elsewhere);
+  page->link_rename(&elsewhere, "x");
+  CHECK(v.generation() == g0 + 2);
+  LinkCounters* c = page->link_open(LinkKind::Tcp, "e", "10.0.0.5:7400");
+  CHECK(c == a);  // the closed slot, reused with fresh counters
+  CHECK(v.links().at(0).messages_out == 0);
+  CHECK(v.links().at(0).node == "e");
+}
+
 TEST_CASE("a reader in another process sees the writer's increments", "[counters][page]") {
   TempDir dir;
   const std::string path = dir.file("busd.counters");

@@ -48,9 +48,10 @@ class Image {
 };
 
 // A realistic page: a few agents, patterns and lanes, read back from the file busd wrote.
-Image valid_image(const TempDir& dir) {
+// With max_links > 0, a link table after the lanes with one peer in it.
+Image valid_image(const TempDir& dir, uint32_t max_links = 0) {
   const std::string path = dir.file("valid");
-  auto page = CountersPage::create(path, 4, 3, 3);
+  auto page = CountersPage::create(path, 4, 3, 3, 0644, max_links);
   REQUIRE(page);
   page->add(Global::messages_in, 7);
   AgentCounters* a = page->agent_open(1, "alpha", 100, 1, 1);
@@ -67,9 +68,15 @@ Image valid_image(const TempDir& dir) {
   LaneCounters* closed = page->lane_open(6, 1, "alpha", 3, "gamma");
   REQUIRE(closed != nullptr);
   page->lane_close(closed);
+  if (max_links > 0) {
+    LinkCounters* k = page->link_open(LinkKind::Tcp, "", "10.0.0.2:7400");
+    REQUIRE(k != nullptr);
+    page->link_rename(k, "b");
+    bump(k->messages_out, 3);
+  }
   std::ifstream in(path, std::ios::binary);
   std::vector<char> buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  REQUIRE(buf.size() == page_size(4, 3, 3));
+  REQUIRE(buf.size() == page_size(4, 3, 3, max_links));
   return Image(reinterpret_cast<const std::byte*>(buf.data()), buf.size());
 }
 
@@ -93,6 +100,13 @@ void exercise(const CountersView& v) {
     CHECK(l.name[0].size() <= kNameSize);
     CHECK(l.name[1].size() <= kNameSize);
     CHECK(l.slot < v.info().max_lanes);
+  }
+  const auto links = v.links();
+  CHECK(links.size() <= v.info().max_links);
+  for (const auto& l : links) {
+    CHECK(l.node.size() <= kNameSize);
+    CHECK(l.address.size() <= kNameSize);
+    CHECK(l.slot < v.info().max_links);
   }
   CHECK(v.info().busd_version.size() <= kVersionSize);
 }
@@ -363,6 +377,45 @@ TEST_CASE("lane slots with a garbage state or left odd are skipped", "[counters]
   // The unused third slot, made to look open: listed, within the table.
   slots[2].state.store(static_cast<uint32_t>(SlotState::Active));
   CHECK(v->lanes().size() == 2);
+}
+
+TEST_CASE("link slots: read back; a garbage state, a slot left odd or a table outside the page", "[counters][hostile]") {
+  TempDir dir;
+  Image img = valid_image(dir, 2);
+  auto v = CountersView::from_bytes(img.bytes());
+  REQUIRE(v);
+  auto links = v->links();
+  REQUIRE(links.size() == 1);
+  CHECK(links[0].node == "b");
+  CHECK(links[0].address == "10.0.0.2:7400");
+  CHECK(links[0].kind == LinkKind::Tcp);
+  CHECK(links[0].messages_out == 3);
+  auto* slots = reinterpret_cast<LinkSlot*>(img.data() + img.header().links_offset);
+  slots[0].kind.store(99);  // an unknown kind reads as Unknown
+  CHECK(v->links().at(0).kind == LinkKind::Unknown);
+  for (uint32_t garbage : {static_cast<uint32_t>(SlotState::Overflow), 7u, 0xFFFFFFFFu}) {
+    slots[0].state.store(garbage);
+    CHECK(v->links().empty());
+  }
+  slots[0].state.store(static_cast<uint32_t>(SlotState::Active));
+  slots[0].seq.store(slots[0].seq.load() + 1);  // a writer that died mid-update
+  CHECK(v->links().empty());
+  slots[0].seq.store(slots[0].seq.load() + 1);
+  std::memset(static_cast<void*>(&slots[0].node), 'n', sizeof slots[0].node + sizeof slots[0].address);
+  links = v->links();
+  REQUIRE(links.size() == 1);
+  CHECK(links[0].node == std::string(64, 'n'));
+  CHECK(links[0].address == std::string(64, 'n'));
+
+  Image out(img.data(), img.size());
+  out.header().links_offset = out.size() - 128;
+  CHECK(error_of(out, out.size()).find("links table at") != std::string::npos);
+  Image stride(img.data(), img.size());
+  stride.header().link_stride = 100;  // not a multiple of 64
+  CHECK(error_of(stride, stride.size()).find("strides") != std::string::npos);
+  Image overlap(img.data(), img.size());
+  overlap.header().links_offset = overlap.header().lanes_offset;
+  CHECK(error_of(overlap, overlap.size()).find("overlap") != std::string::npos);
 }
 
 TEST_CASE("open_counters on files that are not pages", "[counters][hostile]") {

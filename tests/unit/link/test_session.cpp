@@ -428,3 +428,36 @@ TEST_CASE("Hello: round trip, and a handshake refused with both sides named", "[
   s.on_connected();
   CHECK_FALSE(s.on_frame(*f));
 }
+
+TEST_CASE("a heartbeat probe is answered with its echo; an echo is not answered", "[link]") {
+  SessionOptions o;
+  Side a(o, 1), b(o, 2);
+  std::deque<std::byte> ab, ba;
+  a.s.on_connected();
+  b.s.on_connected();
+  // The Resumes, both ways.
+  transmit(a, ab, 1 << 20);
+  transmit(b, ba, 1 << 20);
+  receive(b, ab, 1 << 20);
+  receive(a, ba, 1 << 20);
+  a.s.heartbeat(12345);
+  transmit(a, ab, 1 << 20);
+  CHECK(ab.size() == kPrefixBytes);  // the probe: one frame without a body
+  receive(b, ab, 1 << 20);
+  CHECK(b.s.take_echo() == 0);  // a probe is not an echo
+  transmit(b, ba, 1 << 20);
+  CHECK(ba.size() == kPrefixBytes);  // the echo
+  receive(a, ba, 1 << 20);
+  CHECK(a.s.take_echo() == 12345);
+  CHECK(a.s.take_echo() == 0);  // taken once
+  transmit(a, ab, 1 << 20);
+  CHECK(ab.empty());  // an echo is not answered
+  // A disconnect forgets a probe not answered yet.
+  a.s.heartbeat(777);
+  transmit(a, ab, 1 << 20);
+  receive(b, ab, 1 << 20);
+  reconnect(a, b, ab, ba);
+  transmit(b, ba, 1 << 20);
+  receive(a, ba, 1 << 20);
+  CHECK(a.s.take_echo() == 0);
+}
