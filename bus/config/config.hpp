@@ -96,6 +96,7 @@ struct Cluster {
   uint32_t backoff_max_ms = 5000;  // this, each with +-25% jitter
   uint64_t hold_bytes = 8ull << 20;  // per peer: messages held while its link is down; past it dropped and counted
   uint32_t max_peers = 64;  // peer busds this one knows (its [[links]] and the node names that dialed in)
+  uint32_t resubscribe_grace_ms = 2000;  // after a start: the peers keep the old interests this long (Synced)
 
   friend bool operator==(const Cluster&, const Cluster&) = default;
 };

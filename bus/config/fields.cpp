@@ -251,6 +251,10 @@ constexpr Field kFields[] = {
     {"cluster", "max_peers", Form::Integer, &Cluster::max_peers, true, 1, 4096, nullptr,
      "Peer busds this one knows at once: its [[links]] and every node name that dialed in; "
      "past it a new node's link is refused."},
+    {"cluster", "resubscribe_grace_ms", Form::Integer, &Cluster::resubscribe_grace_ms, true, 0, 600'000,
+     nullptr,
+     "After a start, how long this busd's agents have to come back before its peers drop the "
+     "interests its previous run left with them (its snapshot ends then)."},
 
     {"tls", "cert", Form::Text, &Tls::cert, true, 0, 0, absolute_path_or_empty,
      "PEM certificate (chain) busd presents on its TLS listeners and links; \"\" = none."},

@@ -495,7 +495,7 @@ class Daemon {
   std::unordered_map<std::string, LocalInterest> interest_;  // key: pattern '\n' group
   std::unordered_map<uint32_t, uint32_t> interest_group_;     // our interest id -> group id (0: none)
   uint32_t next_interest_id_ = 1;
-  uint64_t links_started_ns_ = 0;  // start_links(): this incarnation's start, for kResubscribeGraceNs
+  uint64_t links_started_ns_ = 0;  // start_links(): this incarnation's start, for cluster.resubscribe_grace_ms
   std::vector<std::byte> link_body_;  // scratch for control bodies
   std::vector<uint64_t> aligned_;     // scratch: a received envelope that was not 8-byte aligned
   std::vector<uint64_t> control_scratch_;  // scratch: a control frame that was not 8-byte aligned

@@ -37,10 +37,10 @@ namespace bus::daemon {
 namespace {
 
 constexpr uint64_t kMs = 1'000'000;
-// A busd that just started ends its interest snapshot to a peer (Synced) only this long after
-// its start: its agents are reconnecting and resubscribing meanwhile, and until then the peer
-// keeps routing to what its previous incarnation wanted (README "Interest").
-constexpr uint64_t kResubscribeGraceNs = 2000 * kMs;
+// A busd that just started ends its interest snapshot to a peer (Synced) only
+// cluster.resubscribe_grace_ms after its start: its agents are reconnecting and resubscribing
+// meanwhile, and until then the peer keeps routing to what its previous incarnation wanted
+// (README "Interest").
 constexpr uint32_t kMaxFrameSlack = 4096;  // link framing and routing prefix above max_message_size
 
 std::string host_node_name() {
@@ -417,7 +417,7 @@ void Daemon::observe(PeerSlot& p, uint64_t now) {
       send_control_body(p, link_body_);
     }
     // It ends with Synced, held back while this busd's own agents may still be coming back.
-    p.synced_due_ns = std::max(now, links_started_ns_ + kResubscribeGraceNs);
+    p.synced_due_ns = std::max(now, links_started_ns_ + uint64_t{opts_.config.cluster.resubscribe_grace_ms} * kMs);
     for (const Agent* a : active_) {
       if (a->phase != Agent::Phase::Active) continue;
       link_body_.clear();
