@@ -302,6 +302,9 @@ std::vector<AgentSnapshot> CountersView::agents() const {
       a.subscriptions = c.subscriptions.load(kInSeqlock);
       a.pending_requests = c.pending_requests.load(kInSeqlock);
       a.inbound_high_water = c.inbound_high_water.load(kInSeqlock);
+      a.inbound_depth = c.inbound_depth.load(kInSeqlock);
+      a.outbound_depth = c.outbound_depth.load(kInSeqlock);
+      a.slow_waiting_bytes = c.slow_waiting_bytes.load(kInSeqlock);
       a.outbound_high_water = c.outbound_high_water.load(kInSeqlock);
     });
     if (ok && (a.state == SlotState::Active || a.state == SlotState::Dead)) out.push_back(std::move(a));

@@ -70,7 +70,8 @@ Slot* slot_holding(Slot* first, uint32_t n, Counters* c) noexcept {
 void zero(AgentCounters& c) {
   for (auto* v : {&c.messages_in, &c.messages_out, &c.bytes_in, &c.bytes_out, &c.drops_slow_consumer,
                   &c.drops_acl, &c.drops_too_large, &c.drops_verify, &c.subscriptions,
-                  &c.pending_requests, &c.inbound_high_water, &c.outbound_high_water}) {
+                  &c.pending_requests, &c.inbound_high_water, &c.outbound_high_water, &c.inbound_depth,
+                  &c.outbound_depth, &c.slow_waiting_bytes}) {
     v->store(0, kInSeqlock);
   }
 }

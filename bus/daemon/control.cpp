@@ -630,6 +630,12 @@ void Daemon::heartbeats() {
       if (now - a->last_seen_ns > uint64_t{opts_.config.limits.handshake_ms} * kMs) late.push_back(a.get());
       continue;
     }
+    if (a->stats) {
+      // Queue depths for busctl top and the metrics: a copy each tick, not per message.
+      a->stats->inbound_depth.store(a->from.backlog(), std::memory_order_relaxed);
+      a->stats->outbound_depth.store(a->to.unconsumed(), std::memory_order_relaxed);
+      a->stats->slow_waiting_bytes.store(a->slow_bytes, std::memory_order_relaxed);
+    }
     if (now - a->last_seen_ns > dead_after) {
       late.push_back(a.get());
     } else if (now - a->last_seen_ns >= interval) {

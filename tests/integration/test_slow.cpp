@@ -351,6 +351,13 @@ TEST_CASE("a slow_consumers rule of the config overrides the agent's policy; a r
   // loud-1 leaves: the noisy messages waiting at the head of the publisher's ring go (no one
   // wants them), and nothing but mute-1's subscription can push back on the publisher now.
   CHECK(page.globals()[Global::slow_waiting_bytes] > 0);  // busd holds messages for mute-1
+  // The page shows where mute-1's messages wait: its ring full, the rest in busd (copied each tick).
+  CHECK(eventually([&] {
+    for (const auto& a : page.agents()) {
+      if (a.name == "mute-1") return a.outbound_depth > kRing / 2 && a.slow_waiting_bytes > 0 && a.inbound_depth == 0;
+    }
+    return false;
+  }, 3000));
   loud.reset();
   REQUIRE(eventually([&] { return page.globals()[Global::agents_connected] == 2; }));
   REQUIRE(eventually([&] { return (*pub)->publish("noisy.b", payload).has_value(); }));

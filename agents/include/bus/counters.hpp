@@ -242,7 +242,10 @@ struct alignas(kCacheLine) AgentCounters {
   std::atomic<uint64_t> inbound_high_water;   // 80   most bytes ever queued, agent to busd
   std::atomic<uint64_t> outbound_high_water;  // 88   most bytes ever queued, busd to agent
                                               //      (both sampled once per routing pass)
-  uint64_t reserved[4];                       // 96
+  std::atomic<uint64_t> inbound_depth;        // 96   gauge: bytes queued agent to busd now (copied once a second)
+  std::atomic<uint64_t> outbound_depth;       // 104  gauge: bytes queued busd to agent now (copied once a second)
+  std::atomic<uint64_t> slow_waiting_bytes;   // 112  gauge: bytes busd holds for it (slow consumer; once a second)
+  uint64_t reserved[1];                       // 120
 };
 
 struct alignas(kCacheLine) AgentSlot {
@@ -444,6 +447,7 @@ struct AgentSnapshot {
   uint64_t drops_slow_consumer = 0, drops_acl = 0, drops_too_large = 0, drops_verify = 0;
   uint64_t subscriptions = 0, pending_requests = 0;
   uint64_t inbound_high_water = 0, outbound_high_water = 0;
+  uint64_t inbound_depth = 0, outbound_depth = 0, slow_waiting_bytes = 0;  // 0 in pages from before them
   [[nodiscard]] uint64_t drops() const noexcept {
     return drops_slow_consumer + drops_acl + drops_too_large + drops_verify;
   }
