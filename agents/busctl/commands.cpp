@@ -12,6 +12,7 @@
 #include "bus/clock.hpp"
 #include "bus/counters.hpp"
 #include "format.hpp"
+#include "page_access.hpp"
 
 namespace bus::ctl {
 namespace {
@@ -25,10 +26,16 @@ struct Located {
   std::vector<std::string> tried;  // for the message
 };
 
+bool remote(std::string_view address) {
+  return address.starts_with("tcp://") || address.starts_with("tls://");
+}
+
 Located locate(const Options& o) {
   if (!o.counters.empty()) return {o.counters, {o.counters}};
   Located l;
-  for (const auto& sock : default_socket_candidates()) {
+  const std::vector<std::string> sockets =
+      o.socket.empty() ? default_socket_candidates() : std::vector<std::string>{o.socket};
+  for (const auto& sock : sockets) {
     std::string p = counters_path_for_socket(sock);
     struct stat st {};
     const bool there = ::stat(p.c_str(), &st) == 0 || errno != ENOENT;  // EACCES: say so on open
@@ -48,72 +55,6 @@ std::string joined(const std::vector<std::string>& v) {
     out += s;
   }
   return out;
-}
-
-// Opens the page or says why not on stderr.
-std::optional<CountersView> open_page(const Options& o, std::string& path) {
-  Located l = locate(o);
-  if (l.path.empty()) {
-    std::fprintf(stderr,
-                 "busctl: busd is not running: no counters page at %s "
-                 "(set --counters PATH or %s)\n",
-                 joined(l.tried).c_str(), std::string(kSocketEnv).c_str());
-    return std::nullopt;
-  }
-  auto v = counters::open_counters(l.path);
-  if (!v) {
-    if (v.error().code() == Errc::NotFound) {
-      std::fprintf(stderr, "busctl: busd is not running: no counters page at %s\n", l.path.c_str());
-    } else {
-      std::fprintf(stderr, "busctl: %s\n", v.error().message().c_str());
-    }
-    return std::nullopt;
-  }
-  path = std::move(l.path);
-  return std::move(*v);
-}
-
-struct Liveness {
-  bool live = false;
-  bool pid_alive = false;
-  uint64_t now = 0;
-  uint64_t heartbeat = 0;
-  uint64_t heartbeat_age = 0;  // 0 when the heartbeat is ahead of our clock
-  uint64_t uptime = 0;         // to now when live, else to the last heartbeat
-};
-
-Liveness liveness(const CountersView& v) {
-  Liveness l;
-  l.now = clock::real_ns();
-  l.heartbeat = v.heartbeat_ns();
-  l.pid_alive = counters::process_alive(v.info().pid);
-  // A fresh heartbeat from a pid that is gone: busd died in the last few seconds.
-  l.live = v.live(l.now) && l.pid_alive;
-  l.heartbeat_age = l.heartbeat != 0 && l.now > l.heartbeat ? l.now - l.heartbeat : 0;
-  const uint64_t end = l.live ? l.now : l.heartbeat;
-  l.uptime = end > v.info().start_time_ns ? end - v.info().start_time_ns : 0;
-  return l;
-}
-
-std::string status_line(const CountersView& v, const Liveness& l) {
-  std::string s;
-  if (l.live) {
-    s = "live (heartbeat " + human_duration(l.heartbeat_age) + " ago)";
-  } else if (l.heartbeat == 0) {
-    s = "NOT RUNNING (stopped)";
-  } else {
-    s = "NOT RUNNING (last heartbeat " + human_duration(l.heartbeat_age) + " ago, pid " +
-        std::to_string(v.info().pid) + (l.pid_alive ? " exists" : " gone") + ")";
-  }
-  return s;
-}
-
-// When busd is not live: the numbers are shown anyway (they are its last), exit code 1.
-int finish(const CountersView& v, const Liveness& l, const std::string& path) {
-  if (l.live) return kExitOk;
-  std::fprintf(stderr, "busctl: busd (pid %d) is not running; %s holds its last counters\n",
-               v.info().pid, path.c_str());
-  return kExitNotRunning;
 }
 
 size_t active_patterns(const CountersView& v) {
@@ -155,9 +96,129 @@ std::string lane_json(const counters::LaneSnapshot& l) {
   return j.done();
 }
 
+
+// Active patterns by pattern text, the overflow slot ("other patterns") last.
+std::vector<counters::PatternSnapshot> patterns_to_show(const CountersView& v) {
+  auto p = v.patterns();
+  std::stable_sort(p.begin(), p.end(), [](const auto& a, const auto& b) {
+    if (a.overflow != b.overflow) return b.overflow;
+    return a.pattern < b.pattern;
+  });
+  return p;
+}
+
+std::string link_state(const counters::LinkSnapshot& k) {
+  if (!k.open) return "closed";
+  return k.up ? "up" : "down";
+}
+
+// Known peers (and forgotten ones with --all), by node then slot.
+std::vector<counters::LinkSnapshot> links_to_show(const CountersView& v, bool all) {
+  auto links = v.links();
+  if (!all) std::erase_if(links, [](const auto& k) { return !k.open; });
+  std::stable_sort(links.begin(), links.end(), [](const auto& a, const auto& b) {
+    if (a.node != b.node) return a.node < b.node;
+    return a.slot < b.slot;
+  });
+  return links;
+}
+
+std::string link_json(const counters::LinkSnapshot& k) {
+  JsonObject drops;
+  drops.num("held_full", k.drops_held_full).num("acl", k.drops_acl).num("total", k.drops_held_full + k.drops_acl);
+  JsonObject j;
+  j.str("node", k.node)
+      .str("kind", counters::to_string(k.kind))
+      .str("address", k.address)
+      .str("state", link_state(k))
+      .boolean("up", k.open && k.up)
+      .num("slot", uint64_t{k.slot})
+      .num("generation", k.generation)
+      .num("opened_ns", k.opened_ns)
+      .num("messages_in", k.messages_in)
+      .num("messages_out", k.messages_out)
+      .num("bytes_in", k.bytes_in)
+      .num("bytes_out", k.bytes_out)
+      .raw("drops", drops.done())
+      .num("held_bytes", k.held_bytes)
+      .num("held_high_water", k.held_high_water)
+      .num("connects", k.connects)
+      .num("disconnects", k.disconnects)
+      .num("rtt_ns", k.rtt_ns)
+      .num("retransmits", k.retransmits)
+      .num("naks", k.naks)
+      .num("datagrams_corrupt", k.datagrams_corrupt)
+      .num("datagrams_dropped", k.datagrams_dropped)
+      .num("interests", k.interests)
+      .num("remote_agents", k.remote_agents);
+  return j.done();
+}
+
 }  // namespace
 
-int run_stat(const Options& o) {
+std::optional<CountersView> open_page(const Options& o, std::string& path) {
+  if (o.counters.empty() && remote(o.socket)) {
+    std::fprintf(stderr,
+                 "busctl: %s is a remote busd: its counters page is on its host "
+                 "(run busctl there, or give --counters PATH)\n",
+                 o.socket.c_str());
+    return std::nullopt;
+  }
+  Located l = locate(o);
+  if (l.path.empty()) {
+    std::fprintf(stderr,
+                 "busctl: busd is not running: no counters page at %s "
+                 "(set --counters PATH or %s)\n",
+                 joined(l.tried).c_str(), std::string(kSocketEnv).c_str());
+    return std::nullopt;
+  }
+  auto v = counters::open_counters(l.path);
+  if (!v) {
+    if (v.error().code() == Errc::NotFound) {
+      std::fprintf(stderr, "busctl: busd is not running: no counters page at %s\n", l.path.c_str());
+    } else {
+      std::fprintf(stderr, "busctl: %s\n", v.error().message().c_str());
+    }
+    return std::nullopt;
+  }
+  path = std::move(l.path);
+  return std::move(*v);
+}
+
+Liveness liveness(const CountersView& v) {
+  Liveness l;
+  l.now = clock::real_ns();
+  l.heartbeat = v.heartbeat_ns();
+  l.pid_alive = counters::process_alive(v.info().pid);
+  // A fresh heartbeat from a pid that is gone: busd died in the last few seconds.
+  l.live = v.live(l.now) && l.pid_alive;
+  l.heartbeat_age = l.heartbeat != 0 && l.now > l.heartbeat ? l.now - l.heartbeat : 0;
+  const uint64_t end = l.live ? l.now : l.heartbeat;
+  l.uptime = end > v.info().start_time_ns ? end - v.info().start_time_ns : 0;
+  return l;
+}
+
+std::string status_line(const CountersView& v, const Liveness& l) {
+  std::string s;
+  if (l.live) {
+    s = "live (heartbeat " + human_duration(l.heartbeat_age) + " ago)";
+  } else if (l.heartbeat == 0) {
+    s = "NOT RUNNING (stopped)";
+  } else {
+    s = "NOT RUNNING (last heartbeat " + human_duration(l.heartbeat_age) + " ago, pid " +
+        std::to_string(v.info().pid) + (l.pid_alive ? " exists" : " gone") + ")";
+  }
+  return s;
+}
+
+int finish(const CountersView& v, const Liveness& l, const std::string& path) {
+  if (l.live) return kExitOk;
+  std::fprintf(stderr, "busctl: busd (pid %d) is not running; %s holds its last counters\n",
+               v.info().pid, path.c_str());
+  return kExitNotRunning;
+}
+
+int run_status(const Options& o) {
   std::string path;
   auto v = open_page(o, path);
   if (!v) return kExitNotRunning;
@@ -167,6 +228,11 @@ int run_stat(const Options& o) {
   const size_t agents = v->agents().size();
   const size_t patterns = active_patterns(*v);
   const size_t lanes = lanes_to_show(*v, false).size();
+  const auto all_links = v->links();
+  const size_t links = static_cast<size_t>(
+      std::count_if(all_links.begin(), all_links.end(), [](const auto& k) { return k.open; }));
+  const size_t links_up = static_cast<size_t>(
+      std::count_if(all_links.begin(), all_links.end(), [](const auto& k) { return k.open && k.up; }));
 
   if (o.json) {
     JsonObject c;
@@ -186,9 +252,12 @@ int run_stat(const Options& o) {
         .num("max_agents", uint64_t{info.max_agents})
         .num("max_patterns", uint64_t{info.max_patterns})
         .num("max_lanes", uint64_t{info.max_lanes})
+        .num("max_links", uint64_t{info.max_links})
         .num("agents_listed", uint64_t{agents})
         .num("patterns_listed", uint64_t{patterns})
         .num("lanes_listed", uint64_t{lanes})
+        .num("links_listed", uint64_t{links})
+        .num("links_listed_up", uint64_t{links_up})
         .raw("counters", c.done());
     std::printf("%s\n", j.done().c_str());
     return finish(*v, l, path);
@@ -196,9 +265,10 @@ int run_stat(const Options& o) {
 
   std::printf("busd %s  pid %d  up %s  %s\n", printable(info.busd_version).c_str(), info.pid,
               human_duration(l.uptime).c_str(), status_line(*v, l).c_str());
-  std::printf("page %s  layout %u  agent slots %zu/%u  pattern slots %zu/%u  lane slots %zu/%u\n\n",
+  std::printf("page %s  layout %u  agent slots %zu/%u  pattern slots %zu/%u  lane slots %zu/%u  "
+              "link slots %zu/%u (%zu up)\n\n",
               printable(path).c_str(), info.layout_version, agents, info.max_agents, patterns,
-              info.max_patterns, lanes, info.max_lanes);
+              info.max_patterns, lanes, info.max_lanes, links, info.max_links, links_up);
   Table t({{"COUNTER", Table::Align::Left}, {"VALUE", Table::Align::Right}, {"", Table::Align::Left}});
   for (size_t i = 0; i < counters::kGlobalCount; ++i) {
     const auto& gi = counters::kGlobals[i];
@@ -324,6 +394,98 @@ int run_lanes(const Options& o) {
     }
     row.push_back(human_duration(l.now > lane.opened_ns ? l.now - lane.opened_ns : 0));
     t.row(std::move(row));
+  }
+  std::fputs(t.render().c_str(), stdout);
+  return finish(*v, l, path);
+}
+
+int run_subjects(const Options& o) {
+  std::string path;
+  auto v = open_page(o, path);
+  if (!v) return kExitNotRunning;
+  const auto patterns = patterns_to_show(*v);
+  const Liveness l = liveness(*v);
+
+  if (o.json) {
+    JsonArray list;
+    for (const auto& p : patterns) {
+      JsonObject j;
+      j.str("pattern", p.pattern)
+          .boolean("overflow", p.overflow)
+          .num("slot", uint64_t{p.slot})
+          .num("generation", p.generation)
+          .num("subscribers", p.subscribers)
+          .num("messages", p.messages)
+          .num("bytes", p.bytes)
+          .num("drops", p.drops);
+      list.raw(j.done());
+    }
+    JsonObject j;
+    j.str("page", path)
+        .boolean("live", l.live)
+        .num("pid", int64_t{v->info().pid})
+        .num("max_patterns", uint64_t{v->info().max_patterns})
+        .raw("subjects", list.done());
+    std::printf("%s\n", j.done().c_str());
+    return finish(*v, l, path);
+  }
+
+  const size_t active = active_patterns(*v);
+  std::printf("busd pid %d  %s  %zu pattern%s subscribed (slots %u)\n", v->info().pid,
+              status_line(*v, l).c_str(), active, active == 1 ? "" : "s", v->info().max_patterns);
+  if (patterns.empty()) return finish(*v, l, path);
+  std::printf("\n");
+  using A = Table::Align;
+  Table t({{"PATTERN", A::Left}, {"SUBSCRIBERS", A::Right}, {"MESSAGES", A::Right},
+           {"BYTES", A::Right}, {"DROPS", A::Right}});
+  for (const auto& p : patterns) {
+    t.row({p.overflow ? "(other patterns: pattern table full)" : printable(p.pattern), human_count(p.subscribers),
+           human_count(p.messages), human_bytes(p.bytes), human_count(p.drops)});
+  }
+  std::fputs(t.render().c_str(), stdout);
+  return finish(*v, l, path);
+}
+
+int run_links(const Options& o) {
+  std::string path;
+  auto v = open_page(o, path);
+  if (!v) return kExitNotRunning;
+  const auto links = links_to_show(*v, o.all);
+  const Liveness l = liveness(*v);
+
+  if (o.json) {
+    JsonArray list;
+    for (const auto& k : links) list.raw(link_json(k));
+    JsonObject j;
+    j.str("page", path)
+        .boolean("live", l.live)
+        .num("pid", int64_t{v->info().pid})
+        .num("max_links", uint64_t{v->info().max_links})
+        .raw("links", list.done());
+    std::printf("%s\n", j.done().c_str());
+    return finish(*v, l, path);
+  }
+
+  size_t up = 0, down = 0, closed = 0;
+  for (const auto& k : links) (k.open ? (k.up ? up : down) : closed) += 1;
+  std::printf("busd pid %d  %s  %zu link%s up, %zu down", v->info().pid, status_line(*v, l).c_str(), up,
+              up == 1 ? "" : "s", down);
+  if (o.all) std::printf(", %zu closed", closed);
+  std::printf("\n");
+  if (links.empty()) return finish(*v, l, path);
+  std::printf("\n");
+  using A = Table::Align;
+  Table t({{"NODE", A::Left}, {"KIND", A::Left}, {"ADDRESS", A::Left}, {"STATE", A::Left},
+           {"MSGS_IN", A::Right}, {"MSGS_OUT", A::Right}, {"BYTES_IN", A::Right}, {"BYTES_OUT", A::Right},
+           {"DROPS", A::Right}, {"HELD", A::Right}, {"HELD_HWM", A::Right}, {"RTT", A::Right},
+           {"RETRANS", A::Right}, {"NAKS", A::Right}, {"INTERESTS", A::Right}, {"REMOTE_AGENTS", A::Right}});
+  for (const auto& k : links) {
+    t.row({k.node.empty() ? "-" : printable(k.node), counters::to_string(k.kind),
+           k.address.empty() ? "-" : printable(k.address), link_state(k), human_count(k.messages_in),
+           human_count(k.messages_out), human_bytes(k.bytes_in), human_bytes(k.bytes_out),
+           human_count(k.drops_held_full + k.drops_acl), human_bytes(k.held_bytes),
+           human_bytes(k.held_high_water), human_latency(k.rtt_ns), human_count(k.retransmits),
+           human_count(k.naks), human_count(k.interests), human_count(k.remote_agents)});
   }
   std::fputs(t.render().c_str(), stdout);
   return finish(*v, l, path);

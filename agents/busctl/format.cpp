@@ -1,5 +1,7 @@
 #include "format.hpp"
 
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 
 namespace bus::ctl {
@@ -93,6 +95,71 @@ std::string human_duration(uint64_t ns) {
                   static_cast<unsigned long long>(s / 3600 % 24));
   }
   return buf;
+}
+
+std::string human_latency(uint64_t ns) {
+  if (ns == 0) return "-";
+  char buf[32];
+  const auto x = static_cast<double>(ns);
+  if (ns < 1000) {
+    std::snprintf(buf, sizeof buf, "%lluns", static_cast<unsigned long long>(ns));
+  } else if (ns < 999'500) {  // rounds below 1000µs
+    std::snprintf(buf, sizeof buf, ns < 99'950 ? "%.1f\u00b5s" : "%.0f\u00b5s", x / 1e3);
+  } else if (ns < 999'500'000) {
+    std::snprintf(buf, sizeof buf, ns < 9'995'000 ? "%.2fms" : ns < 99'950'000 ? "%.1fms" : "%.0fms", x / 1e6);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2fs", x / 1e9);
+  }
+  return buf;
+}
+
+std::string human_rate(double v, bool bytes) {
+  if (!(v > 0)) return bytes ? "0B" : "0";  // also NaN
+  if (bytes) return human_bytes(static_cast<uint64_t>(std::llround(v)));
+  if (v < 9.95) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%.1f", v);
+    return buf;
+  }
+  if (v >= 1.8e19) return human_count(UINT64_MAX);
+  return human_count(static_cast<uint64_t>(std::llround(v)));
+}
+
+double per_second(uint64_t before, uint64_t after, uint64_t dt_ns) noexcept {
+  if (dt_ns == 0 || after <= before) return 0.0;
+  return static_cast<double>(after - before) * 1e9 / static_cast<double>(dt_ns);
+}
+
+int64_t parse_duration(std::string_view t) noexcept {
+  size_t i = 0;
+  while (i < t.size() && ((t[i] >= '0' && t[i] <= '9') || t[i] == '.')) ++i;
+  const std::string_view number = t.substr(0, i), unit = t.substr(i);
+  if (number.empty() || number.front() == '.' || number.back() == '.' ||
+      number.find('.') != number.rfind('.')) {
+    return -1;
+  }
+  double scale = 0;
+  if (unit.empty() || unit == "s") {
+    scale = 1e9;
+  } else if (unit == "ms") {
+    scale = 1e6;
+  } else if (unit == "us" || unit == "\u00b5s") {
+    scale = 1e3;
+  } else if (unit == "ns") {
+    scale = 1;
+  } else if (unit == "m") {
+    scale = 60e9;
+  } else if (unit == "h") {
+    scale = 3600e9;
+  } else {
+    return -1;
+  }
+  double v = 0;
+  const auto r = std::from_chars(number.data(), number.data() + number.size(), v);
+  if (r.ec != std::errc() || r.ptr != number.data() + number.size()) return -1;
+  const double ns = v * scale;
+  if (!(ns < 9.2e18)) return -1;  // also NaN
+  return static_cast<int64_t>(std::llround(ns));
 }
 
 std::string printable(std::string_view s) {
@@ -206,6 +273,21 @@ JsonObject& JsonObject::str(std::string_view k, std::string_view v) {
 JsonObject& JsonObject::boolean(std::string_view k, bool v) {
   key(k);
   out_ += v ? "true" : "false";
+  return *this;
+}
+
+JsonObject& JsonObject::real(std::string_view k, double v) {
+  if (!std::isfinite(v)) return null(k);
+  key(k);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3f", v);
+  out_ += buf;
+  return *this;
+}
+
+JsonObject& JsonObject::null(std::string_view k) {
+  key(k);
+  out_ += "null";
   return *this;
 }
 

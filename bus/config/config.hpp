@@ -205,6 +205,9 @@ struct Config {
   /// $bus.slow events: at most one "became slow" per subscription per this many ms (each is
   /// followed by its "recovered"); 0 = no limit.
   uint32_t slow_event_interval_ms = 1000;
+  /// Prometheus text exposition (GET /metrics over HTTP), served by a thread of its own from the
+  /// counters page: "" = off; "9464" or ":9464" = 127.0.0.1:9464; "host:port" / "[v6]:port".
+  std::string metrics_listen;
   Limits limits;
   Tls tls;
   std::vector<AclRule> acl;

@@ -191,6 +191,9 @@ constexpr Field kFields[] = {
      3'600'000, nullptr,
      "$bus.slow events: at most one \"became slow\" per subscription per this many ms (each "
      "followed by its \"recovered\"); 0 = no limit."},
+    {"busd", "metrics_listen", Form::Text, &Config::metrics_listen, true, 0, 0, check_listen,
+     "Prometheus metrics over HTTP (GET /metrics): \"\" = off; \"9464\" or \":9464\" = "
+     "127.0.0.1:9464 (loopback); \"host:port\" or \"[v6]:port\" binds there."},
 
     {"limits", "max_agents", Form::Integer, &Limits::max_agents, false, 1, 1'000'000, nullptr,
      "Agents registered at once."},

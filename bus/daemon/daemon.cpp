@@ -19,6 +19,8 @@
 #include "bus/address.hpp"
 #include "bus/clock.hpp"
 #include "log.hpp"
+#include "notify.hpp"
+#include "metrics.hpp"
 
 namespace bus::daemon {
 namespace {
@@ -190,6 +192,13 @@ Expected<void> Daemon::start() {
   add(timer_fd_, Source::Timer);
   if (auto links = start_links(); !links) return links;
   if (auto remote = start_tcp_agents(); !remote) return remote;
+  if (!cfg.metrics_listen.empty()) {
+    // After the signal mask above (the thread inherits it) and the counters page.
+    auto m = metrics::Server::start(cfg.metrics_listen, counters_.path());
+    if (!m) return tl::unexpected(m.error());
+    metrics_ = std::move(*m);
+    log::info("metrics_listening", {{"address", metrics_->address()}, {"path", "/metrics"}});
+  }
   // The control socket last: whoever finds it can count on the counters page (busctl) and on
   // every TCP listener (remote agents, peers) being up.
   auto l = listen_at(socket_path_, cfg.socket_mode, cfg.socket_group);
@@ -250,6 +259,7 @@ void Daemon::handle_events(uint64_t timeout_ns) {
         uint64_t ticks = 0;
         (void)!::read(timer_fd_, &ticks, sizeof ticks);
         counters_.heartbeat(clock::real_ns());
+        notify::systemd().watchdog();  // WatchdogSec=: the loop still turns
         heartbeats();
         sync_lanes();
         sync_link_counters();
@@ -383,6 +393,7 @@ int Daemon::run() {
   for (Agent* a : std::vector<Agent*>(active_)) remove_agent(*a, "busd stopping");
   reap();
   stop_links();
+  if (metrics_) metrics_->stop();
   log::info("busd_stopped", {{"messages_in", counters_.get(counters::Global::messages_in)},
                              {"messages_out", counters_.get(counters::Global::messages_out)}});
   return 0;
@@ -391,6 +402,7 @@ int Daemon::run() {
 void Daemon::begin_shutdown() {
   if (stopping_) return;
   stopping_ = true;
+  notify::systemd().stopping();
   drain_deadline_ns_ = clock::mono_ns() + uint64_t{opts_.config.drain_timeout_ms} * kMs;
   ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listener_, nullptr);
   ::close(listener_);

@@ -28,6 +28,10 @@
 
 namespace bus::daemon {
 
+namespace metrics {
+class Server;  // metrics.hpp: the Prometheus endpoint's thread
+}
+
 /// Router subscriber ids at or above this stand for peer busds (kPeerBase + the peer's index):
 /// the peer's interests sit in the trie beside local subscriptions, so one match and one queue
 /// group choice covers both. Agent ids count up from 1 and never get here.
@@ -512,6 +516,8 @@ class Daemon {
   std::vector<uint32_t> lane_scratch_;              // scratch
 
   counters::CountersPage counters_;
+  // [busd] metrics_listen: its thread reads counters_'s page (declared after it: stops first).
+  std::unique_ptr<metrics::Server> metrics_;
   flatbuffers::FlatBufferBuilder fbb_{1024};
   uint64_t control_seq_ = 0;
 };

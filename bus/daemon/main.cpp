@@ -6,6 +6,7 @@
 #include "config/config.hpp"
 #include "daemon.hpp"
 #include "log.hpp"
+#include "notify.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"busd: the message bus daemon (one per host)"};
@@ -47,5 +48,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "busd: %s\n", s.error().message().c_str());
     return 1;
   }
+  // Under systemd (Type=notify): the socket and every listener accept now.
+  auto& sd = bus::daemon::notify::systemd();
+  if (!sd.error().empty()) bus::log::warn("systemd_notify_unusable", {{"why", sd.error()}});
+  sd.ready("accepting agents on " + d.socket_path());
   return d.run();
 }

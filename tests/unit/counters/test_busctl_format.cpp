@@ -67,3 +67,60 @@ TEST_CASE("JSON arrays", "[counters][busctl]") {
   a.raw(JsonObject().num("a", uint64_t{1}).done()).raw("2");
   CHECK(a.done() == "[{\"a\": 1},\n  2]");
 }
+
+TEST_CASE("latencies and rates", "[counters][busctl]") {
+  CHECK(human_latency(0) == "-");
+  CHECK(human_latency(850) == "850ns");
+  CHECK(human_latency(12'345) == "12.3\u00b5s");
+  CHECK(human_latency(751'109) == "751\u00b5s");
+  CHECK(human_latency(99'949) == "99.9\u00b5s");
+  CHECK(human_latency(999'499) == "999\u00b5s");
+  CHECK(human_latency(999'500) == "1.00ms");  // never "1000µs"
+  CHECK(human_latency(9'995'000) == "10.0ms");
+  CHECK(human_latency(999'499'999) == "999ms");
+  CHECK(human_latency(999'500'000) == "1.00s");
+  CHECK(human_latency(1'250'000) == "1.25ms");
+  CHECK(human_latency(45'600'000) == "45.6ms");
+  CHECK(human_latency(1'500'000'000) == "1.50s");
+  CHECK(human_rate(0) == "0");
+  CHECK(human_rate(-1) == "0");
+  CHECK(human_rate(0.25) == "0.2");
+  CHECK(human_rate(4.0) == "4.0");
+  CHECK(human_rate(12.4) == "12");
+  CHECK(human_rate(1234.0) == "1.2k");
+  CHECK(human_rate(1e30) == "18.4E");
+  CHECK(human_rate(2048.0, true) == "2.0KiB");
+  CHECK(human_rate(0, true) == "0B");
+  CHECK(per_second(100, 300, 2'000'000'000) == Approx(100.0));
+  CHECK(per_second(100, 100, 1'000'000'000) == 0.0);
+  CHECK(per_second(300, 100, 1'000'000'000) == 0.0);  // went down: a reused slot, not a rate
+  CHECK(per_second(0, 5, 0) == 0.0);
+}
+
+TEST_CASE("durations on the command line", "[counters][busctl]") {
+  CHECK(parse_duration("1s") == 1'000'000'000);
+  CHECK(parse_duration("3") == 3'000'000'000);
+  CHECK(parse_duration("1.5s") == 1'500'000'000);
+  CHECK(parse_duration("500ms") == 500'000'000);
+  CHECK(parse_duration("250us") == 250'000);
+  CHECK(parse_duration("250\u00b5s") == 250'000);
+  CHECK(parse_duration("10ns") == 10);
+  CHECK(parse_duration("2m") == 120'000'000'000);
+  CHECK(parse_duration("1h") == 3'600'000'000'000);
+  CHECK(parse_duration("0") == 0);
+  CHECK(parse_duration("") == -1);
+  CHECK(parse_duration("s") == -1);
+  CHECK(parse_duration("1.s") == -1);
+  CHECK(parse_duration(".5s") == -1);
+  CHECK(parse_duration("1.2.3s") == -1);
+  CHECK(parse_duration("-1s") == -1);
+  CHECK(parse_duration("1sec") == -1);
+  CHECK(parse_duration("soon") == -1);
+  CHECK(parse_duration("99999999999h") == -1);  // beyond int64 nanoseconds
+}
+
+TEST_CASE("JSON reals and nulls", "[counters][busctl]") {
+  JsonObject j;
+  j.real("r", 2.5).real("inf", 1.0 / 0.0).null("n");
+  CHECK(j.done() == R"({"r": 2.500, "inf": null, "n": null})");
+}
