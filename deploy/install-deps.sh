@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   # toolchain and build
   build-essential g++ pkg-config meson ninja-build python3
+  python3-setuptools python3-pytest           # the Python SDK (python/): offline pip install, its tests
   # clang + libFuzzer runtime for the fuzz stage
   clang libclang-rt-14-dev
   # chosen libraries
