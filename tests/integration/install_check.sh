@@ -13,7 +13,7 @@ if [ "$sanitize" != "none" ]; then
 fi
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-meson install -C "$build" --destdir "$root" --quiet >/dev/null
+meson install -C "$build" --no-rebuild --destdir "$root" --quiet >/dev/null  # meson test built everything
 prefix=$(meson introspect "$build" --buildoptions | python3 -c '
 import json, sys
 print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))')
@@ -56,6 +56,8 @@ for f in busd.toml production-acl.toml cluster/a.toml cluster/b.toml cluster/c.t
     { echo "installed example $f fails busd --check-config" >&2; exit 1; }
 done
 test -f "$examples/k8s/busd-daemonset.yaml" || { echo "k8s/busd-daemonset.yaml not installed" >&2; exit 1; }
+test -f "$examples/grafana/busd-dashboard.json" || { echo "grafana/busd-dashboard.json not installed" >&2; exit 1; }
+test -f "$root$prefix/$datadir/bash-completion/completions/busctl" || { echo "bash completion for busctl not installed" >&2; exit 1; }
 # systemd-analyze verify on the unit as installed (against the installed busd).
 rc=0
 "$(dirname "$0")/../deploy/unit_verify.sh" "$unit" "$busd_bin" "$root$prefix/lib/sysusers.d/busd.conf" \
