@@ -312,6 +312,9 @@ int run_agents(const Options& o) {
           .num("bytes_out", a.bytes_out)
           .raw("drops", drops.done())
           .num("pending_requests", a.pending_requests)
+          .num("inbound_queued", a.inbound_depth)
+          .num("outbound_queued", a.outbound_depth)
+          .num("slow_waiting_bytes", a.slow_waiting_bytes)
           .num("inbound_high_water", a.inbound_high_water)
           .num("outbound_high_water", a.outbound_high_water);
       list.raw(j.done());

@@ -218,7 +218,8 @@ std::vector<std::string> render_text(const CountersView& v, const Snapshot& s, c
   if (!m.agents.empty()) {
     Table t({{"ID", A::Right}, {"NAME", A::Left}, {"MSGS_IN/s", A::Right}, {"MSGS_OUT/s", A::Right},
              {"BYTES_IN/s", A::Right}, {"BYTES_OUT/s", A::Right}, {"DROPS/s", A::Right}, {"DROPS", A::Right},
-             {"SUBS", A::Right}, {"PENDING", A::Right}, {"IN_HWM", A::Right}, {"OUT_HWM", A::Right}});
+             {"SUBS", A::Right}, {"PENDING", A::Right}, {"IN_Q", A::Right}, {"OUT_Q", A::Right},
+             {"SLOW_Q", A::Right}, {"IN_HWM", A::Right}, {"OUT_HWM", A::Right}});
     const size_t shown = cap(m.agents.size());
     for (size_t i = 0; i < shown; ++i) {
       const auto& row = m.agents[i];
@@ -227,6 +228,7 @@ std::vector<std::string> render_text(const CountersView& v, const Snapshot& s, c
              printable(a.name) + (a.state == counters::SlotState::Dead ? " (dead)" : ""), row.in.text(),
              row.out.text(), row.bytes_in.text(true), row.bytes_out.text(true), row.drops.text(),
              human_count(a.drops()), human_count(a.subscriptions), human_count(a.pending_requests),
+             human_bytes(a.inbound_depth), human_bytes(a.outbound_depth), human_bytes(a.slow_waiting_bytes),
              human_bytes(a.inbound_high_water), human_bytes(a.outbound_high_water)});
     }
     add_table(out, t, shown, m.agents.size());
@@ -294,6 +296,9 @@ std::string render_json(const CountersView& v, const Snapshot& s, const Model& m
         .num("drops", a.drops())
         .num("subscriptions", a.subscriptions)
         .num("pending_requests", a.pending_requests)
+        .num("inbound_queued", a.inbound_depth)
+        .num("outbound_queued", a.outbound_depth)
+        .num("slow_waiting_bytes", a.slow_waiting_bytes)
         .num("inbound_high_water", a.inbound_high_water)
         .num("outbound_high_water", a.outbound_high_water);
     agents.raw(j.done());

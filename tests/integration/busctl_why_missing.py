@@ -117,6 +117,9 @@ def drop_oldest(root):
         assert c["slow_drops_oldest"] > 0, c
         assert c["slow_drops_newest"] == 0 and c["drops_acl"] == 0, c
         assert row["drops"]["slow_consumer"] == c["slow_drops_oldest"], (row, c)
+        # Where its messages wait now (copied each second): its ring, and busd's buffer for it.
+        assert eventually(lambda: (lambda r: r["outbound_queued"] > 0 and r["slow_waiting_bytes"] > 0)(
+            h.agent_rows()["logger-1"]), 3), h.agent_rows()["logger-1"]
     finally:
         assert h.close() == 0
 
