@@ -89,6 +89,9 @@ struct Cluster {
   /// The TCP listener for peer busds (and remote agents): "" = none; "7400" or ":7400" =
   /// 127.0.0.1:7400 (loopback); "host:port" or "[v6]:port" binds there (an explicit choice).
   std::string listen;
+  /// The RDMA listener for peer busds' kind = "rdma" links: "" = none; "addr:port" (an address
+  /// of the RDMA interface: rdma_cm picks the device by it).
+  std::string rdma_listen{};
   uint32_t heartbeat_ms = 500;     // a heartbeat when nothing else was sent for this long
   uint32_t dead_after_ms = 2000;   // nothing heard from a peer for this long: the link is down
   uint32_t handshake_ms = 2000;    // a new connection must finish its Hello within this long
@@ -124,16 +127,16 @@ struct Token {
   friend bool operator==(const Token&, const Token&) = default;
 };
 
-/// One [[links]] table: a peer busd this one dials (tcp), or exchanges datagrams with through a
-/// DPDK port (dpdk: both sides list each other).
+/// One [[links]] table: a peer busd this one dials (tcp, rdma), or exchanges datagrams with
+/// through a DPDK port (dpdk: both sides list each other).
 struct LinkConfig {
-  std::string kind = "tcp";  // tcp | dpdk (rdma comes with its transport)
+  std::string kind = "tcp";  // tcp | dpdk | rdma
   /// tcp: "host:port" or "[v6]:port" of the peer's [cluster] listen. dpdk: "IPv4:udp_port" of
-  /// the peer's end of this link.
+  /// the peer's end of this link. rdma: "host:port" of the peer's [cluster] rdma_listen.
   std::string peer;
   // kind = "dpdk" only (the keys below are refused on a tcp link):
   std::string port;          // the name of a [[dpdk.ports]] table
-  std::string local;         // "IPv4:udp_port" of this side (several links share a port by UDP port)
+  std::string local;         // "IPv4:udp_port" of this side (several links share a port by UDP port); rdma: see below
   std::string peer_mac;      // "aa:bb:cc:dd:ee:ff"; "" = learn it by ARP
   uint32_t window = 256;     // datagrams in flight (and accepted ahead of a hole), 16..4096
   uint32_t rto_min_us = 1000;  // least retransmission timeout, 50..1000000
@@ -142,6 +145,17 @@ struct LinkConfig {
   std::string server_name{};  // the name the peer's certificate must carry; "" = the host of peer
   std::string token{};        // a [[tokens]] secret of the peer to present, or
   std::string token_file{};   // an absolute path to a file holding it
+  // kind = "rdma" only (peer: "host:port" of the peer's [cluster] rdma_listen; local, above: the
+  // numeric address to dial from, "" = any; it picks the device). Mapped onto rdma::Options.
+  std::string device{};       // "" = any; else the device the address resolves to must be this ("mlx5_0", "rxe0")
+  /// This side's receive ring in bytes, at least 4 x (limits.max_message_size + 4100). In a
+  /// file, 0 or no key: the smallest power of two that is, and at least 1 MiB.
+  uint32_t ring_bytes{0};
+  uint32_t send_depth{256};    // send work requests outstanding, 4..32768
+  uint32_t recv_depth{256};    // receive work requests posted (the peer's credits), 4..32768
+  uint32_t signal_every{16};   // every Nth send WR is signaled, 1..send_depth/2
+  uint32_t inline_bytes{128};  // inline data asked of the device, 0..1024
+  uint32_t batch_wrs{32};      // send WRs per doorbell, 1..send_depth
 
   friend bool operator==(const LinkConfig&, const LinkConfig&) = default;
 };

@@ -148,6 +148,17 @@ std::string check_listen(std::string_view v) {
          quoted(v);
 }
 
+std::string check_rdma_listen(std::string_view v) {
+  if (v.empty()) return {};
+  switch (host_port(v)) {
+    case HostPort::Ok: return {};
+    case HostPort::Port: return port_problem(v);
+    case HostPort::Shape: break;
+  }
+  return "must be \"\" (none) or \"addr:port\" / \"[v6]:port\" (an address of the RDMA interface), got " +
+         quoted(v);
+}
+
 constexpr Field kFields[] = {
     {"busd", "socket", Form::Text, &Config::socket, true, 0, 0, check_socket,
      "Control socket path; \"\" = $BUS_SOCKET, else $XDG_RUNTIME_DIR/busd.sock, "
@@ -235,6 +246,9 @@ constexpr Field kFields[] = {
     {"cluster", "listen", Form::Text, &Cluster::listen, true, 0, 0, check_listen,
      "TCP listener for peer busds: \"\" = none; \"7400\" or \":7400\" = "
      "127.0.0.1:7400 (loopback); \"host:port\" or \"[v6]:port\" binds there."},
+    {"cluster", "rdma_listen", Form::Text, &Cluster::rdma_listen, true, 0, 0, check_rdma_listen,
+     "RDMA listener for peer busds' kind = \"rdma\" links: \"\" = none; \"addr:port\" (an "
+     "address of the RDMA interface; it picks the device)."},
     {"cluster", "heartbeat_ms", Form::Integer, &Cluster::heartbeat_ms, true, 10, 600'000, nullptr,
      "A heartbeat to a peer when nothing else was sent to it for this long."},
     {"cluster", "dead_after_ms", Form::Integer, &Cluster::dead_after_ms, true, 30, 3'600'000,

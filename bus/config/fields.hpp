@@ -49,7 +49,21 @@ inline constexpr std::string_view kTokenKeys[] = {"identity", "token", "token_fi
 inline constexpr std::string_view kSlowKeys[] = {"name", "subjects", "policy"};
 inline constexpr std::string_view kLinkKeys[] = {"kind",     "peer",   "port",       "local",
                                                  "peer_mac", "window", "rto_min_us", "tls",
-                                                 "server_name", "token", "token_file"};
+                                                 "server_name", "token", "token_file",
+                                                 "device", "ring_bytes", "send_depth", "recv_depth",
+                                                 "signal_every", "inline_bytes", "batch_wrs"};
+/// The keys of kLinkKeys that only a kind = "rdma" link may have (and local, shared with dpdk).
+inline constexpr std::string_view kRdmaLinkKeys[] = {"device",       "ring_bytes",   "send_depth", "recv_depth",
+                                                     "signal_every", "inline_bytes", "batch_wrs"};
+/// A kind = "rdma" link's ranges (rdma::check's) and the frame slack above max_message_size.
+inline constexpr int64_t kMinRdmaDepth = 4, kMaxRdmaDepth = 32768;
+inline constexpr int64_t kMaxRdmaInline = 1024;
+inline constexpr int64_t kMinRdmaRing = 4096, kMaxRdmaRing = int64_t{1} << 30;
+inline constexpr uint64_t kRdmaFrameSlack = 4096;  // link framing and routing prefix (as dpdk_links.cpp)
+/// The least ring_bytes for `max_message_size`: 4 x (max frame + its 4-byte length).
+[[nodiscard]] constexpr uint64_t rdma_min_ring(uint64_t max_message_size) noexcept {
+  return 4 * (max_message_size + kRdmaFrameSlack + 4);
+}
 /// The keys of kLinkKeys that only a kind = "tcp" link may have.
 inline constexpr std::string_view kTcpLinkKeys[] = {"tls", "server_name", "token", "token_file"};
 /// A token's least length (a shorter secret is refused by the config).

@@ -1,6 +1,9 @@
 // parse(): TOML text to a validated Config, or the first problem in the file as one line.
 // toml++ is built with exceptions (Debian's libtomlplusplus): its parse_error is caught here, at
 // this set-up boundary, and nowhere else.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -537,17 +540,31 @@ class Reader {
     if (const toml::node* kind = node("kind")) {
       const auto s = string_value(*kind, key("kind"));
       if (!s) return keep(std::move(l));
-      if (*s == "rdma") {
-        problem(kind->source(), key("kind"),
-                "\"rdma\" links are not available yet (the RDMA transport is a later issue); "
-                "use \"tcp\"");
-        return keep(std::move(l));
-      }
-      if (*s != "tcp" && *s != "dpdk") {
+      if (*s != "tcp" && *s != "dpdk" && *s != "rdma") {
         problem(kind->source(), key("kind"), "must be one of tcp, dpdk, rdma, got " + describe(*kind));
         return keep(std::move(l));  // (the other keys depend on the kind)
       }
       l.kind = std::string(*s);
+    }
+    if (l.kind != "rdma") {
+      for (const std::string_view only : detail::kRdmaLinkKeys) {
+        if (const toml::node* v = node(only)) {
+          problem(v->source(), key(only),
+                  node("kind") != nullptr ? "only for kind = \"rdma\" (this link is kind = \"" + l.kind + "\")"
+                                          : std::string("only for kind = \"rdma\" (this link has no kind: \"tcp\")"));
+        }
+      }
+    }
+    if (l.kind == "rdma") {
+      for (const std::string_view only : detail::kTcpLinkKeys) {
+        if (const toml::node* v = node(only)) problem(v->source(), key(only), "only for kind = \"tcp\" (this link is kind = \"rdma\")");
+      }
+      for (const std::string_view only : detail::kDpdkLinkKeys) {
+        if (only == "local") continue;  // an rdma link's bind address
+        if (const toml::node* v = node(only)) problem(v->source(), key(only), "only for kind = \"dpdk\" (this link is kind = \"rdma\")");
+      }
+      rdma_link(path, t, node, key, l, problems_before);
+      return keep(std::move(l));
     }
     if (l.kind == "dpdk") {
       for (const std::string_view only : detail::kTcpLinkKeys) {
@@ -640,6 +657,117 @@ class Reader {
   }
 
   void keep(LinkConfig l) { cfg_.links.push_back(std::move(l)); }
+
+  // The keys of a kind = "rdma" link (its kind was given and read): peer ("host:port" of the
+  // peer's [cluster] rdma_listen), local (a numeric address to dial from), device, and the
+  // rdma::Options numbers (rdma::check's ranges; ring_bytes against max_message_size after the
+  // whole file, rdma_checks()).
+  template <class Node, class Key>
+  void rdma_link(const std::string& path, const toml::table& t, const Node& node, const Key& key,
+                 LinkConfig& l, size_t problems_before) {
+    if (const toml::node* v = node("peer")) {
+      if (const auto s = string_value(*v, key("peer"))) {
+        std::string peer_key;
+        switch (detail::host_port(*s, &peer_key)) {
+          case detail::HostPort::Ok: {
+            for (size_t j = 0; j + 1 < seen_.size(); ++j) {
+              if (seen_[j].rdma_peer == peer_key) {
+                problem(v->source(), key("peer"),
+                        describe(*v) + " is already the peer of links[" + std::to_string(j) +
+                            "] (one link per peer)");
+                break;
+              }
+            }
+            l.peer = std::string(*s);
+            seen_.back().rdma_peer = std::move(peer_key);
+            break;
+          }
+          case detail::HostPort::Port:
+            problem(v->source(), key("peer"), "port must be in [1, " + std::to_string(detail::kMaxPort) +
+                                                  "], got " + describe(*v));
+            break;
+          case detail::HostPort::Shape:
+            problem(v->source(), key("peer"),
+                    "must be \"host:port\" or \"[v6]:port\" (the peer's [cluster] rdma_listen), got " +
+                        describe(*v));
+            break;
+        }
+      }
+    }
+    if (const toml::node* v = node("local")) {
+      if (const auto s = string_value(*v, key("local"))) {
+        in6_addr a6{};
+        in_addr a4{};
+        const std::string text(*s);
+        if (text.empty() || ::inet_pton(AF_INET, text.c_str(), &a4) == 1 ||
+            ::inet_pton(AF_INET6, text.c_str(), &a6) == 1) {
+          l.local = text;
+        } else {
+          problem(v->source(), key("local"),
+                  "must be \"\" (any) or a numeric IPv4 or IPv6 address of the RDMA interface to dial "
+                  "from (no port), got " + describe(*v));
+        }
+      }
+    }
+    if (const toml::node* v = node("device")) {
+      if (const auto s = string_value(*v, key("device"))) {
+        if (s->empty() || detail::is_port_name(*s)) {
+          l.device = std::string(*s);
+        } else {
+          problem(v->source(), key("device"),
+                  "must be \"\" (any) or a device name as ibv_devices lists it (\"mlx5_0\", \"rxe0\"), got " +
+                      describe(*v));
+        }
+      }
+    }
+    bool ring_given = false;
+    if (const toml::node* v = node("ring_bytes")) {
+      const toml::value<int64_t>* i = v->as_integer();
+      if (i != nullptr && i->get() == 0) {
+        ring_given = false;
+      } else if (const auto n = ranged(*v, key("ring_bytes"), detail::kMinRdmaRing, detail::kMaxRdmaRing)) {
+        l.ring_bytes = static_cast<uint32_t>(*n);
+        ring_given = true;
+      }
+    }
+    const auto number = [&](std::string_view name, uint32_t& out, int64_t min, int64_t max) {
+      if (const toml::node* v = node(name)) {
+        if (const auto n = ranged(*v, key(name), min, max)) {
+          out = static_cast<uint32_t>(*n);
+          return true;
+        }
+      }
+      return false;
+    };
+    number("send_depth", l.send_depth, detail::kMinRdmaDepth, detail::kMaxRdmaDepth);
+    number("recv_depth", l.recv_depth, detail::kMinRdmaDepth, detail::kMaxRdmaDepth);
+    number("inline_bytes", l.inline_bytes, 0, detail::kMaxRdmaInline);
+    if (const toml::node* v = node("signal_every")) {
+      if (number("signal_every", l.signal_every, 1, detail::kMaxRdmaDepth) && l.signal_every > l.send_depth / 2) {
+        problem(v->source(), key("signal_every"),
+                std::to_string(l.signal_every) + " must be at most send_depth / 2 = " + std::to_string(l.send_depth / 2));
+      }
+    } else if (l.signal_every > l.send_depth / 2) {
+      problem(node("send_depth")->source(), key("send_depth"),
+              std::to_string(l.send_depth) + " must be at least 2 x signal_every = " + std::to_string(2 * l.signal_every));
+    }
+    if (const toml::node* v = node("batch_wrs")) {
+      if (number("batch_wrs", l.batch_wrs, 1, detail::kMaxRdmaDepth) && l.batch_wrs > l.send_depth) {
+        problem(v->source(), key("batch_wrs"),
+                std::to_string(l.batch_wrs) + " must be at most send_depth = " + std::to_string(l.send_depth));
+      }
+    } else if (l.batch_wrs > l.send_depth) {
+      problem(node("send_depth")->source(), key("send_depth"),
+              std::to_string(l.send_depth) + " must be at least batch_wrs = " + std::to_string(l.batch_wrs));
+    }
+    if (problems_ == problems_before && node("peer") == nullptr) {
+      problem(t.source(), path,
+              "peer is required for kind = \"rdma\" (\"host:port\": the peer busd's [cluster] rdma_listen)");
+    }
+    const toml::node* ring = node("ring_bytes");
+    rdma_links_.push_back(RdmaLinkAt{path, seen_.size() - 1, ring_given,
+                                     ring_given ? ring->source() : node("kind")->source()});
+  }
 
   // The keys of a kind = "dpdk" link (its kind was given and read). `node` and `key` are
   // link()'s look-ups.
@@ -929,8 +1057,31 @@ class Reader {
     }
   }
 
+  // After the whole file: each kind = "rdma" link's ring against limits.max_message_size (0 or
+  // no ring_bytes: derived).
+  void rdma_checks() {
+    const uint64_t least = detail::rdma_min_ring(cfg_.limits.max_message_size);
+    for (const RdmaLinkAt& at : rdma_links_) {
+      LinkConfig& l = cfg_.links[at.index];
+      if (!at.ring_given) {
+        uint64_t ring = uint64_t{1} << 20;
+        while (ring < least) ring <<= 1;
+        l.ring_bytes = static_cast<uint32_t>(std::min<uint64_t>(ring, uint64_t{detail::kMaxRdmaRing}));
+        continue;
+      }
+      if (l.ring_bytes >= least) continue;
+      std::string key = at.path;
+      key += ".ring_bytes";
+      problem(at.ring_at, key,
+              std::to_string(l.ring_bytes) + " is too small for limits.max_message_size = " +
+                  std::to_string(cfg_.limits.max_message_size) + " (needs at least 4 x (max_message_size + 4100) = " +
+                  std::to_string(least) + ", or 0 to derive it)");
+    }
+  }
+
   void cross_checks() {
     dpdk_checks();
+    rdma_checks();
     const Tls& tls = cfg_.tls;
     const auto tls_at = [&](std::string_view name) {
       for (const auto& [f, at] : given_) {
@@ -968,7 +1119,16 @@ class Reader {
     std::string tcp_peer;  // host_port() key; "" = none
     bool dpdk_port = false;  // cfg_.links[i].port was given
     std::optional<uint64_t> dpdk_local, dpdk_peer;  // ipv4_port() keys
+    std::string rdma_peer;  // host_port() key; "" = none
   };
+  // The kind = "rdma" links, for rdma_checks().
+  struct RdmaLinkAt {
+    std::string path;  // "links[2]"
+    size_t index;      // in cfg_.links
+    bool ring_given;   // a non-zero ring_bytes; else derived
+    toml::source_region ring_at;  // its ring_bytes value, else its kind value
+  };
+  std::vector<RdmaLinkAt> rdma_links_;
   std::vector<Seen> seen_;
   // The kind = "dpdk" links with a port, for the checks after the whole file.
   struct DpdkLinkAt {

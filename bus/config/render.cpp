@@ -83,10 +83,15 @@ constexpr std::string_view kSlowExample =
 constexpr std::string_view kLinksHelp =
     "# Peer busds, one [[links]] table each (restart). kind = \"tcp\" (the default): this busd\n"
     "# dials peer, \"host:port\" or \"[v6]:port\" of the peer's [cluster] listen. One link per\n"
-    "# peer; a peer that dials this busd needs no table here. (rdma comes with its transport.)\n"
+    "# peer; a peer that dials this busd needs no table here.\n"
     "# A tcp link may also say tls = true (dial with TLS; [tls] ca verifies the peer, whose\n"
     "# certificate must name server_name, \"\" = the host of peer) and token or token_file (a\n"
-    "# secret of the peer's [[tokens]]). For example:\n";
+    "# secret of the peer's [[tokens]]).\n"
+    "# kind = \"rdma\": RDMA WRITE into the peer's ring over an RC queue pair (librdmacm;\n"
+    "# InfiniBand, RoCE, Soft-RoCE); busd needs an RDMA device at start. peer is \"host:port\" of\n"
+    "# the peer's [cluster] rdma_listen; local (a numeric address to dial from, \"\" = any),\n"
+    "# device (\"\" = any), ring_bytes (0 = derived from max_message_size), send_depth 256,\n"
+    "# recv_depth 256, signal_every 16, inline_bytes 128, batch_wrs 32. For example:\n";
 
 constexpr std::string_view kLinksExample =
     "# [[links]]\n"
@@ -220,6 +225,25 @@ std::string dpdk_link(const LinkConfig& l, bool example) {
   return out;
 }
 
+// A kind = "rdma" link: every key (the commented example: "# " before each line, and help).
+std::string rdma_link(const LinkConfig& l, bool example) {
+  const auto key = [&](std::string_view k, const std::string& v, std::string_view help) {
+    return table_line(k, v, help, example);
+  };
+  std::string out = example ? "# [[links]]\n" : "\n[[links]]\n";
+  out += key("kind", detail::quoted(l.kind), "");
+  out += key("peer", detail::quoted(l.peer), "the peer's [cluster] rdma_listen");
+  out += key("local", detail::quoted(l.local), "address to dial from; \"\" = any");
+  out += key("device", detail::quoted(l.device), "the device it must resolve to; \"\" = any");
+  out += key("ring_bytes", integer(l.ring_bytes), "this side's receive ring; 0 = derived");
+  out += key("send_depth", integer(l.send_depth), "send work requests outstanding, 4..32768");
+  out += key("recv_depth", integer(l.recv_depth), "receive work requests posted (the peer's credits), 4..32768");
+  out += key("signal_every", integer(l.signal_every), "every Nth send WR signaled, 1..send_depth/2");
+  out += key("inline_bytes", integer(l.inline_bytes), "inline data asked of the device, 0..1024");
+  out += key("batch_wrs", integer(l.batch_wrs), "send WRs per doorbell, 1..send_depth");
+  return out;
+}
+
 // One [[dpdk.ports]] table, every key (or the commented example).
 std::string dpdk_port(const DpdkPort& p, bool example) {
   const auto key = [&](std::string_view k, const std::string& v, std::string_view help) {
@@ -297,6 +321,10 @@ std::string render(const Config& cfg) {
   for (const LinkConfig& l : cfg.links) {
     if (l.kind == "dpdk") {
       out += dpdk_link(l, false);
+      continue;
+    }
+    if (l.kind == "rdma") {
+      out += rdma_link(l, false);
       continue;
     }
     out += "\n[[links]]\n";

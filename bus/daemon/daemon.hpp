@@ -142,6 +142,7 @@ struct Greeter {
   std::string identity;  // from its certificate or token, once known
   std::string from;
   uint64_t deadline_ns = 0;
+  counters::LinkKind kind = counters::LinkKind::Tcp;  // Tcp: link is a tcp::TcpLink; Rdma: an rdma::RdmaLink
 };
 
 struct Options {
@@ -311,6 +312,9 @@ class Daemon {
   Expected<void> start_links();
   void stop_links();
   void accept_links();
+  /// An accepted link connection (TCP or RDMA) waits for its Hello until the handshake time;
+  /// one already Down is refused and counted.
+  void admit_greeter(uint32_t id, Greeter g);
   void on_greeter(uint32_t id);
   /// Routes what arrived from peers (and what waited for room); returns how many moved.
   size_t poll_links();
@@ -364,13 +368,21 @@ class Daemon {
   /// EAL, ports and a peer per [[links]] table of kind "dpdk" (dpdk_links.cpp). Errors: the EAL
   /// or a port does not start, or busd was built without DPDK.
   Expected<void> start_dpdk_links();
+  /// Before any listener: a config with a kind = "rdma" link or rdma_listen needs an RDMA device
+  /// (and the one a link names), and a busd built with RDMA (rdma_links.cpp). Errors: one line
+  /// naming the link and the reason.
+  Expected<void> check_rdma_links();
+  /// A dialing peer per [[links]] table of kind "rdma", and the [cluster] rdma_listen listener.
+  Expected<void> start_rdma_links();
+  /// rdma_listen's connection requests, each accepted into a greeter (accept_links() calls it).
+  void accept_rdma_links();
 
  public:
   /// The link kinds this build has: "tcp" or "tcp, dpdk" (busd --version).
   [[nodiscard]] static std::string_view link_kinds() noexcept;
 
  private:
-  [[nodiscard]] bool clustered() const noexcept { return link_listener_.fd() >= 0 || !peers_.empty(); }
+  [[nodiscard]] bool clustered() const noexcept { return link_listener_.fd() >= 0 || rdma_ != nullptr || !peers_.empty(); }
   /// How long the poll loop may sleep for the links' sake (dials, heartbeats, retransmissions).
   [[nodiscard]] uint64_t link_timeout_ns(uint64_t now) const noexcept;
   /// Before sleeping: poll-mode links announce it (false: one has input, do not sleep).
@@ -485,6 +497,9 @@ class Daemon {
   // The DPDK ports (dpdk_links.cpp; type-erased so that this header needs no DPDK). Declared
   // before peers_: their links hold endpoints of these ports, so peers_ goes first.
   std::shared_ptr<void> dpdk_;
+  // The rdma_listen listener (rdma_links.cpp; type-erased so that this header needs no verbs).
+  // Accepted connections have their own event channels: they may outlive it.
+  std::shared_ptr<void> rdma_;
   // Ports with idle = "inline" (no thread): polled by this loop, which then sleeps at most
   // port_poll_ns_. Empty when there are none.
   std::function<bool()> poll_ports_;

@@ -16,7 +16,11 @@
 
 namespace bus::daemon {
 
-std::string_view Daemon::link_kinds() noexcept { return BUS_HAVE_DPDK ? "tcp, dpdk" : "tcp"; }
+std::string_view Daemon::link_kinds() noexcept {
+  if (BUS_HAVE_DPDK && BUS_HAVE_RDMA) return "tcp, dpdk, rdma";
+  if (BUS_HAVE_DPDK) return "tcp, dpdk";
+  return BUS_HAVE_RDMA ? "tcp, rdma" : "tcp";
+}
 
 #if BUS_HAVE_DPDK
 namespace {

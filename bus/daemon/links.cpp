@@ -104,6 +104,7 @@ control::PresenceEvent presence_event(uint8_t op) {
 
 Expected<void> Daemon::start_links() {
   links_started_ns_ = clock::mono_ns();
+  if (auto r = check_rdma_links(); !r) return r;  // no device: one line, before any listener
   if (auto t = start_tls(); !t) return t;
   const auto& c = opts_.config.cluster;
   node_ = c.node.empty() ? host_node_name() : c.node;
@@ -115,7 +116,7 @@ Expected<void> Daemon::start_links() {
                                   {"node", node_}, {"cluster", c.name}});
   }
   for (const auto& lc : opts_.config.links) {
-    if (lc.kind != "tcp") continue;  // dpdk: start_dpdk_links()
+    if (lc.kind != "tcp") continue;  // dpdk: start_dpdk_links(); rdma: start_rdma_links()
     auto ep = tcp::parse_endpoint(lc.peer);
     if (!ep) return tl::unexpected(ep.error().context("links: peer '" + lc.peer + "'"));
     PeerSlot& slot = add_peer(lc.peer, &*ep);
@@ -133,7 +134,8 @@ Expected<void> Daemon::start_links() {
     }
     log::info("link_configured", {{"peer", lc.peer}, {"kind", lc.kind}, {"node", node_}});
   }
-  return start_dpdk_links();
+  if (auto d = start_dpdk_links(); !d) return d;
+  return start_rdma_links();
 }
 
 PeerSlot& Daemon::add_dialing_peer(std::string label, decltype(links::PeerOptions::dialer) dialer, std::string target,
@@ -235,6 +237,8 @@ void Daemon::disarm_links() noexcept {
 // ---------------------------------------------------------------- connections
 
 void Daemon::accept_links() {
+  accept_rdma_links();  // [cluster] rdma_listen shares this source
+  if (link_listener_.fd() < 0) return;
   for (;;) {
     std::string from;
     auto fd = link_listener_.accept(&from);
@@ -252,19 +256,23 @@ void Daemon::accept_links() {
     Greeter g;
     g.link = tcp::TcpLink::adopt(*fd, opts_.config.limits.max_message_size + kMaxFrameSlack, from,
                                  opts_.config.tls.listen_links && tls_server_.valid() ? &tls_server_ : nullptr);
-    if (g.link->state() == link::LinkState::Down) {
-      counters_.add(counters::Global::link_refused);
-      log::warn("link_refused", {{"from", from}, {"why", g.link->error()}});
-      continue;
-    }
     g.from = from;
-    g.deadline_ns = clock::mono_ns() + uint64_t{opts_.config.cluster.handshake_ms} * kMs;
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = tag(Source::Greeter, id);
-    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, g.link->wait_fd(), &ev);
-    greeters_.emplace(id, std::move(g));
+    admit_greeter(id, std::move(g));
   }
+}
+
+void Daemon::admit_greeter(uint32_t id, Greeter g) {
+  if (g.link->state() == link::LinkState::Down) {
+    counters_.add(counters::Global::link_refused);
+    log::warn("link_refused", {{"from", g.from}, {"why", g.link->error()}});
+    return;
+  }
+  g.deadline_ns = clock::mono_ns() + uint64_t{opts_.config.cluster.handshake_ms} * kMs;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = tag(Source::Greeter, id);
+  ::epoll_ctl(epoll_, EPOLL_CTL_ADD, g.link->wait_fd(), &ev);
+  greeters_.emplace(id, std::move(g));
 }
 
 void Daemon::on_greeter(uint32_t id) {
@@ -291,13 +299,20 @@ void Daemon::on_greeter(uint32_t id) {
     ev.events = EPOLLIN;
     ev.data.u64 = tag(Source::Greeter, id);
     ::epoll_ctl(epoll_, EPOLL_CTL_MOD, g.link->wait_fd(), &ev);
-    const auto* t = static_cast<const tcp::TcpLink*>(g.link.get());
-    g.identity = t->peer_identity();
-    log::info("tls_link_accepted", {{"from", g.from}, {"identity", g.identity.empty() ? std::string("(none)") : g.identity}});
+    if (g.kind == counters::LinkKind::Tcp) {  // (an RDMA link connects without TLS)
+      const auto* t = static_cast<const tcp::TcpLink*>(g.link.get());
+      g.identity = t->peer_identity();
+      log::info("tls_link_accepted", {{"from", g.from}, {"identity", g.identity.empty() ? std::string("(none)") : g.identity}});
+    }
   }
   std::vector<link::Frame> frames;
-  auto got = g.link->receive(frames, 64);
-  if (!got) return refuse(g.link->error());
+  // A completion-queue link (RDMA) wakes its descriptor only when armed, and arm() says false
+  // when input came before it: read again (a few times; a TCP link's arm() is always true).
+  for (int round = 0; frames.empty(); ++round) {
+    auto got = g.link->receive(frames, 64);
+    if (!got) return refuse(g.link->error());
+    if (!frames.empty() || g.link->arm() || round == 8) break;
+  }
   if (frames.empty()) return;
   if (frames.front().type != link::FrameType::Hello) return refuse("the first frame is not a Hello");
   auto hello = link::parse_hello(frames.front());
@@ -309,7 +324,9 @@ void Daemon::on_greeter(uint32_t id) {
   if (hello->node == node_) return refuse("the peer has this busd's own node name '" + node_ + "'");
   {
     // Its token (the first frame, taken off by the link), checked once its Hello came.
-    const std::string& token = static_cast<const tcp::TcpLink*>(g.link.get())->presented_token();
+    static const std::string kNone;
+    const std::string& token =
+        g.kind == counters::LinkKind::Tcp ? static_cast<const tcp::TcpLink*>(g.link.get())->presented_token() : kNone;
     if (!token.empty()) {
       const std::string* who = token_identity(token);
       if (who == nullptr) return refuse("token refused: it matches no [[tokens]] entry of this busd");
@@ -330,7 +347,7 @@ void Daemon::on_greeter(uint32_t id) {
       return refuse("cluster.max_peers (" + std::to_string(opts_.config.cluster.max_peers) +
                     ") peer busds known already; '" + hello->node + "' is not one of them");
     }
-    p = &add_peer(hello->node + " (dialed in)", nullptr, counters::LinkKind::Tcp, g.from);
+    p = &add_peer(hello->node + " (dialed in)", nullptr, g.kind, g.from);
     p->node = hello->node;
     counters_.link_rename(p->stats, p->node);
   }

@@ -48,7 +48,7 @@ grep -q "^ExecStart=$prefix/$sbindir/busd --config " "$unit" ||
 grep -q '^u busd ' "$root$prefix/lib/sysusers.d/busd.conf" ||
   { echo "sysusers file not installed as $prefix/lib/sysusers.d/busd.conf" >&2; exit 1; }
 examples=$root$prefix/$datadir/doc/busd/examples
-for f in busd.toml production-acl.toml cluster/a.toml cluster/b.toml cluster/c.toml \
+for f in busd.toml production-acl.toml cluster/a.toml cluster/b.toml cluster/c.toml rdma/rdma-a.toml rdma/rdma-b.toml \
          dpdk/memif-a.toml dpdk/memif-b.toml dpdk/nic.toml; do
   test -f "$examples/$f" || { echo "example $f not installed in $prefix/$datadir/doc/busd/examples" >&2; exit 1; }
   # The installed busd accepts each installed example.

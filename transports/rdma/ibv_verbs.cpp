@@ -254,7 +254,7 @@ Expected<Region> IbvConnection::register_local(size_t bytes) {
   Block b;
   if (::posix_memalign(&b.mem, 4096, bytes) != 0) return fail(Errc::LimitReached, "cannot allocate the RDMA staging area");
   std::memset(b.mem, 0, bytes);
-  b.mr = ::ibv_reg_mr(pd_, b.mem, bytes, IBV_ACCESS_LOCAL_WRITE);
+  b.mr = ::ibv_reg_mr(pd_, b.mem, bytes, int{IBV_ACCESS_LOCAL_WRITE});  // int: the macro mixes enum types (clang)
   if (b.mr == nullptr) {
     const int e = errno;
     std::free(b.mem);
