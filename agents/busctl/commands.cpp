@@ -107,11 +107,6 @@ std::vector<counters::PatternSnapshot> patterns_to_show(const CountersView& v) {
   return p;
 }
 
-std::string link_state(const counters::LinkSnapshot& k) {
-  if (!k.open) return "closed";
-  return k.up ? "up" : "down";
-}
-
 // Known peers (and forgotten ones with --all), by node then slot.
 std::vector<counters::LinkSnapshot> links_to_show(const CountersView& v, bool all) {
   auto links = v.links();
@@ -155,6 +150,20 @@ std::string link_json(const counters::LinkSnapshot& k) {
 }
 
 }  // namespace
+
+std::string link_state(const counters::LinkSnapshot& k) {
+  if (!k.open) return "closed";
+  return k.up ? "up" : "down";
+}
+
+JsonObject& agent_queues_json(JsonObject& j, const counters::AgentSnapshot& a) {
+  return j.num("pending_requests", a.pending_requests)
+      .num("inbound_queued", a.inbound_depth)
+      .num("outbound_queued", a.outbound_depth)
+      .num("slow_waiting_bytes", a.slow_waiting_bytes)
+      .num("inbound_high_water", a.inbound_high_water)
+      .num("outbound_high_water", a.outbound_high_water);
+}
 
 std::optional<CountersView> open_page(const Options& o, std::string& path) {
   if (o.counters.empty() && remote(o.socket)) {
@@ -310,14 +319,8 @@ int run_agents(const Options& o) {
           .num("messages_out", a.messages_out)
           .num("bytes_in", a.bytes_in)
           .num("bytes_out", a.bytes_out)
-          .raw("drops", drops.done())
-          .num("pending_requests", a.pending_requests)
-          .num("inbound_queued", a.inbound_depth)
-          .num("outbound_queued", a.outbound_depth)
-          .num("slow_waiting_bytes", a.slow_waiting_bytes)
-          .num("inbound_high_water", a.inbound_high_water)
-          .num("outbound_high_water", a.outbound_high_water);
-      list.raw(j.done());
+          .raw("drops", drops.done());
+      list.raw(agent_queues_json(j, a).done());
     }
     JsonObject j;
     j.str("page", path).boolean("live", l.live).num("pid", int64_t{v->info().pid}).raw("agents", list.done());

@@ -1,5 +1,5 @@
-// Opening busd's counters page and judging whether busd is live: shared by the table commands
-// (commands.cpp) and top (top.cpp).
+// What the table commands (commands.cpp) and top (top.cpp) share: opening busd's counters page,
+// judging whether busd is live, and a few ways of showing what it holds.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +8,7 @@
 
 #include "bus/counters.hpp"
 #include "commands.hpp"
+#include "format.hpp"
 
 namespace bus::ctl {
 
@@ -29,5 +30,11 @@ struct Liveness {
 [[nodiscard]] std::string status_line(const counters::CountersView& v, const Liveness& l);
 /// kExitOk when live; else a message on stderr and kExitNotRunning (the numbers were shown).
 int finish(const counters::CountersView& v, const Liveness& l, const std::string& path);
+
+/// "up", "down", or "closed" for a peer busd forgot.
+[[nodiscard]] std::string link_state(const counters::LinkSnapshot& k);
+/// Appends an agent's queue figures (pending requests, bytes queued each way and held for it
+/// as a slow consumer, high-water marks), as `agents --json` and `top --json` show them.
+JsonObject& agent_queues_json(JsonObject& j, const counters::AgentSnapshot& a);
 
 }  // namespace bus::ctl

@@ -156,8 +156,6 @@ Model model(const Snapshot& a, const Snapshot& b) {
   return m;
 }
 
-std::string link_state(const counters::LinkSnapshot& k) { return k.up ? "up" : "down"; }
-
 // ---- plain text (a terminal or a pipe) ----
 
 std::vector<std::string> lines_of(const std::string& text) {
@@ -294,14 +292,8 @@ std::string render_json(const CountersView& v, const Snapshot& s, const Model& m
     j.num("messages_in", a.messages_in)
         .num("messages_out", a.messages_out)
         .num("drops", a.drops())
-        .num("subscriptions", a.subscriptions)
-        .num("pending_requests", a.pending_requests)
-        .num("inbound_queued", a.inbound_depth)
-        .num("outbound_queued", a.outbound_depth)
-        .num("slow_waiting_bytes", a.slow_waiting_bytes)
-        .num("inbound_high_water", a.inbound_high_water)
-        .num("outbound_high_water", a.outbound_high_water);
-    agents.raw(j.done());
+        .num("subscriptions", a.subscriptions);
+    agents.raw(agent_queues_json(j, a).done());
   }
   JsonArray links;
   for (const auto& row : m.links) {

@@ -19,6 +19,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from bustest import accepts  # noqa: E402  (tests/integration/bustest.py)
+
 BUSD = sys.argv[1]
 failures = []
 
@@ -34,17 +37,6 @@ def config(tmp):
     with open(path, "w") as f:
         f.write('[busd]\nsocket = "%s"\n' % os.path.join(tmp, "busd.sock"))
     return path
-
-
-def connectable(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def stop(p):
@@ -73,7 +65,7 @@ def test_notify():
         try:
             first = rx.recv(4096)
             # READY=1 means agents can connect now (not: soon).
-            up = connectable(sock)
+            up = accepts(sock)
             check(first == ("READY=1\nSTATUS=accepting agents on %s" % sock).encode(),
                   "first datagram is READY=1 with a STATUS (got %r)" % first)
             check(up, "the control socket accepts when READY=1 arrives")

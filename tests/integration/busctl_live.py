@@ -11,29 +11,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from bustest import accepts, eventually  # noqa: E402  (this directory)
 
 busctl, busd, test_agent, fault_agent = sys.argv[1:5]
 N = 25
 
 
-def eventually(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(0.02)
 
 
-def accepts(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 with tempfile.TemporaryDirectory(prefix="busctl-live-") as d:

@@ -23,37 +23,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from bustest import accepts, eventually, free_port  # noqa: E402  (this directory)
 
 busctl, busd, test_agent, fault_agent, order_fbs = sys.argv[1:6]
 ORDER = ["--json", "--schema", order_fbs, "--type", "busctl_test.Order"]
 
 
-def eventually(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(0.05)
 
 
-def accepts(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Busd:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from bustest import eventually, free_port  # noqa: E402  (this directory)
 
 try:
     from prometheus_client.parser import text_string_to_metric_families
@@ -45,19 +46,8 @@ N = 40
 SUB_NAME = 'sub"q\\x'  # a quote and a backslash: both escaped in label values
 
 
-def eventually(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(0.05)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(port, request, timeout=10.0):

@@ -190,6 +190,19 @@ void IbvConnection::down(std::string why) {
   error_ = std::move(why);
 }
 
+std::array<std::byte, kWindowBytes> IbvConnection::own_window() const {
+  Window mine;
+  mine.ring_addr = reinterpret_cast<uintptr_t>(inbound_.addr);
+  mine.rkey = inbound_.rkey;
+  mine.ring_bytes = o_.ring_bytes;
+  mine.credit_addr = mine.ring_addr + o_.ring_bytes;
+  mine.credit_slots = o_.recv_depth;
+  mine.max_frame = o_.max_frame;
+  std::array<std::byte, kWindowBytes> w{};
+  encode_window(mine, w.data());
+  return w;
+}
+
 Expected<void> IbvConnection::create_resources() {
   ibv_context* ctx = id_->verbs;
   if (ctx == nullptr) return fail(Errc::System, "rdma_cm bound the connection to no device");
@@ -276,15 +289,7 @@ void IbvConnection::handle_event(int event, int status, const void* pdata, size_
       return;
     }
     case RDMA_CM_EVENT_ROUTE_RESOLVED: {
-      std::array<std::byte, kWindowBytes> w{};
-      Window mine;
-      mine.ring_addr = reinterpret_cast<uintptr_t>(inbound_.addr);
-      mine.rkey = inbound_.rkey;
-      mine.ring_bytes = o_.ring_bytes;
-      mine.credit_addr = mine.ring_addr + o_.ring_bytes;
-      mine.credit_slots = o_.recv_depth;
-      mine.max_frame = o_.max_frame;
-      encode_window(mine, w.data());
+      const std::array<std::byte, kWindowBytes> w = own_window();
       rdma_conn_param p = conn_param(w);
       if (::rdma_connect(id_, &p) != 0) down(cat({"rdma_connect to ", peer_name_, ": ", errno_text(errno)}));
       return;
@@ -459,15 +464,7 @@ Expected<std::unique_ptr<IbvConnection>> IbvListener::accept() {
   // The connection's own events (ESTABLISHED, DISCONNECTED) go to its own channel.
   if (::rdma_migrate_id(child, c->ch_) != 0) return refuse(sys_fail("rdma_migrate_id", errno));
   if (auto ok = c->create_resources(); !ok) return refuse(ok.error());
-  std::array<std::byte, kWindowBytes> mine{};
-  Window wm;
-  wm.ring_addr = reinterpret_cast<uintptr_t>(c->inbound_.addr);
-  wm.rkey = c->inbound_.rkey;
-  wm.ring_bytes = o_.ring_bytes;
-  wm.credit_addr = wm.ring_addr + o_.ring_bytes;
-  wm.credit_slots = o_.recv_depth;
-  wm.max_frame = o_.max_frame;
-  encode_window(wm, mine.data());
+  const std::array<std::byte, kWindowBytes> mine = c->own_window();
   rdma_conn_param p = conn_param(mine);
   if (::rdma_accept(child, &p) != 0) return tl::unexpected(sys_fail("rdma_accept", errno));
   return c;

@@ -8,6 +8,7 @@
 // channel, so that busd's poll loop sleeps on one descriptor per link.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -60,6 +61,9 @@ class IbvConnection final : public Verbs {
   IbvConnection(const Options& o, std::string peer);
   Expected<void> open_channel();
   Expected<void> create_resources();  // PD, channel, CQ, QP, the inbound region (id_->verbs known)
+  /// This side's window (its ring and credit slots, their key, max_frame) as the peer gets it
+  /// in the connect request or the accept.
+  [[nodiscard]] std::array<std::byte, kWindowBytes> own_window() const;
   void down(std::string why);
   void handle_event(int event, int status, const void* pdata, size_t plen);
 

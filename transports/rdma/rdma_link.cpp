@@ -248,6 +248,10 @@ void RdmaLink::fill_wr(size_t i, uint64_t start, uint32_t len, bool wrap) {
   w.imm_data = htonl((wrap ? kWrapBit : 0) | len);
   w.wr.rdma.remote_addr = pw_.ring_addr + off;
   w.wr.rdma.rkey = pw_.rkey;
+  w.send_flags = send_flags(idx, len);
+}
+
+unsigned RdmaLink::send_flags(uint64_t idx, uint32_t len) noexcept {
   unsigned flags = 0;
   if (len <= lim_.max_inline) {
     flags |= IBV_SEND_INLINE;
@@ -259,7 +263,7 @@ void RdmaLink::fill_wr(size_t i, uint64_t start, uint32_t len, bool wrap) {
     last_signaled_ = idx;
     ++rc_.wrs_signaled;
   }
-  w.send_flags = flags;
+  return flags;
 }
 
 bool RdmaLink::post(size_t n) {
@@ -308,17 +312,7 @@ bool RdmaLink::maybe_credit() {
   w.imm_data = htonl(kCreditBit | static_cast<uint32_t>(credits_out_ & kLenMask));
   w.wr.rdma.remote_addr = pw_.credit_addr + (credits_out_ % pw_.credit_slots) * kCreditBytes;
   w.wr.rdma.rkey = pw_.rkey;
-  unsigned flags = 0;
-  if (kCreditBytes <= lim_.max_inline) {
-    flags |= IBV_SEND_INLINE;
-    ++rc_.wrs_inline;
-  }
-  if (idx - last_signaled_ >= sig_every_ || idx - retired_ >= lim_.max_send_wr) {
-    flags |= IBV_SEND_SIGNALED;
-    last_signaled_ = idx;
-    ++rc_.wrs_signaled;
-  }
-  w.send_flags = flags;
+  w.send_flags = send_flags(idx, kCreditBytes);
   if (!post(1)) return false;
   ++credits_out_;
   ++rc_.credit_returns_sent;

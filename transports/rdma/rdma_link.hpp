@@ -133,6 +133,9 @@ class RdmaLink final : public link::Link {
   [[nodiscard]] bool can_credit() const noexcept;
   [[nodiscard]] bool peek() const noexcept;  // completions buffered or waiting in the CQ
   void fill_wr(size_t i, uint64_t start, uint32_t len, bool wrap);
+  /// IBV_SEND_INLINE when `len` fits the device's inline limit; IBV_SEND_SIGNALED on every
+  /// Nth work request and on the one that fills the send queue (counted in rc_).
+  [[nodiscard]] unsigned send_flags(uint64_t idx, uint32_t len) noexcept;
   [[nodiscard]] uint64_t lap_end(uint64_t p, uint64_t n) const noexcept { return (p / n + 1) * n; }
 
   std::unique_ptr<Verbs> v_;
