@@ -156,6 +156,13 @@ TEST_CASE("a log: threads, sleeping readers woken, a slow one holds the writer b
           }
           continue;
         }
+        if (i == 2 && next == 0) {
+          // The slow reader holds its first record until the writer has had to wait for it (the
+          // writer fills the 16 KiB log long before; bounded, so a bug fails below, not hangs).
+          const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+          while (w->shared()->would_block.load() == 0 && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
         if (seq_of(*rec) != next) ++bad;
         ++next;
         r->advance();
