@@ -165,6 +165,36 @@ JsonObject& agent_queues_json(JsonObject& j, const counters::AgentSnapshot& a) {
       .num("outbound_high_water", a.outbound_high_water);
 }
 
+JsonObject& histogram_json(JsonObject& j, const counters::HistogramSnapshot& h, bool buckets) {
+  j.num("count", h.count).num("mean_ns", h.mean_ns());
+  for (const auto& [label, q] : kQuantiles) {
+    std::string key(label);
+    std::erase(key, '.');  // p99.9 -> p999_ns
+    j.num(key + "_ns", h.quantile(q));
+  }
+  j.num("max_ns", h.max_ns);
+  if (buckets) {
+    std::string b = "[";
+    for (uint32_t i = 0; i < counters::kHistBucketsUsed; ++i) {
+      if (h.buckets[i] == 0) continue;
+      if (b.size() > 1) b += ",";
+      b.append("[").append(std::to_string(counters::hist_bucket_low(i))).append(",");
+      b.append(std::to_string(counters::hist_bucket_high(i))).append(",");
+      b.append(std::to_string(h.buckets[i])).append("]");
+    }
+    j.raw("buckets", b + "]");
+  }
+  return j;
+}
+
+std::vector<std::string> histogram_row(const counters::HistogramSnapshot& h) {
+  std::vector<std::string> row{h.name, human_count(h.count)};
+  for (const auto& [label, q] : kQuantiles) row.push_back(human_latency(h.quantile(q)));
+  row.push_back(human_latency(h.max_ns));
+  row.push_back(human_latency(h.mean_ns()));
+  return row;
+}
+
 std::optional<CountersView> open_page(const Options& o, std::string& path) {
   if (o.counters.empty() && remote(o.socket)) {
     std::fprintf(stderr,
@@ -268,6 +298,12 @@ int run_status(const Options& o) {
         .num("links_listed", uint64_t{links})
         .num("links_listed_up", uint64_t{links_up})
         .raw("counters", c.done());
+    JsonObject hj;
+    for (const auto& h : v->histograms()) {
+      JsonObject one;
+      hj.raw(h.name, histogram_json(one, h, true).done());
+    }
+    j.raw("latency", hj.done());
     std::printf("%s\n", j.done().c_str());
     return finish(*v, l, path);
   }
@@ -285,6 +321,19 @@ int run_status(const Options& o) {
            std::string(gi.help)});
   }
   std::fputs(t.render().c_str(), stdout);
+  if (const auto hists = v->histograms(); !hists.empty()) {
+    // Quantiles are bucket bounds: at most 25% above the true value.
+    std::printf("\nLATENCY (since busd started; quantiles within 25%%)\n");
+    Table lt({{"HISTOGRAM", Table::Align::Left}, {"COUNT", Table::Align::Right}, {"P50", Table::Align::Right},
+              {"P90", Table::Align::Right}, {"P99", Table::Align::Right}, {"P99.9", Table::Align::Right},
+              {"MAX", Table::Align::Right}, {"MEAN", Table::Align::Right}, {"", Table::Align::Left}});
+    for (size_t i = 0; i < hists.size(); ++i) {
+      auto row = histogram_row(hists[i]);
+      row.emplace_back(i < counters::kHistCount ? counters::kHists[i].help : "");
+      lt.row(row);
+    }
+    std::fputs(lt.render().c_str(), stdout);
+  }
   return finish(*v, l, path);
 }
 

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "bus/counters.hpp"
 #include "commands.hpp"
@@ -36,5 +38,14 @@ int finish(const counters::CountersView& v, const Liveness& l, const std::string
 /// Appends an agent's queue figures (pending requests, bytes queued each way and held for it
 /// as a slow consumer, high-water marks), as `agents --json` and `top --json` show them.
 JsonObject& agent_queues_json(JsonObject& j, const counters::AgentSnapshot& a);
+
+/// The quantiles busctl shows of a latency histogram, as (label, q).
+inline constexpr std::pair<const char*, double> kQuantiles[] = {
+    {"p50", 0.50}, {"p90", 0.90}, {"p99", 0.99}, {"p99.9", 0.999}};
+/// A histogram's count, mean, quantiles and max (`status --json`, `top --json`); with
+/// `buckets`, its non-empty buckets as [low_ns, high_ns, count] too.
+JsonObject& histogram_json(JsonObject& j, const counters::HistogramSnapshot& h, bool buckets);
+/// One table row: name, count, p50, p90, p99, p99.9, max, mean.
+[[nodiscard]] std::vector<std::string> histogram_row(const counters::HistogramSnapshot& h);
 
 }  // namespace bus::ctl

@@ -42,6 +42,7 @@ struct Snapshot {
   std::vector<counters::AgentSnapshot> agents;
   std::vector<counters::LinkSnapshot> links;
   std::vector<counters::PatternSnapshot> patterns;
+  std::vector<counters::HistogramSnapshot> hists;
   size_t lanes_open = 0;
 };
 
@@ -55,6 +56,7 @@ Snapshot take(const CountersView& v) {
   std::erase_if(s.links, [](const auto& k) { return !k.open; });
   s.patterns = v.patterns();
   for (const auto& l : v.lanes()) s.lanes_open += l.open ? 1 : 0;
+  s.hists = v.histograms();
   return s;
 }
 
@@ -107,6 +109,7 @@ struct Model {
   std::vector<AgentRow> agents;
   std::vector<LinkRow> links;
   std::vector<SubjectRow> subjects;
+  std::vector<counters::HistogramSnapshot> latency;  // recorded during the interval
 };
 
 double key_rate(const Rate& r) { return r.v.value_or(0.0); }
@@ -153,6 +156,9 @@ Model model(const Snapshot& a, const Snapshot& b) {
   std::stable_sort(m.subjects.begin(), m.subjects.end(), [](const SubjectRow& l, const SubjectRow& r) {
     return key_rate(l.messages) > key_rate(r.messages);
   });
+  for (size_t i = 0; i < b.hists.size(); ++i) {
+    m.latency.push_back(i < a.hists.size() ? b.hists[i].since(a.hists[i]) : b.hists[i]);
+  }
   return m;
 }
 
@@ -207,6 +213,20 @@ std::vector<std::string> render_text(const CountersView& v, const Snapshot& s, c
                 "/s  retransmits " + r(Global::link_retransmits) + "/s (" + n(Global::link_retransmits) +
                 ")  naks " + r(Global::link_naks) + "/s (" + n(Global::link_naks) + ")  held_full drops " +
                 n(Global::link_drops_held_full) + "  refused " + n(Global::link_refused));
+  if (!m.latency.empty()) {
+    // This interval's values only; "-" when there were none.
+    std::string line = "latency";
+    for (const auto& h : m.latency) {
+      line += "   " + h.name + " ";
+      if (h.count == 0) {
+        line += "-";
+        continue;
+      }
+      line += human_rate(per_second(0, h.count, m.dt)) + "/s  p50 " + human_latency(h.quantile(0.5)) + "  p99 " +
+              human_latency(h.quantile(0.99)) + "  max " + human_latency(h.max_ns);
+    }
+    out.push_back(line);
+  }
 
   using A = Table::Align;
   const auto cap = [&](size_t total) { return rows == 0 ? total : std::min(rows, total); };
@@ -336,6 +356,12 @@ std::string render_json(const CountersView& v, const Snapshot& s, const Model& m
       .raw("agents", agents.done())
       .raw("links", links.done())
       .raw("subjects", subjects.done());
+  JsonObject latency;
+  for (const auto& h : m.latency) {
+    JsonObject one;
+    latency.raw(h.name, histogram_json(one, h, false).done());
+  }
+  j.raw("latency", latency.done());
   std::string out = j.done();
   std::erase(out, '\n');  // one line per refresh (JsonArray puts one element a line)
   return out;

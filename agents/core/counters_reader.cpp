@@ -90,6 +90,8 @@ CountersView& CountersView::operator=(CountersView&& o) noexcept {
     pattern_stride_ = o.pattern_stride_;
     lane_stride_ = o.lane_stride_;
     link_stride_ = o.link_stride_;
+    histogram_stride_ = o.histogram_stride_;
+    histograms_offset_ = o.histograms_offset_;
     globals_offset_ = o.globals_offset_;
     agents_offset_ = o.agents_offset_;
     patterns_offset_ = o.patterns_offset_;
@@ -143,6 +145,10 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
   const uint32_t max_links = h->max_links;
   const uint32_t link_stride = max_links == 0 ? uint32_t{sizeof(LinkSlot)} : h->link_stride;
   const uint64_t links_offset = max_links == 0 ? 0 : h->links_offset;
+  // Likewise the histograms (a page from a busd before them has 0 there).
+  const uint32_t histogram_count = h->histogram_count;
+  const uint32_t histogram_stride = histogram_count == 0 ? uint32_t{sizeof(HistogramSlot)} : h->histogram_stride;
+  const uint64_t histograms_offset = histogram_count == 0 ? 0 : h->histograms_offset;
 
   if (header_size < sizeof(PageHeader) || header_size % kCacheLine != 0 || header_size > page_size) {
     return fail(Errc::Corrupt, "counters page header_size " + std::to_string(header_size) +
@@ -157,19 +163,20 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
   };
   if (!stride_ok(global_stride, sizeof(GlobalCell)) || !stride_ok(agent_stride, sizeof(AgentSlot)) ||
       !stride_ok(pattern_stride, sizeof(PatternSlot)) || !stride_ok(lane_stride, sizeof(LaneSlot)) ||
-      !stride_ok(link_stride, sizeof(LinkSlot))) {
+      !stride_ok(link_stride, sizeof(LinkSlot)) || !stride_ok(histogram_stride, sizeof(HistogramSlot))) {
     return fail(Errc::Corrupt, "counters page strides " + std::to_string(global_stride) + "/" +
                                    std::to_string(agent_stride) + "/" + std::to_string(pattern_stride) +
                                    "/" + std::to_string(lane_stride) + "/" + std::to_string(link_stride) +
-                                   " (globals/agents/patterns/lanes/links)");
+                                   "/" + std::to_string(histogram_stride) +
+                                   " (globals/agents/patterns/lanes/links/histograms)");
   }
   if (global_count > kMaxTableSlots || max_agents > kMaxTableSlots || max_patterns > kMaxTableSlots ||
-      max_lanes > kMaxTableSlots || max_links > kMaxTableSlots) {
+      max_lanes > kMaxTableSlots || max_links > kMaxTableSlots || histogram_count > kMaxTableSlots) {
     std::string what = "counters page table sizes ";
     what.append(std::to_string(global_count)).append("/").append(std::to_string(max_agents));
     what.append("/").append(std::to_string(max_patterns)).append("/").append(std::to_string(max_lanes));
-    what.append("/").append(std::to_string(max_links));
-    what.append(" (globals/agents/patterns/lanes/links) exceed ").append(std::to_string(kMaxTableSlots));
+    what.append("/").append(std::to_string(max_links)).append("/").append(std::to_string(histogram_count));
+    what.append(" (globals/agents/patterns/lanes/links/histograms) exceed ").append(std::to_string(kMaxTableSlots));
     return fail(Errc::Corrupt, what);
   }
   auto where = [&](const char* table, uint64_t off, uint64_t count, uint64_t stride) {
@@ -192,27 +199,33 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
   if (max_links > 0 && !table_fits(links_offset, max_links, link_stride, header_size, page_size)) {
     return fail(Errc::Corrupt, where("links", links_offset, max_links, link_stride));
   }
+  if (histogram_count > 0 &&
+      !table_fits(histograms_offset, histogram_count, histogram_stride, header_size, page_size)) {
+    return fail(Errc::Corrupt, where("histograms", histograms_offset, histogram_count, histogram_stride));
+  }
 
   {
     // Tables never overlap (overlap would not make a read unsafe, but it is not a page busd wrote).
     struct Range {
       uint64_t begin, end;
     };
-    // An empty range (no lane or link table) overlaps nothing.
-    const Range r[5] = {{globals_offset, globals_offset + uint64_t{global_count} * global_stride},
+    // An empty range (no lane or link table, no histograms) overlaps nothing.
+    const Range r[6] = {{globals_offset, globals_offset + uint64_t{global_count} * global_stride},
                         {agents_offset, agents_offset + uint64_t{max_agents} * agent_stride},
                         {patterns_offset, patterns_offset + (uint64_t{max_patterns} + 1) * pattern_stride},
                         {lanes_offset, lanes_offset + uint64_t{max_lanes} * lane_stride},
-                        {links_offset, links_offset + uint64_t{max_links} * link_stride}};
-    for (int i = 0; i < 5; ++i) {
-      for (int j = i + 1; j < 5; ++j) {
+                        {links_offset, links_offset + uint64_t{max_links} * link_stride},
+                        {histograms_offset, histograms_offset + uint64_t{histogram_count} * histogram_stride}};
+    for (int i = 0; i < 6; ++i) {
+      for (int j = i + 1; j < 6; ++j) {
         if (r[i].begin < r[j].end && r[j].begin < r[i].end) {
           std::string what = "counters page tables overlap (globals at ";
           what.append(std::to_string(globals_offset)).append(", agents at ");
           what.append(std::to_string(agents_offset)).append(", patterns at ");
           what.append(std::to_string(patterns_offset)).append(", lanes at ");
           what.append(std::to_string(lanes_offset)).append(", links at ");
-          what.append(std::to_string(links_offset)).append(")");
+          what.append(std::to_string(links_offset)).append(", histograms at ");
+          what.append(std::to_string(histograms_offset)).append(")");
           return fail(Errc::Corrupt, what);
         }
       }
@@ -233,6 +246,9 @@ Expected<CountersView> CountersView::from_bytes(std::span<const std::byte> bytes
   v.info_.max_patterns = max_patterns;
   v.info_.max_lanes = max_lanes;
   v.info_.max_links = max_links;
+  v.info_.histogram_count = histogram_count;
+  v.histogram_stride_ = histogram_stride;
+  v.histograms_offset_ = histograms_offset;
   v.global_count_ = global_count;
   v.global_stride_ = global_stride;
   v.agent_stride_ = agent_stride;
@@ -411,6 +427,64 @@ std::vector<LinkSnapshot> CountersView::links() const {
     out.push_back(std::move(l));
   }
   return out;
+}
+
+std::vector<HistogramSnapshot> CountersView::histograms() const {
+  std::vector<HistogramSnapshot> out(info_.histogram_count);
+  for (uint32_t i = 0; i < info_.histogram_count; ++i) {
+    const auto* s =
+        reinterpret_cast<const HistogramSlot*>(base_ + histograms_offset_ + uint64_t{i} * histogram_stride_);
+    HistogramSnapshot& h = out[i];
+    h.name = i < kHistCount ? std::string(kHists[i].name) : "histogram_" + std::to_string(i);
+    h.count = s->count.load(kRelaxed);
+    h.sum_ns = s->sum_ns.load(kRelaxed);
+    h.max_ns = s->max_ns.load(kRelaxed);
+    for (uint32_t b = 0; b < kHistBuckets; ++b) h.buckets[b] = s->buckets[b].load(kRelaxed);
+  }
+  return out;
+}
+
+uint64_t HistogramSnapshot::total() const noexcept {
+  uint64_t n = 0;
+  for (uint64_t b : buckets) n += b;
+  return n;
+}
+
+uint64_t HistogramSnapshot::quantile(double q) const noexcept {
+  const uint64_t n = total();
+  if (n == 0) return 0;
+  if (!(q > 0)) q = 0;  // NaN too
+  if (q > 1) q = 1;
+  // The rank of the value at q (1-based), then the bucket where the running count reaches it.
+  auto rank = static_cast<uint64_t>(q * static_cast<double>(n) + 0.999999);
+  if (rank < 1) rank = 1;
+  if (rank > n) rank = n;
+  // The spare buckets count as the last one (busd never writes them): the answer stays
+  // non-decreasing in q whatever the page holds. seen ends at n, so the loop always answers.
+  uint64_t seen = 0, high = ~uint64_t{0};
+  for (uint32_t b = 0; b < kHistBuckets; ++b) {
+    seen += buckets[b];
+    if (seen >= rank) {
+      high = b < kHistBucketsUsed ? hist_bucket_high(b) : ~uint64_t{0};
+      break;
+    }
+  }
+  return max_ns != 0 && max_ns < high ? max_ns : high;
+}
+
+HistogramSnapshot HistogramSnapshot::since(const HistogramSnapshot& before) const noexcept {
+  HistogramSnapshot d;
+  d.name = name;
+  d.count = count >= before.count ? count - before.count : 0;
+  d.sum_ns = sum_ns >= before.sum_ns ? sum_ns - before.sum_ns : 0;
+  uint32_t top = 0;
+  for (uint32_t b = 0; b < kHistBuckets; ++b) {
+    d.buckets[b] = buckets[b] >= before.buckets[b] ? buckets[b] - before.buckets[b] : 0;
+    if (d.buckets[b] != 0 && b < kHistBucketsUsed) top = b;
+  }
+  const uint64_t high = d.total() == 0 ? 0 : hist_bucket_high(top);
+  d.max_ns = max_ns != 0 && max_ns < high ? max_ns : high;
+  return d;
 }
 
 Expected<CountersView> open_counters(const std::string& path) {

@@ -116,6 +116,7 @@ Expected<CountersPage> CountersPage::create(const std::string& path, uint32_t ma
   page.max_patterns_ = max_patterns;
   page.max_lanes_ = max_lanes;
   page.max_links_ = max_links;
+  page.histograms_offset_ = histograms_offset(max_agents, max_patterns, max_lanes, max_links);
 
   // The file is new and zero-filled: every slot Free with seq 0, every counter 0.
   PageHeader& h = page.header();
@@ -140,6 +141,9 @@ Expected<CountersPage> CountersPage::create(const std::string& path, uint32_t ma
   h.max_links = max_links;
   h.link_stride = sizeof(LinkSlot);
   h.links_offset = links_offset(max_agents, max_patterns, max_lanes);
+  h.histograms_offset = page.histograms_offset_;
+  h.histogram_count = kHistCount;
+  h.histogram_stride = sizeof(HistogramSlot);
   h.heartbeat_ns.store(h.start_time_ns, kRelaxed);
   page.pattern_slot(max_patterns).state.store(static_cast<uint32_t>(SlotState::Overflow), kRelaxed);
   // Release: pairs with the reader's acquire load of magic; the header above is complete.
@@ -189,6 +193,7 @@ CountersPage& CountersPage::operator=(CountersPage&& o) noexcept {
     max_patterns_ = std::exchange(o.max_patterns_, 0);
     max_lanes_ = std::exchange(o.max_lanes_, 0);
     max_links_ = std::exchange(o.max_links_, 0);
+    histograms_offset_ = std::exchange(o.histograms_offset_, 0);
     free_links_ = std::move(o.free_links_);
     closed_links_ = std::move(o.closed_links_);
     free_agents_ = std::move(o.free_agents_);

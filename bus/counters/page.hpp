@@ -138,6 +138,15 @@ class CountersPage {
   /// busd forgot the peer: its slot shows as closed, counters kept, until link_open reuses it.
   void link_close(LinkCounters* l) noexcept;
 
+  /// Records one duration of `ns` nanoseconds in histogram `h` (single writer: busd's loop).
+  void record(Hist h, uint64_t ns) noexcept {
+    HistogramSlot& s = histogram(h);
+    bump(s.buckets[hist_bucket(ns)]);
+    bump(s.count);
+    bump(s.sum_ns, ns);
+    note_high_water(s.max_ns, ns);
+  }
+
  private:
   struct PatternRef {
     uint32_t slot;
@@ -157,6 +166,9 @@ class CountersPage {
   [[nodiscard]] LaneSlot* slot_of(LaneCounters* l) const noexcept;
   [[nodiscard]] LinkSlot& link_slot(uint32_t i) const noexcept;
   [[nodiscard]] LinkSlot* slot_of(LinkCounters* l) const noexcept;
+  [[nodiscard]] HistogramSlot& histogram(Hist h) const noexcept {
+    return reinterpret_cast<HistogramSlot*>(base_ + histograms_offset_)[static_cast<size_t>(h)];
+  }
   void table_changed() noexcept;
   void reset() noexcept;
 
@@ -167,6 +179,7 @@ class CountersPage {
   uint32_t max_patterns_ = 0;
   uint32_t max_lanes_ = 0;
   uint32_t max_links_ = 0;
+  uint64_t histograms_offset_ = 0;
   // Private to busd: which slots are free, and who shares a pattern slot.
   std::vector<uint32_t> free_agents_;
   std::vector<uint32_t> free_patterns_;

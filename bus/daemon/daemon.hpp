@@ -460,6 +460,7 @@ class Daemon {
     uint32_t requester;
     uint64_t request_id;
     uint64_t deadline_ns;
+    uint64_t routed_ns;  // when busd routed it: request_reply histogram
     std::vector<uint32_t> responders;
   };
   static uint64_t pending_key(uint32_t agent, uint64_t id) noexcept {

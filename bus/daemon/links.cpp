@@ -710,6 +710,7 @@ size_t Daemon::poll_links() {
       p.in_next = 0;
       const uint64_t now = clock::mono_ns();  // only for a peer that has something
       p.peer->receive(p.in, now);
+      if (const uint64_t rtt = p.peer->take_rtt_sample(); rtt != 0) counters_.record(counters::Hist::link_rtt, rtt);
       p.readable = p.in.size() >= 512;  // a full batch: more may be buffered already
       observe(p, now);  // a new incarnation: its old state goes before what it sent is routed
     }

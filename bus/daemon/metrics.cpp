@@ -369,6 +369,42 @@ bool is_token(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
 }
 
+// The latency histograms as Prometheus histograms, busd_<name>_seconds. Bucket bounds are
+// 2^k - 1 ns for k = 10..35 (1.023 µs .. 34.4 s): each is the last value of a page bucket, so the
+// cumulative counts are exact. _count is the buckets' total (the page stores count after the
+// bucket), +Inf equal to it.
+void histograms(std::string& out, const CountersView& v) {
+  const auto hists = v.histograms();
+  for (size_t i = 0; i < hists.size(); ++i) {
+    const counters::HistogramSnapshot& h = hists[i];
+    std::string name = "busd_";
+    name += h.name;
+    name += "_seconds";
+    out += "# HELP ";
+    out += name;
+    out += ' ';
+    append_help(out, i < counters::kHistCount ? counters::kHists[i].help : std::string_view("a latency histogram"));
+    out += "\n# TYPE ";
+    out += name;
+    out += " histogram\n";
+    const std::string bucket = name + "_bucket";
+    uint64_t cumulative = 0;
+    uint32_t next = 0;  // the first page bucket not yet added
+    for (uint32_t k = 10; k <= 35; ++k) {
+      const uint32_t end = (k - 1) * 4;  // page buckets below this hold values < 2^k
+      for (; next < end; ++next) cumulative += h.buckets[next];
+      std::string le = "le=\"";
+      append_seconds(le, (uint64_t{1} << k) - 1);
+      le += '"';
+      sample(out, bucket, {}, cumulative, le);
+    }
+    const uint64_t total = h.total();
+    sample(out, bucket, {}, total, "le=\"+Inf\"");
+    sample_seconds(out, name + "_sum", {}, h.sum_ns);
+    sample(out, name + "_count", {}, total);
+  }
+}
+
 }  // namespace
 
 void append_label_value(std::string& out, std::string_view v) {
@@ -430,6 +466,7 @@ std::string render(const CountersView& v, uint64_t now_realtime_ns) {
   patterns(out, v);
   lanes(out, v);
   peers(out, v);
+  histograms(out, v);
   return out;
 }
 

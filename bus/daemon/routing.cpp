@@ -176,6 +176,7 @@ bool Daemon::route(Agent& src, std::span<const std::byte> bytes) {
     p.requester = src.id;
     p.request_id = v.header().msg_id();
     p.deadline_ns = deadline;
+    p.routed_ns = now;
     p.responders.clear();
     for (const auto& d : deliveries_) p.responders.push_back(d.agent);
     deadlines_.emplace(deadline, key);
@@ -319,6 +320,8 @@ void Daemon::expire_requests(uint64_t now) {
 void Daemon::settle_pending(uint32_t target, uint64_t id) {
   auto it = pending_.find(pending_key(target, id));
   if (it == pending_.end()) return;
+  const uint64_t now = clock::mono_ns();
+  counters_.record(counters::Hist::request_reply, now > it->second.routed_ns ? now - it->second.routed_ns : 0);
   if (Agent* r = agent(target); r != nullptr && r->pending_requests > 0) {
     --r->pending_requests;
     if (r->stats) counters::drop_by(r->stats->pending_requests);

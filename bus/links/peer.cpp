@@ -199,6 +199,7 @@ void Peer::receive(std::vector<std::span<const std::byte>>& out, uint64_t now_ns
   if (const uint64_t probe = session_.take_echo(); probe != 0 && probe <= now_ns) {
     const uint64_t sample = now_ns - probe;
     rtt_ns_ = rtt_ns_ == 0 ? sample : (7 * rtt_ns_ + sample) / 8;  // as TCP's SRTT (RFC 6298)
+    rtt_sample_ = sample;
   }
   session_.flush_ack();  // written by the next tick()
 }

@@ -11,6 +11,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "link/link.hpp"
@@ -123,6 +124,8 @@ class Peer {
   /// Smoothed round trip to the peer busd and back (heartbeat probe to its echo: both busds'
   /// loops included), 0 until the first echo. Kept across reconnects.
   [[nodiscard]] uint64_t rtt_ns() const noexcept { return rtt_ns_; }
+  /// The round trip of the echo receive() just took, once (0: none since the last call).
+  [[nodiscard]] uint64_t take_rtt_sample() noexcept { return std::exchange(rtt_sample_, 0); }
 
  private:
   void start_link(std::unique_ptr<link::Link> l, uint64_t now_ns);
@@ -143,6 +146,7 @@ class Peer {
   uint64_t last_sent_ = 0;
   uint64_t last_probe_ = 0;  // the last heartbeat sent: one goes out each heartbeat_ms even when busy
   uint64_t rtt_ns_ = 0;
+  uint64_t rtt_sample_ = 0;  // the last echo's round trip, until take_rtt_sample()
   uint64_t retry_at_ = 0;
   uint64_t backoff_ms_ = 0;
   std::mt19937_64 rng_;

@@ -32,6 +32,7 @@ REQUIRED = [
     "busd_slow_disconnects_total", "busd_agents_connected", "busd_links_up", "busd_peer_up",
     "busd_peer_rtt_seconds", "busd_peer_retransmits_total", "busd_peer_naks_total", "busd_lanes_open",
     "busd_agent_messages_in_total", "busd_agent_messages_out_total", "busd_up",
+    "busd_request_reply_seconds_bucket", "busd_link_rtt_seconds_bucket",
 ]
 # Labels Prometheus itself adds to every scraped series.
 TARGET_LABELS = {"instance", "job"}

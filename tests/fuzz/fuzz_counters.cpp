@@ -10,7 +10,7 @@
 //      rewriting it) and read again: the view must only use the copies it checked.
 // Properties: never a crash or a read outside the image; a page that opens has tables inside it;
 // every snapshot is bounded: at most max_agents agents, max_patterns + 1 patterns, max_lanes
-// lanes and max_links links, names at most 64 bytes, patterns at most 128, the version at most 32; only active/dead
+// lanes and max_links links, histogram_count histograms with quantiles non-decreasing in q, names at most 64 bytes, patterns at most 128, the version at most 32; only active/dead
 // agents, the overflow pattern only in the last slot and without a name, lanes by slot.
 #include <algorithm>
 #include <cstdint>
@@ -63,12 +63,14 @@ void shape(std::vector<uint8_t>& img) {
   const uint32_t patterns = get<uint32_t>(img, 88) % 9;
   const uint32_t lanes = get<uint32_t>(img, 28) % 9;
   const uint32_t links = get<uint32_t>(img, 148) % 5;
+  const uint32_t hists = get<uint32_t>(img, 176) % 4;
   const uint64_t globals_off = sizeof(PageHeader);
   const uint64_t agents_off = globals_off + uint64_t{globals} * sizeof(GlobalCell);
   const uint64_t patterns_off = agents_off + uint64_t{agents} * sizeof(AgentSlot);
   const uint64_t lanes_off = patterns_off + (uint64_t{patterns} + 1) * sizeof(PatternSlot);
   const uint64_t links_off = lanes_off + uint64_t{lanes} * sizeof(LaneSlot);
-  const uint64_t page = links_off + uint64_t{links} * sizeof(LinkSlot);
+  const uint64_t hists_off = links_off + uint64_t{links} * sizeof(LinkSlot);
+  const uint64_t page = hists_off + uint64_t{hists} * sizeof(HistogramSlot);
   put<uint64_t>(img, 0, kMagic);
   put<uint32_t>(img, 8, kLayoutVersion);
   put<uint32_t>(img, 12, sizeof(PageHeader));
@@ -88,6 +90,9 @@ void shape(std::vector<uint8_t>& img) {
   put<uint32_t>(img, 148, links);
   put<uint64_t>(img, 152, links_off);
   put<uint32_t>(img, 160, sizeof(LinkSlot));
+  put<uint64_t>(img, 168, hists_off);
+  put<uint32_t>(img, 176, hists);
+  put<uint32_t>(img, 180, sizeof(HistogramSlot));
   // Grow to the declared size by repeating the image (slots get varied, input-driven contents).
   const size_t had = img.size();
   while (img.size() < page) img.push_back(img[img.size() % had]);
@@ -166,6 +171,17 @@ void read_everything(const CountersView& v) {
     touch(l.address);
     touch_value(l.up + l.messages_in + l.messages_out + l.bytes_in + l.bytes_out + l.rtt_ns + l.held_bytes +
                 l.retransmits + l.naks + l.interests + l.remote_agents + l.opened_ns);
+  }
+
+  const auto hists = v.histograms();
+  FUZZ_CHECK(hists.size() == info.histogram_count);
+  for (const HistogramSnapshot& h : hists) {
+    FUZZ_CHECK(!h.name.empty());
+    // Quantiles never decrease with q; an empty histogram answers 0.
+    const uint64_t p50 = h.quantile(0.5), p99 = h.quantile(0.99), p100 = h.quantile(1.0);
+    FUZZ_CHECK(p50 <= p99);
+    FUZZ_CHECK(h.total() != 0 || (p50 == 0 && p99 == 0));
+    touch_value(p100 + h.mean_ns() + h.since(h).total());
   }
 }
 

@@ -1,5 +1,5 @@
 // Writes the seed corpora of fuzz_frames, fuzz_counters, fuzz_link, fuzz_link_body, fuzz_agent_stream and fuzz_dgram: OUTDIR/<target>/<seed>, each under
-// 8 KiB: a counters page with its 38 globals and a few slots is ~6 KiB (make_corpus.cpp writes the other targets').
+// 16 KiB: a counters page with its 43 globals, a few slots and its histograms is ~11 KiB (make_corpus.cpp writes the other targets').
 //   ninja -C <build> fuzz-corpus-faults      (regenerates them in the source tree)
 // Counters pages are written by the real writer (bus/counters/page.hpp) and checked with the
 // reader; frame streams by sock::append_frame around real control messages.
@@ -164,6 +164,8 @@ void counters_seeds() {
     k->up.store(1);
     counters::bump(k->messages_out, 12);
     k->rtt_ns.store(85'000);
+    for (uint64_t ns : {900ull, 12'000ull, 13'500ull, 2'000'000ull}) p->record(counters::Hist::request_reply, ns);
+    p->record(counters::Hist::link_rtt, 85'000);
     p->link_close(gone);
     const Bytes img = page_bytes((dir / "busy").string());
     write_seed("fuzz_counters", "one_agent_two_patterns", with_mode(0, img));

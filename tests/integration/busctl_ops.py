@@ -205,6 +205,19 @@ with tempfile.TemporaryDirectory(prefix="busctl-ops-") as d:
         r = a.run(["req", "ops.silent", "ping", "--timeout", "300ms"], rc=3)
         assert "timeout" in r.stderr and 0.25 < time.monotonic() - t0 < 5, r.stderr
 
+        # ---- latency: the three answered requests (not the unanswered ones) in the histogram ----
+        lat = a.json(["status"])["latency"]
+        rr = lat["request_reply"]
+        assert rr["count"] == 3 and sum(b[2] for b in rr["buckets"]) == 3, rr
+        assert all(lo <= hi for lo, hi, _ in rr["buckets"]), rr
+        assert 0 < rr["p50_ns"] <= rr["p99_ns"] <= rr["p999_ns"] <= rr["max_ns"] < 5e9, rr
+        assert rr["mean_ns"] <= rr["max_ns"], rr
+        assert lat["link_rtt"]["count"] == 0 and lat["link_rtt"]["p50_ns"] == 0, lat  # no links here
+        t = a.run(["status"]).stdout
+        assert "LATENCY (since busd started" in t, t
+        row = next(l.split() for l in t.splitlines() if l.startswith("request_reply "))
+        assert row[1] == "3", row
+
         # ---- JSON payloads through the schema ----
         orders = a.sub(["ops.orders"] + ORDER + ["--reply", '{"id": 99, "symbol": "ACK"}', "--count", "2"])
         procs.append(orders)
@@ -303,7 +316,7 @@ with tempfile.TemporaryDirectory(prefix="busctl-ops-") as d:
         frames = r.stdout.split("\n\n" + "busd ")
         assert len(frames) == 2, r.stdout
         assert r.stdout.count(f"pid {a.proc.pid}") == 2 and "every 300ms" in r.stdout, r.stdout
-        for section in ("AGENTS", "SUBJECTS", "MSGS_IN/s", "drop_oldest", "retransmits"):
+        for section in ("AGENTS", "SUBJECTS", "MSGS_IN/s", "drop_oldest", "retransmits", "latency   request_reply"):
             assert section in r.stdout, section
         t0 = time.monotonic()
         r = a.run(["top", "--iterations", "3", "--interval", "300ms", "--json"])
@@ -316,6 +329,8 @@ with tempfile.TemporaryDirectory(prefix="busctl-ops-") as d:
             assert f["live"] is True and f["pid"] == a.proc.pid and f["interval_ns"] > 0, f
             assert set(f) >= {"rates", "totals", "agents", "links", "subjects"}, f.keys()
             assert "slow_drops_oldest" in f["rates"] and "slow_waiting_bytes" not in f["rates"], f["rates"]
+            # This interval's latency only: no requests while top ran.
+            assert f["latency"]["request_reply"]["count"] == 0, f["latency"]
         assert any(f["rates"]["messages_in"] > 0 for f in frames), [f["rates"] for f in frames]
         assert frames[-1]["totals"]["messages_in"] >= frames[0]["totals"]["messages_in"] > 0, frames
         # The rate agrees with the totals it was computed from (within the interval's reading).

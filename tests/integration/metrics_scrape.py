@@ -125,9 +125,11 @@ def parse_strict(text):
         elif line.startswith("# TYPE "):
             name, kind = line[7:].split(" ")
             assert name == current and fams[name]["type"] is None, f"TYPE {name} not right after its HELP"
-            assert kind in ("counter", "gauge"), line
+            assert kind in ("counter", "gauge", "histogram"), line
             if kind == "counter":
                 assert name.endswith("_total"), f"counter {name} without _total"
+            elif kind == "histogram":
+                assert name.endswith("_seconds"), f"histogram {name} not in seconds"
             else:
                 assert not name.endswith("_total"), f"gauge {name} ends in _total"
             assert name.startswith("busd_"), name
@@ -137,8 +139,16 @@ def parse_strict(text):
             m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)\Z", line)
             assert m, f"not a sample: {line!r}"
             name = m.group(1)
-            assert name == current and fams[name]["type"], f"sample of {name} outside its family: {line!r}"
             labels = parse_labels(m.group(3) or "", line)
+            if current and fams[current]["type"] == "histogram":
+                # name_bucket{le=...}, name_sum, name_count: kept under the family, the sample
+                # name as a pseudo-label (cross_check takes it back out).
+                suffix = name[len(current):] if name.startswith(current) else None
+                assert suffix in ("_bucket", "_sum", "_count"), f"sample of {name} outside its family: {line!r}"
+                assert ("le" in labels) == (suffix == "_bucket"), f"le only on buckets: {line!r}"
+                labels["__sample__"] = name
+                name = current
+            assert name == current and fams[name]["type"], f"sample of {name} outside its family: {line!r}"
             value = float(m.group(4))
             if fams[name]["type"] == "counter":
                 assert value >= 0, line
@@ -147,7 +157,33 @@ def parse_strict(text):
             fams[name]["samples"][key] = value
     for name, f in fams.items():
         assert f["type"], f"{name} has no TYPE"
+        if f["type"] == "histogram":
+            check_histogram(name, f)
     return fams
+
+
+def check_histogram(name, f):
+    """Buckets cumulative along increasing le, ending in +Inf equal to _count; a _sum."""
+    buckets, count, total = [], None, None
+    for k, v in f["samples"].items():
+        d = dict(k)
+        sample = d.pop("__sample__")
+        if sample.endswith("_bucket"):
+            buckets.append((float(d["le"]), v))
+        elif sample.endswith("_count"):
+            count = v
+        else:
+            total = v
+    assert count is not None and total is not None and total >= 0, f"{name}: _count and _sum"
+    buckets.sort()
+    assert buckets and buckets[-1][0] == float("inf"), f"{name}: no +Inf bucket"
+    assert buckets[-1][1] == count, f"{name}: +Inf bucket {buckets[-1][1]} != _count {count}"
+    for (_, a), (_, b) in zip(buckets, buckets[1:]):
+        assert a <= b, f"{name}: buckets not cumulative {buckets}"
+
+
+def histogram_count(fams, name):
+    return next(v for k, v in fams[name]["samples"].items() if dict(k)["__sample__"] == name + "_count")
 
 
 def value(fams, name, **labels):
@@ -166,12 +202,16 @@ def cross_check(text, fams):
     seen = {}
     for fam in text_string_to_metric_families(text):
         assert fam.documentation, f"{fam.name}: no HELP"
-        assert fam.type in ("counter", "gauge"), (fam.name, fam.type)
+        assert fam.type in ("counter", "gauge", "histogram"), (fam.name, fam.type)
         for s in fam.samples:
             key = (s.name, frozenset(s.labels.items()))
             assert key not in seen, f"prometheus_client saw {key} twice"
             seen[key] = s.value
-    mine = {(n, k): v for n, f in fams.items() for k, v in f["samples"].items()}
+    mine = {}
+    for n, f in fams.items():
+        for k, v in f["samples"].items():
+            d = dict(k)
+            mine[(d.pop("__sample__", n), frozenset(d.items()))] = v
     assert seen == mine, set(seen) ^ set(mine)
     return len(seen)
 
@@ -326,6 +366,12 @@ with tempfile.TemporaryDirectory(prefix="metrics-scrape-") as d:
                      "busd_peer_messages_in_total", "busd_peer_messages_out_total"):
             assert value(fams, name, **peer) >= 0
         assert value(fams, "busd_peer_drops_total", cause="held_full", **peer) == 0
+
+        # ---- latency histograms: the link's heartbeat echoes are in link_rtt ----
+        assert fams["busd_link_rtt_seconds"]["type"] == "histogram"
+        assert histogram_count(fams, "busd_link_rtt_seconds") >= 1, fams["busd_link_rtt_seconds"]
+        assert histogram_count(fams, "busd_request_reply_seconds") == 0  # no requests here
+        assert stat["latency"]["link_rtt"]["count"] >= 1, stat["latency"]
 
         # ---- the dashboard: names and labels against this scrape ----
         with open(dashboard, encoding="utf-8") as f:

@@ -10,7 +10,8 @@
 //   patterns_offset              (max_patterns + 1) * 256             pattern slots, last = overflow
 //   lanes_offset                 max_lanes * 256    see LaneSlot      lane slots (max_lanes may be 0)
 //   links_offset                 max_links * 384    see LinkSlot      peer busd slots (max_links may be 0)
-//   page_size = links_offset + max_links * 384
+//   histograms_offset            count * 2112       busd's loop       latency histograms (see Hist; count may be 0)
+//   page_size = histograms_offset + histogram_count * 2112
 //
 // Rules both sides follow:
 //  * Every value a reader may read while busd writes it is a lock-free std::atomic<uint64_t> (or
@@ -34,7 +35,7 @@
 //    slot's end, and a reader accepts a larger header_size, larger strides and more globals than
 //    it knows. Anything else changes kLayoutVersion. The lane and link tables came this way (into
 //    reserved header bytes): a page from a busd without one has max_lanes (max_links) 0 and
-//    reads as having no lanes (links).
+//    reads as having no lanes (links). The histograms too (histogram_count 0: none).
 //  * A reader trusts nothing it maps: the header is checked once against the file size (every
 //    table inside the file, every offset aligned) and copied; later reads use only those copies.
 //    The page is a plain file (it cannot be sealed): a process able to truncate it could make a
@@ -179,6 +180,55 @@ inline constexpr std::array<GlobalInfo, kGlobalCount> kGlobals{{
   return kGlobals[static_cast<size_t>(g)];
 }
 
+// ---- latency histograms -----------------------------------------------------------------------
+
+/// Durations busd measures where it reads the clock anyway, one histogram each, in this order.
+/// Append only (before Count), as the globals.
+enum class Hist : uint32_t {
+  request_reply,  // a request routed to its first reply or error back in busd: the responders'
+                  // service time as busd sees it (local and remote responders alike)
+  link_rtt,       // busd to busd round trips of heartbeat echoes, every link (once per heartbeat)
+  Count
+};
+inline constexpr size_t kHistCount = static_cast<size_t>(Hist::Count);
+
+struct HistInfo {
+  std::string_view name;  // as printed by busctl and in JSON; Prometheus: busd_<name>_seconds
+  std::string_view help;
+};
+inline constexpr std::array<HistInfo, kHistCount> kHists{{
+    {"request_reply", "request routed to its reply back in busd (the responder's service time)"},
+    {"link_rtt", "busd-to-busd round trip of heartbeat echoes"},
+}};
+
+/// A histogram has kHistBuckets buckets of nanosecond values, log-linear: 0..3 one bucket each,
+/// then every power of two [2^e, 2^(e+1)) split in 4 equal buckets (each at most 25% wide), up to
+/// 2^64 - 1 in bucket 251. 4 buckets are spare, to keep the slot a whole number of lines.
+inline constexpr uint32_t kHistBuckets = 256;
+inline constexpr uint32_t kHistBucketsUsed = 252;
+
+/// The bucket holding value `v`.
+[[nodiscard]] constexpr uint32_t hist_bucket(uint64_t v) noexcept {
+  if (v < 4) return static_cast<uint32_t>(v);
+  const uint32_t e = 63 - static_cast<uint32_t>(__builtin_clzll(v));  // 2^e <= v < 2^(e+1), e >= 2
+  return ((e - 1) << 2) + static_cast<uint32_t>((v >> (e - 2)) & 3);
+}
+/// The smallest value bucket `i` holds (i < kHistBucketsUsed).
+[[nodiscard]] constexpr uint64_t hist_bucket_low(uint32_t i) noexcept {
+  if (i < 4) return i;
+  const uint32_t e = (i >> 2) + 1;
+  return (uint64_t{4} + (i & 3)) << (e - 2);
+}
+/// The largest value bucket `i` holds (i < kHistBucketsUsed).
+[[nodiscard]] constexpr uint64_t hist_bucket_high(uint32_t i) noexcept {
+  return i + 1 < kHistBucketsUsed ? hist_bucket_low(i + 1) - 1 : ~uint64_t{0};
+}
+static_assert(hist_bucket(4) == 4 && hist_bucket(7) == 7 && hist_bucket(8) == 8 && hist_bucket(9) == 8 &&
+              hist_bucket(10) == 9 && hist_bucket(15) == 11 && hist_bucket(16) == 12 &&
+              hist_bucket(~uint64_t{0}) == kHistBucketsUsed - 1);
+static_assert(hist_bucket_low(12) == 16 && hist_bucket_high(11) == 15 && hist_bucket_low(8) == 8 &&
+              hist_bucket_high(3) == 3);
+
 // ---- the byte layout --------------------------------------------------------------------------
 
 struct PageHeader {
@@ -210,7 +260,10 @@ struct PageHeader {
   uint64_t links_offset;             // 152  (0 in older v1 pages)
   uint32_t link_stride;              // 160  sizeof(LinkSlot)
   uint32_t reserved2;                // 164
-  uint64_t reserved3[11];            // 168
+  uint64_t histograms_offset;        // 168  (0 in older v1 pages: no histograms)
+  uint32_t histogram_count;          // 176  kHistCount (0 in older v1 pages)
+  uint32_t histogram_stride;         // 180  sizeof(HistogramSlot)
+  uint64_t reserved3[9];             // 184
 };
 
 struct alignas(kFalseSharingRange) GlobalCell {
@@ -354,6 +407,16 @@ struct alignas(kCacheLine) LinkSlot {
   LinkCounters counters;                             // 192
 };
 
+/// One latency histogram (see Hist), written by busd's loop. count, sum_ns and max_ns are stored
+/// after the bucket: a reader racing a record may see a bucket total one ahead of count.
+struct alignas(kCacheLine) HistogramSlot {
+  std::atomic<uint64_t> count;                   // 0    values recorded
+  std::atomic<uint64_t> sum_ns;                  // 8    their sum (for the mean)
+  std::atomic<uint64_t> max_ns;                  // 16   the largest
+  uint64_t reserved[5];                          // 24
+  std::atomic<uint64_t> buckets[kHistBuckets];  // 64   values per bucket (hist_bucket)
+};
+
 static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free &&
               std::atomic<int32_t>::is_always_lock_free, "counters live in shared memory");
 static_assert(sizeof(std::atomic<uint64_t>) == 8 && alignof(std::atomic<uint64_t>) == 8);
@@ -388,6 +451,12 @@ static_assert(offsetof(LinkCounters, rtt_ns) == 120 && offsetof(LinkCounters, re
               offsetof(LinkSlot, counters) == 192 && sizeof(LinkSlot) == 384,
               "LinkSlot v1 is fixed: change kLayoutVersion with it");
 
+static_assert(offsetof(PageHeader, histograms_offset) == 168 && offsetof(PageHeader, histogram_count) == 176 &&
+              offsetof(PageHeader, histogram_stride) == 180 && sizeof(PageHeader) == 256,
+              "PageHeader v1 is fixed: change kLayoutVersion with it");
+static_assert(offsetof(HistogramSlot, buckets) == 64 && sizeof(HistogramSlot) == 64 + 8 * kHistBuckets,
+              "HistogramSlot v1 is fixed: change kLayoutVersion with it");
+
 inline constexpr uint64_t kGlobalsOffset = sizeof(PageHeader);
 inline constexpr uint64_t kAgentsOffset = kGlobalsOffset + kGlobalCount * sizeof(GlobalCell);
 static_assert(kAgentsOffset == 5760 && kAgentsOffset % kFalseSharingRange == 0);
@@ -407,10 +476,16 @@ static_assert(kAgentsOffset == 5760 && kAgentsOffset % kFalseSharingRange == 0);
   return lanes_offset(max_agents, max_patterns) + uint64_t{max_lanes} * sizeof(LaneSlot);
 }
 
+/// Offset of the histograms (after the link table).
+[[nodiscard]] constexpr uint64_t histograms_offset(uint32_t max_agents, uint32_t max_patterns, uint32_t max_lanes,
+                                                   uint32_t max_links) noexcept {
+  return links_offset(max_agents, max_patterns, max_lanes) + uint64_t{max_links} * sizeof(LinkSlot);
+}
+
 /// Bytes of a page with these table capacities (the pattern table has one more slot: overflow).
 [[nodiscard]] constexpr uint64_t page_size(uint32_t max_agents, uint32_t max_patterns, uint32_t max_lanes,
                                            uint32_t max_links = 0) noexcept {
-  return links_offset(max_agents, max_patterns, max_lanes) + uint64_t{max_links} * sizeof(LinkSlot);
+  return histograms_offset(max_agents, max_patterns, max_lanes, max_links) + kHistCount * sizeof(HistogramSlot);
 }
 
 // ---- reading ----------------------------------------------------------------------------------
@@ -426,6 +501,7 @@ struct PageInfo {
   uint32_t max_patterns = 0;  // ordinary slots (the overflow slot is extra)
   uint32_t max_lanes = 0;     // 0: the page has no lane table
   uint32_t max_links = 0;     // 0: the page has no link table
+  uint32_t histogram_count = 0;  // 0: the page has no histograms
 };
 
 struct GlobalSnapshot {
@@ -488,6 +564,21 @@ struct LinkSnapshot {
   uint64_t rtt_ns = 0, interests = 0, remote_agents = 0;
 };
 
+struct HistogramSnapshot {
+  std::string name;  // kHists' name, or "histogram_<i>" for one this reader does not know
+  uint64_t count = 0, sum_ns = 0, max_ns = 0;
+  std::array<uint64_t, kHistBuckets> buckets{};
+  /// Values in the buckets (may be one ahead of count while busd records).
+  [[nodiscard]] uint64_t total() const noexcept;
+  /// The value at quantile q (0..1): the upper bound of the bucket holding it, at most max_ns
+  /// (at most 25% above the true value). 0 when empty.
+  [[nodiscard]] uint64_t quantile(double q) const noexcept;
+  [[nodiscard]] uint64_t mean_ns() const noexcept { return count == 0 ? 0 : sum_ns / count; }
+  /// What was recorded since `before` (the same histogram read earlier): counts and sums
+  /// subtracted; max_ns is the largest bucket bound seen since, capped by max_ns.
+  [[nodiscard]] HistogramSnapshot since(const HistogramSnapshot& before) const noexcept;
+};
+
 /// A counters page mapped read-only (or a caller's buffer, see from_bytes). Move-only.
 /// Every accessor reads the live page: call again for a newer snapshot.
 class CountersView {
@@ -521,6 +612,8 @@ class CountersView {
   /// Peer busds (open and closed link slots), by slot (empty when the page has no link
   /// table). A slot busd keeps rewriting during the copy is left out.
   [[nodiscard]] std::vector<LinkSnapshot> links() const;
+  /// The latency histograms (see Hist), in page order (empty when the page has none).
+  [[nodiscard]] std::vector<HistogramSnapshot> histograms() const;
 
  private:
   const std::byte* base_ = nullptr;
@@ -528,8 +621,9 @@ class CountersView {
   bool owned_ = false;  // base_ is our mmap
   PageInfo info_;
   uint32_t global_count_ = 0, global_stride_ = 0, agent_stride_ = 0, pattern_stride_ = 0,
-           lane_stride_ = 0, link_stride_ = 0;
-  uint64_t globals_offset_ = 0, agents_offset_ = 0, patterns_offset_ = 0, lanes_offset_ = 0, links_offset_ = 0;
+           lane_stride_ = 0, link_stride_ = 0, histogram_stride_ = 0;
+  uint64_t globals_offset_ = 0, agents_offset_ = 0, patterns_offset_ = 0, lanes_offset_ = 0, links_offset_ = 0,
+           histograms_offset_ = 0;
 
   friend Expected<CountersView> open_counters(const std::string& path);
 };

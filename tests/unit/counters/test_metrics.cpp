@@ -116,6 +116,43 @@ TEST_CASE("every global is one family with HELP and TYPE, as GlobalInfo says", "
   CHECK(has_line(later, "busd_up 0"));
 }
 
+TEST_CASE("latency histograms as Prometheus histograms: cumulative, exact bounds, +Inf = count", "[metrics]") {
+  TempDir dir;
+  const std::string path = dir.file("busd.counters");
+  auto page = CountersPage::create(path, 2, 2, 0, 0600, 1);
+  REQUIRE(page);
+  for (uint64_t ns : {500ull, 1023ull, 1024ull, 1500ull, 3'000'000'000ull}) page->record(Hist::request_reply, ns);
+  const CountersView v = must_open(path);
+  const std::string text = metrics::render(v, clock::real_ns());
+  CHECK(has_line(text, "# TYPE busd_request_reply_seconds histogram"));
+  CHECK(has_line(text, "# TYPE busd_link_rtt_seconds histogram"));
+  CHECK(has_line(text, "# HELP busd_link_rtt_seconds busd-to-busd round trip of heartbeat echoes"));
+  // Bounds are 2^k - 1 ns: 1023 ns is in the first, 1024 ns not.
+  CHECK(has_line(text, "busd_request_reply_seconds_bucket{le=\"0.000001023\"} 2"));
+  CHECK(has_line(text, "busd_request_reply_seconds_bucket{le=\"0.000002047\"} 4"));
+  CHECK(has_line(text, "busd_request_reply_seconds_bucket{le=\"2.147483647\"} 4"));
+  CHECK(has_line(text, "busd_request_reply_seconds_bucket{le=\"4.294967295\"} 5"));
+  CHECK(has_line(text, "busd_request_reply_seconds_bucket{le=\"34.359738367\"} 5"));
+  CHECK(has_line(text, "busd_request_reply_seconds_bucket{le=\"+Inf\"} 5"));
+  CHECK(has_line(text, "busd_request_reply_seconds_count 5"));
+  CHECK(has_line(text, "busd_request_reply_seconds_sum 3.000004047"));
+  CHECK(has_line(text, "busd_link_rtt_seconds_bucket{le=\"+Inf\"} 0"));
+  CHECK(has_line(text, "busd_link_rtt_seconds_count 0"));
+  // Cumulative: never decreasing along the bounds.
+  uint64_t last = 0;
+  size_t at = 0, seen = 0;
+  const std::string prefix = "busd_request_reply_seconds_bucket{le=\"";
+  while ((at = text.find(prefix, at)) != std::string::npos) {
+    const size_t sp = text.find(' ', at);
+    const uint64_t n = std::stoull(text.substr(sp + 1));
+    CHECK(n >= last);
+    last = n;
+    at = sp;
+    ++seen;
+  }
+  CHECK(seen == 27);  // 26 bounds and +Inf
+}
+
 TEST_CASE("agents, patterns, lanes and peers with their labels", "[metrics]") {
   TempDir dir;
   const std::string path = dir.file("busd.counters");

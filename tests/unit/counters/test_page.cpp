@@ -635,3 +635,58 @@ TEST_CASE("remove_stale removes a dead busd's page and nothing else", "[counters
     CHECK(std::filesystem::exists(path));
   }
 }
+
+TEST_CASE("histograms: recorded durations read back; quantiles within a bucket; since()", "[counters][page]") {
+  TempDir dir;
+  const std::string path = dir.file("busd.counters");
+  auto page = CountersPage::create(path, 2, 2, 0, 0644, 1);
+  REQUIRE(page);
+  auto v = must_open(path);
+  REQUIRE(v.info().histogram_count == kHistCount);
+  auto h = v.histograms();
+  REQUIRE(h.size() == kHistCount);
+  CHECK(h[0].name == "request_reply");
+  CHECK(h[1].name == "link_rtt");
+  CHECK(h[0].count == 0);
+  CHECK(h[0].quantile(0.5) == 0);  // empty
+
+  // request_reply: 1..1000 µs, one each; link_rtt: untouched.
+  uint64_t sum = 0;
+  for (uint64_t us = 1; us <= 1000; ++us) {
+    page->record(Hist::request_reply, us * 1000);
+    sum += us * 1000;
+  }
+  h = v.histograms();
+  const HistogramSnapshot& r = h[0];
+  CHECK(r.count == 1000);
+  CHECK(r.total() == 1000);
+  CHECK(r.sum_ns == sum);
+  CHECK(r.max_ns == 1'000'000);
+  CHECK(r.mean_ns() == sum / 1000);
+  CHECK(h[1].count == 0);
+  // The quantile is the upper bound of the bucket holding it: at or above the true value, at
+  // most 25% above; max caps it.
+  for (double q : {0.01, 0.5, 0.9, 0.99, 0.999}) {
+    INFO("q " << q);
+    const auto exact = static_cast<uint64_t>(q * 1000 + 0.5) * 1000;
+    const uint64_t got = r.quantile(q);
+    CHECK(got >= exact);
+    CHECK(got <= exact + exact / 4);
+  }
+  CHECK(r.quantile(1.0) == 1'000'000);
+  CHECK(r.quantile(0.0) == 1023);  // the smallest value, 1000, is in bucket [896, 1023]
+  CHECK(r.quantile(2.0) == r.quantile(1.0));      // clamped
+
+  // since(): only what came after the earlier snapshot.
+  const HistogramSnapshot before = r;
+  page->record(Hist::request_reply, 5'000'000);
+  page->record(Hist::request_reply, 7);
+  const HistogramSnapshot d = v.histograms()[0].since(before);
+  CHECK(d.count == 2);
+  CHECK(d.total() == 2);
+  CHECK(d.sum_ns == 5'000'007);
+  CHECK(d.quantile(0.5) == 7);
+  CHECK(d.max_ns == 5'000'000);
+  CHECK(d.quantile(1.0) == 5'000'000);
+  CHECK(v.histograms()[0].since(v.histograms()[0]).total() == 0);
+}

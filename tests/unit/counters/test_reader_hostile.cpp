@@ -109,6 +109,9 @@ void exercise(const CountersView& v) {
     CHECK(l.slot < v.info().max_links);
   }
   CHECK(v.info().busd_version.size() <= kVersionSize);
+  const auto hists = v.histograms();
+  CHECK(hists.size() == v.info().histogram_count);
+  for (const auto& h : hists) (void)h.quantile(0.99);
 }
 
 std::string error_of(const Image& img, size_t n) {
@@ -140,7 +143,15 @@ TEST_CASE("the valid image decodes", "[counters][hostile]") {
 TEST_CASE("damaged headers give clear errors", "[counters][hostile]") {
   TempDir dir;
   const Image good = valid_image(dir);
-  auto fresh = [&] { return Image(good.data(), good.size()); };
+  // Without the histograms (as a page from before them): the lane table is last, the table the
+  // sections below grow past the page's end. The histograms' own checks are further down.
+  auto fresh = [&] {
+    Image img(good.data(), good.size() - kHistCount * sizeof(HistogramSlot));
+    img.header().histogram_count = 0;
+    img.header().histograms_offset = 0;
+    img.header().page_size = img.size();
+    return img;
+  };
 
   SECTION("shorter than the header") {
     Image img = fresh();
@@ -332,6 +343,7 @@ TEST_CASE("room to grow: larger strides, headers and more globals are accepted",
   CHECK_FALSE(l[0].open);
   CHECK(l[0].would_block[1] == 6);
   CHECK(l[0].generation == 4);
+  CHECK(v->histograms().empty());  // histogram_count 0: a page from before them
 }
 
 TEST_CASE("a slot left odd (a writer that died mid-update) is skipped, not waited for",
@@ -416,6 +428,44 @@ TEST_CASE("link slots: read back; a garbage state, a slot left odd or a table ou
   Image overlap(img.data(), img.size());
   overlap.header().links_offset = overlap.header().lanes_offset;
   CHECK(error_of(overlap, overlap.size()).find("overlap") != std::string::npos);
+}
+
+TEST_CASE("histograms: read back; a table outside the page, a bad stride or overlap is refused", "[counters][hostile]") {
+  TempDir dir;
+  Image img = valid_image(dir, 1);
+  auto* slots = reinterpret_cast<HistogramSlot*>(img.data() + img.header().histograms_offset);
+  slots[0].count.store(1);
+  slots[0].buckets[hist_bucket(1500)].store(1);
+  auto v = CountersView::from_bytes(img.bytes());
+  REQUIRE(v);
+  REQUIRE(v->histograms().size() == kHistCount);
+  CHECK(v->histograms()[0].quantile(0.5) == hist_bucket_high(hist_bucket(1500)));
+  // Garbage only in the spare buckets: no crash, counted as the last bucket, capped by max_ns.
+  slots[1].buckets[kHistBuckets - 1].store(5);
+  slots[1].max_ns.store(12);
+  CHECK(v->histograms()[1].quantile(0.5) == 12);
+  slots[1].max_ns.store(0);
+  CHECK(v->histograms()[1].quantile(0.5) == ~uint64_t{0});
+  // A total that wraps: still an answer, quantiles non-decreasing.
+  slots[1].buckets[3].store(~uint64_t{0} - 1);
+  const auto wrapped = v->histograms()[1];
+  CHECK(wrapped.quantile(0.5) <= wrapped.quantile(0.99));
+
+  Image out(img.data(), img.size());
+  out.header().histogram_count = 3;  // one more than fits in the page
+  CHECK(error_of(out, out.size()).find("histograms table at") != std::string::npos);
+  Image stride(img.data(), img.size());
+  stride.header().histogram_stride = 64;  // smaller than a slot
+  CHECK(error_of(stride, stride.size()).find("strides") != std::string::npos);
+  Image overlap(img.data(), img.size());
+  overlap.header().histograms_offset = overlap.header().links_offset;
+  CHECK(error_of(overlap, overlap.size()).find("overlap") != std::string::npos);
+  Image none(img.data(), img.size());
+  none.header().histogram_count = 0;  // an older page: no histograms, offset ignored
+  none.header().histograms_offset = 3;
+  auto nv = CountersView::from_bytes(none.bytes());
+  REQUIRE(nv);
+  CHECK(nv->histograms().empty());
 }
 
 TEST_CASE("open_counters on files that are not pages", "[counters][hostile]") {
