@@ -146,6 +146,14 @@ std::string link_json(const counters::LinkSnapshot& k) {
       .num("datagrams_dropped", k.datagrams_dropped)
       .num("interests", k.interests)
       .num("remote_agents", k.remote_agents);
+  if (k.kind == counters::LinkKind::Rdma) {
+    JsonObject r;
+    r.num("doorbells", k.doorbells)
+        .num("credit_stalls", k.credit_stalls)
+        .num("queue_stalls", k.queue_stalls)
+        .num("completion_errors", k.completion_errors);
+    j.raw("rdma", r.done());
+  }
   return j.done();
 }
 
@@ -530,17 +538,30 @@ int run_links(const Options& o) {
   if (links.empty()) return finish(*v, l, path);
   std::printf("\n");
   using A = Table::Align;
-  Table t({{"NODE", A::Left}, {"KIND", A::Left}, {"ADDRESS", A::Left}, {"STATE", A::Left},
+  std::vector<Table::Column> cols{{"NODE", A::Left}, {"KIND", A::Left}, {"ADDRESS", A::Left}, {"STATE", A::Left},
            {"MSGS_IN", A::Right}, {"MSGS_OUT", A::Right}, {"BYTES_IN", A::Right}, {"BYTES_OUT", A::Right},
            {"DROPS", A::Right}, {"HELD", A::Right}, {"HELD_HWM", A::Right}, {"RTT", A::Right},
-           {"RETRANS", A::Right}, {"NAKS", A::Right}, {"INTERESTS", A::Right}, {"REMOTE_AGENTS", A::Right}});
+           {"RETRANS", A::Right}, {"NAKS", A::Right}, {"INTERESTS", A::Right}, {"REMOTE_AGENTS", A::Right}};
+  // RDMA links: their queue-pair figures in three more columns (shown when there is one).
+  const bool rdma = std::any_of(links.begin(), links.end(), [](const auto& k) { return k.kind == counters::LinkKind::Rdma; });
+  if (rdma) {
+    for (const char* c : {"DOORBELLS", "STALLS", "WC_ERRORS"}) cols.push_back({c, A::Right});
+  }
+  Table t(cols);
   for (const auto& k : links) {
-    t.row({k.node.empty() ? "-" : printable(k.node), counters::to_string(k.kind),
+    std::vector<std::string> row{k.node.empty() ? "-" : printable(k.node), counters::to_string(k.kind),
            k.address.empty() ? "-" : printable(k.address), link_state(k), human_count(k.messages_in),
            human_count(k.messages_out), human_bytes(k.bytes_in), human_bytes(k.bytes_out),
            human_count(k.drops_held_full + k.drops_acl), human_bytes(k.held_bytes),
            human_bytes(k.held_high_water), human_latency(k.rtt_ns), human_count(k.retransmits),
-           human_count(k.naks), human_count(k.interests), human_count(k.remote_agents)});
+           human_count(k.naks), human_count(k.interests), human_count(k.remote_agents)};
+    if (rdma) {
+      const bool qp = k.kind == counters::LinkKind::Rdma;
+      row.push_back(qp ? human_count(k.doorbells) : "-");
+      row.push_back(qp ? human_count(k.credit_stalls + k.queue_stalls) : "-");
+      row.push_back(qp ? human_count(k.completion_errors) : "-");
+    }
+    t.row(std::move(row));
   }
   std::fputs(t.render().c_str(), stdout);
   return finish(*v, l, path);

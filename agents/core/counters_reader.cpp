@@ -420,6 +420,10 @@ std::vector<LinkSnapshot> CountersView::links() const {
       l.rtt_ns = c.rtt_ns.load(kInSeqlock);
       l.interests = c.interests.load(kInSeqlock);
       l.remote_agents = c.remote_agents.load(kInSeqlock);
+      l.doorbells = c.doorbells.load(kInSeqlock);
+      l.credit_stalls = c.credit_stalls.load(kInSeqlock);
+      l.queue_stalls = c.queue_stalls.load(kInSeqlock);
+      l.completion_errors = c.completion_errors.load(kInSeqlock);
     });
     if (!ok || (seen != SlotState::Active && seen != SlotState::Closed)) continue;
     l.open = seen == SlotState::Active;

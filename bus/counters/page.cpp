@@ -412,7 +412,8 @@ LinkCounters* CountersPage::link_open(LinkKind kind, std::string_view node, std:
     LinkCounters& c = s.counters;
     for (auto* v : {&c.up, &c.messages_out, &c.messages_in, &c.bytes_out, &c.bytes_in, &c.drops_held_full,
                     &c.drops_acl, &c.held_bytes, &c.held_high_water, &c.connects, &c.disconnects, &c.retransmits,
-                    &c.naks, &c.datagrams_corrupt, &c.datagrams_dropped, &c.rtt_ns, &c.interests, &c.remote_agents}) {
+                    &c.naks, &c.datagrams_corrupt, &c.datagrams_dropped, &c.rtt_ns, &c.interests, &c.remote_agents,
+                    &c.doorbells, &c.credit_stalls, &c.queue_stalls, &c.completion_errors}) {
       v->store(0, kInSeqlock);
     }
   });

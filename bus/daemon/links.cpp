@@ -209,6 +209,10 @@ void Daemon::sync_link_counters() {
       s->naks.store(one.naks, std::memory_order_relaxed);
       s->datagrams_corrupt.store(one.datagrams_corrupt, std::memory_order_relaxed);
       s->datagrams_dropped.store(one.datagrams_dropped, std::memory_order_relaxed);
+      s->doorbells.store(one.doorbells, std::memory_order_relaxed);
+      s->credit_stalls.store(one.credit_stalls, std::memory_order_relaxed);
+      s->queue_stalls.store(one.queue_stalls, std::memory_order_relaxed);
+      s->completion_errors.store(one.completion_errors, std::memory_order_relaxed);
       s->rtt_ns.store(p->peer->rtt_ns(), std::memory_order_relaxed);
       s->drops_acl.store(p->acl_refused, std::memory_order_relaxed);
       const size_t held = p->peer->session().held_bytes();

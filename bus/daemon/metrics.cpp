@@ -332,6 +332,22 @@ void peers(std::string& out, const CountersView& v) {
           [](const L& p) { return p.interests; });
   per_row(out, "busd_peer_remote_agents", true, "the peer's agents known here", rows,
           [](const L& p) { return p.remote_agents; });
+  // Queue-pair figures: only for RDMA peers (families always, as for every table).
+  std::vector<Labeled<counters::LinkSnapshot>> qp;
+  for (const auto& r : rows) {
+    if (r.row->kind == counters::LinkKind::Rdma) qp.push_back(r);
+  }
+  per_row(out, "busd_peer_rdma_doorbells_total", false, "rdma links: chains of work requests posted (ibv_post_send calls)",
+          qp, [](const L& p) { return p.doorbells; });
+  family(out, "busd_peer_rdma_stalls_total", false,
+         "rdma links: output held back, the peer's ring full or no receive WR to spare (credit), or the local send queue full (queue)");
+  for (const auto& r : qp) {
+    sample(out, "busd_peer_rdma_stalls_total", r.labels, r.row->credit_stalls, "cause=\"credit\"");
+    sample(out, "busd_peer_rdma_stalls_total", r.labels, r.row->queue_stalls, "cause=\"queue\"");
+  }
+  per_row(out, "busd_peer_rdma_completion_errors_total", false,
+          "rdma links: completions with an error status (each took the link down)", qp,
+          [](const L& p) { return p.completion_errors; });
 }
 
 // ---- HTTP -------------------------------------------------------------------------------------

@@ -34,6 +34,15 @@ def run(args, env=None, rc=0):
     return r
 
 
+def bucket_bounds(v):
+    """The counters page's histogram bucket holding v (bus/counters.hpp hist_bucket): (low, high)."""
+    if v < 4:
+        return v, v
+    e = v.bit_length() - 1
+    low = (4 + ((v >> (e - 2)) & 3)) << (e - 2)
+    return low, low + (1 << (e - 2)) - 1
+
+
 def json_of(out):
     # What scripts would do: python3 -m json.tool accepts it, and it loads.
     subprocess.run([sys.executable, "-m", "json.tool"], input=out, text=True, check=True,
@@ -60,6 +69,36 @@ with tempfile.TemporaryDirectory() as d:
         for i, name in enumerate(GLOBALS):
             want = {"messages_in": 1234567, "bytes_in": 987654321}.get(name, 1000 * (i + 1) + i)
             assert c[name] == want, (name, c[name], want)
+
+        # ---- latency: the fixture's 1..10 µs, and one 85 µs echo ----
+        lat = s["latency"]
+        assert list(lat) == ["request_reply", "link_rtt"], lat
+        rr = lat["request_reply"]
+        values = [us * 1000 for us in range(1, 11)]
+        assert (rr["count"], rr["mean_ns"], rr["max_ns"]) == (10, 5500, 10000), rr
+        # A quantile is its bucket's upper bound, capped at the max.
+        for key, rank in (("p50_ns", 5), ("p90_ns", 9), ("p99_ns", 10), ("p999_ns", 10)):
+            assert rr[key] == min(bucket_bounds(values[rank - 1])[1], 10000), (key, rr)
+        want = {}
+        for v in values:
+            want[bucket_bounds(v)] = want.get(bucket_bounds(v), 0) + 1
+        assert [(lo, hi, n) for lo, hi, n in rr["buckets"]] == [(lo, hi, n) for (lo, hi), n in sorted(want.items())], rr
+        assert lat["link_rtt"]["count"] == 1 and lat["link_rtt"]["p50_ns"] == 85000, lat
+        t = run(["--counters", page, "stat"]).stdout
+        row = next(l for l in t.splitlines() if l.startswith("request_reply "))
+        assert row.split()[:7] == ["request_reply", "10", "5.1µs", "10.0µs", "10.0µs", "10.0µs",
+                                   "10.0µs"], row
+
+        # ---- links: the RDMA one with its queue-pair figures ----
+        k = json_of(run(["--counters", page, "links", "--json"]).stdout)["links"]
+        assert [(x["node"], x["kind"], x["state"]) for x in k] == [("beta", "tcp", "up"), ("delta", "rdma", "down")], k
+        assert "rdma" not in k[0], k[0]
+        assert k[1]["rdma"] == {"doorbells": 250, "credit_stalls": 7, "queue_stalls": 2, "completion_errors": 1}, k[1]
+        t = run(["--counters", page, "links"]).stdout
+        header = t.splitlines()[2].split()
+        assert header[-3:] == ["DOORBELLS", "STALLS", "WC_ERRORS"], header
+        rows_ = {l.split()[0]: l.split() for l in t.splitlines()[3:] if l.strip()}
+        assert rows_["beta"][-3:] == ["-", "-", "-"] and rows_["delta"][-3:] == ["250", "9", "1"], rows_
 
         # The global option after the subcommand works too.
         assert json_of(run(["stat", "--json", "--counters", page]).stdout)["counters"] == c

@@ -36,6 +36,11 @@ struct LinkCounters {
   uint64_t datagrams_corrupt = 0;   // checksum mismatch: dropped
   uint64_t datagrams_dropped = 0;   // malformed, another connection's, beyond the window: dropped
   uint64_t rtt_ns = 0;              // smoothed round trip (a gauge)
+  // Queue-pair links (RDMA; 0 elsewhere).
+  uint64_t doorbells = 0;          // chains of work requests posted (ibv_post_send calls)
+  uint64_t credit_stalls = 0;      // output held back: the peer's ring full, or no receive WR of its to spare
+  uint64_t queue_stalls = 0;       // output held back: the local send queue full
+  uint64_t completion_errors = 0;  // completions with an error status (each takes the link down)
 
   /// Adds another connection's counts (the gauge is taken from `o`).
   void add(const LinkCounters& o) noexcept {
@@ -49,6 +54,10 @@ struct LinkCounters {
     naks += o.naks;
     datagrams_corrupt += o.datagrams_corrupt;
     datagrams_dropped += o.datagrams_dropped;
+    doorbells += o.doorbells;
+    credit_stalls += o.credit_stalls;
+    queue_stalls += o.queue_stalls;
+    completion_errors += o.completion_errors;
     rtt_ns = o.rtt_ns;
   }
 };

@@ -390,7 +390,12 @@ struct alignas(kCacheLine) LinkCounters {
   std::atomic<uint64_t> rtt_ns;             // 120  gauge: smoothed round trip, busd to busd (heartbeat echo); 0 = none yet
   std::atomic<uint64_t> interests;          // 128  gauge: subject interests the peer holds here
   std::atomic<uint64_t> remote_agents;      // 136  gauge: the peer's agents known here
-  uint64_t reserved[6];                     // 144
+  // Queue-pair links (kind rdma; 0 for the others):
+  std::atomic<uint64_t> doorbells;          // 144  chains of work requests posted (ibv_post_send calls)
+  std::atomic<uint64_t> credit_stalls;      // 152  output held back: the peer's ring full or no receive WR to spare
+  std::atomic<uint64_t> queue_stalls;       // 160  output held back: the local send queue full
+  std::atomic<uint64_t> completion_errors;  // 168  completions with an error status (each took the link down)
+  uint64_t reserved[2];                     // 176
 };
 
 /// A peer busd: one of this busd's [[links]], or a node that dialed in. Active = known to
@@ -446,6 +451,7 @@ static_assert(offsetof(LaneSlot, lane_id) == 12 && offsetof(LaneSlot, agent_id) 
 static_assert(offsetof(PageHeader, max_links) == 148 && offsetof(PageHeader, links_offset) == 152 &&
               offsetof(PageHeader, link_stride) == 160 && sizeof(PageHeader) == 256,
               "PageHeader v1 is fixed: change kLayoutVersion with it");
+static_assert(offsetof(LinkCounters, doorbells) == 144 && offsetof(LinkCounters, completion_errors) == 168);
 static_assert(offsetof(LinkCounters, rtt_ns) == 120 && offsetof(LinkCounters, remote_agents) == 136 &&
               sizeof(LinkCounters) == 192 && offsetof(LinkSlot, node) == 32 && offsetof(LinkSlot, address) == 96 &&
               offsetof(LinkSlot, counters) == 192 && sizeof(LinkSlot) == 384,
@@ -562,6 +568,7 @@ struct LinkSnapshot {
   uint64_t connects = 0, disconnects = 0;
   uint64_t retransmits = 0, naks = 0, datagrams_corrupt = 0, datagrams_dropped = 0;
   uint64_t rtt_ns = 0, interests = 0, remote_agents = 0;
+  uint64_t doorbells = 0, credit_stalls = 0, queue_stalls = 0, completion_errors = 0;  // rdma links
 };
 
 struct HistogramSnapshot {

@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   }
   const bool crash = argc > 2 && std::strcmp(argv[2], "--crash") == 0;
   const bool leave = crash || (argc > 2 && std::strcmp(argv[2], "--leave") == 0);
-  auto page = CountersPage::create(argv[1], 8, 16, 4, 0644);
+  auto page = CountersPage::create(argv[1], 8, 16, 4, 0644, 2);
   if (!page) {
     std::fprintf(stderr, "counters_fixture: %s\n", page.error().message().c_str());
     return 1;
@@ -62,6 +62,21 @@ int main(int argc, char** argv) {
   page->lane_set(l, 1, 1499, 64'000, 0);
   page->lane_set(closed, 0, 5, 50, 0);
   page->lane_close(closed);
+  // Links: beta over TCP (up), delta over RDMA (down) with its queue-pair figures.
+  LinkCounters* beta = page->link_open(LinkKind::Tcp, "beta", "10.0.0.2:7400");
+  LinkCounters* delta = page->link_open(LinkKind::Rdma, "delta", "10.0.0.4:7471");
+  if (beta == nullptr || delta == nullptr) return 1;
+  beta->up.store(1);
+  beta->messages_out.store(12);
+  beta->rtt_ns.store(85'000);
+  delta->messages_out.store(3000);
+  delta->doorbells.store(250);
+  delta->credit_stalls.store(7);
+  delta->queue_stalls.store(2);
+  delta->completion_errors.store(1);
+  // Latency: request_reply 1..10 µs, one each; link_rtt one echo of 85 µs.
+  for (uint64_t us = 1; us <= 10; ++us) page->record(Hist::request_reply, us * 1000);
+  page->record(Hist::link_rtt, 85'000);
 
   if (leave) {
     page->heartbeat(clock::real_ns() - (crash ? 0 : 60'000'000'000ull));

@@ -156,7 +156,7 @@ TEST_CASE("latency histograms as Prometheus histograms: cumulative, exact bounds
 TEST_CASE("agents, patterns, lanes and peers with their labels", "[metrics]") {
   TempDir dir;
   const std::string path = dir.file("busd.counters");
-  auto page = CountersPage::create(path, 4, 2, 2, 0600, 2);
+  auto page = CountersPage::create(path, 4, 2, 2, 0600, 3);
   REQUIRE(page);
 
   AgentCounters* a = page->agent_open(7, "we\"ird\\na\nme", 100, 0, 0);
@@ -192,6 +192,12 @@ TEST_CASE("agents, patterns, lanes and peers with their labels", "[metrics]") {
   k->rtt_ns.store(1'500'000);
   LinkCounters* k2 = page->link_open(LinkKind::Dpdk, "gamma", "10.0.0.3:9000");
   REQUIRE(k2 != nullptr);
+  LinkCounters* k3 = page->link_open(LinkKind::Rdma, "delta", "10.0.0.4:7471");
+  REQUIRE(k3 != nullptr);
+  bump(k3->doorbells, 40);
+  bump(k3->credit_stalls, 3);
+  bump(k3->queue_stalls, 2);
+  bump(k3->completion_errors, 1);
 
   const CountersView v = must_open(path);
   const std::string text = metrics::render(v, clock::real_ns());
@@ -230,6 +236,14 @@ TEST_CASE("agents, patterns, lanes and peers with their labels", "[metrics]") {
   CHECK(has_line(text, "busd_peer_drops_total{" + beta + ",cause=\"held_full\"} 0"));
   CHECK(has_line(text, "busd_peer_rtt_seconds{" + beta + "} 0.001500000"));
   CHECK(text.find("busd_peer_rtt_seconds{" + gamma) == std::string::npos);  // not measured yet
+  // Queue-pair series: the RDMA peer only.
+  const std::string delta = "node=\"delta\",address=\"10.0.0.4:7471\",kind=\"rdma\"";
+  CHECK(has_line(text, "busd_peer_rdma_doorbells_total{" + delta + "} 40"));
+  CHECK(has_line(text, "busd_peer_rdma_stalls_total{" + delta + ",cause=\"credit\"} 3"));
+  CHECK(has_line(text, "busd_peer_rdma_stalls_total{" + delta + ",cause=\"queue\"} 2"));
+  CHECK(has_line(text, "busd_peer_rdma_completion_errors_total{" + delta + "} 1"));
+  CHECK(text.find("busd_peer_rdma_doorbells_total{" + beta) == std::string::npos);
+  CHECK(has_line(text, "busd_peer_up{" + delta + "} 0"));
 }
 
 TEST_CASE("HTTP: GET and HEAD of /metrics, 404, 405, 400", "[metrics]") {

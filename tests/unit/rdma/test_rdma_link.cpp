@@ -133,6 +133,13 @@ struct Harness {
     for (End* e : {&x, &y}) {
       if (e->l) {
         add(e->totals, e->l->rdma_counters());
+        // What busd's counters page shows (link::LinkCounters) agrees with the link's own counts.
+        const RdmaCounters& rc = e->l->rdma_counters();
+        const link::LinkCounters& lc = e->l->counters();
+        REQUIRE(lc.doorbells == rc.doorbells);
+        REQUIRE(lc.credit_stalls == rc.ring_stalls + rc.recv_credit_stalls);
+        REQUIRE(lc.queue_stalls == rc.sq_stalls);
+        REQUIRE(lc.completion_errors == rc.wc_errors);
         e->bytes_out += e->l->counters().bytes_out;
         for (const auto& v : e->fv->violations()) e->violations.push_back(v);
         REQUIRE(e->fv->max_outstanding_seen() <= e->fv->limits().max_send_wr);
@@ -277,6 +284,7 @@ TEST_CASE("ring credits exhausted and returned", "[rdma]") {
   }
   const RdmaCounters& c = h.x.l->rdma_counters();
   REQUIRE(c.ring_stalls > 0);              // the ring is full: output held back
+  REQUIRE(h.x.l->counters().credit_stalls == c.ring_stalls);  // busctl links' STALLS, the page's credit_stalls
   REQUIRE(h.x.l->counters().bytes_out <= 4096);  // never more than the ring in flight
   REQUIRE(h.x.l->timer_ns() == UINT64_MAX);  // nothing came back yet: no reason to call again
   // y reads: frames out, ring space back once consumed (its next receive), credit returned.
