@@ -9,8 +9,15 @@
 // share a memif interface (alpha the server, beta the client) and talk Ethernet/IPv4/UDP over
 // it through the datagram layer. The [tcp] cases (a mesh of three, bytes on a TCP port) are
 // left out there (meson: test busd_links_memif).
+//
+// BUS_LINK_KIND=rdma runs them over an RDMA link through the first verbs device (alpha has
+// [cluster] rdma_listen on BUS_RDMA_ADDR, else this host's first non-loopback IPv4 address;
+// beta dials it): the [tcp] integration scenarios again with kind = "rdma". Where no device
+// exists it prints why and exits 77 (meson: test busd_links_rdma, SKIP here).
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -25,6 +32,9 @@
 #include "busd_fixture.hpp"
 #include "counters_page.hpp"
 #include "loopback.hpp"
+#if BUS_HAVE_RDMA
+#include "rdma/ibv_verbs.hpp"
+#endif
 
 using namespace bus;
 using namespace bus::test;
@@ -33,9 +43,57 @@ using counters::Global;
 
 namespace {
 
-bool memif_kind() {
+bool kind_is(std::string_view want) {
   const char* k = std::getenv("BUS_LINK_KIND");
-  return k != nullptr && std::string_view(k) == "memif";
+  return k != nullptr && std::string_view(k) == want;
+}
+bool memif_kind() { return kind_is("memif"); }
+bool rdma_kind() { return kind_is("rdma"); }
+
+// Over RDMA without a device (or a busd built without rdma-core): say why (meson: SKIP).
+[[maybe_unused]] const bool kSkipWithoutRdma = [] {
+  if (!rdma_kind()) return true;
+#if BUS_HAVE_RDMA
+  const std::string why = rdma::device_problem();
+#else
+  const std::string why = "busd was built without RDMA (libibverbs-dev or librdmacm-dev missing)";
+#endif
+  if (!why.empty()) {
+    std::printf("SKIP: %s: the busd pair cannot be linked over RDMA\n", why.c_str());
+    std::fflush(stdout);
+    std::_Exit(77);
+  }
+  return true;
+}();
+
+// The address alpha's rdma_listen takes: BUS_RDMA_ADDR, else the first non-loopback IPv4
+// address (rdma_cm finds the device behind it; Soft-RoCE sits on an ordinary interface).
+std::string rdma_address() {
+  if (const char* a = std::getenv("BUS_RDMA_ADDR"); a != nullptr && *a != '\0') return a;
+  std::string out = "127.0.0.1";
+  ifaddrs* ifs = nullptr;
+  if (::getifaddrs(&ifs) != 0) return out;
+  for (ifaddrs* i = ifs; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    char buf[INET_ADDRSTRLEN];
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf);
+    if (std::string_view(buf).starts_with("127.")) continue;
+    out = buf;
+    break;
+  }
+  ::freeifaddrs(ifs);
+  return out;
+}
+
+// The [cluster] table and one side of an RDMA link: alpha listens, beta dials.
+std::string rdma_config(const std::string& node, bool server, uint16_t port, const std::string& extra) {
+  const std::string at = rdma_address() + ":" + std::to_string(port);
+  std::string c = "[cluster]\nname = \"test\"\nnode = \"" + node +
+                  "\"\nheartbeat_ms = 100\ndead_after_ms = 600\nbackoff_min_ms = 20\nbackoff_max_ms = 200\n";
+  if (server) c += "rdma_listen = \"" + at + "\"\n";
+  c += extra;
+  if (!server) c += "[[links]]\nkind = \"rdma\"\npeer = \"" + at + "\"\n";
+  return c;
 }
 
 // Run over memif in a build without DPDK: nothing to test, and say why (meson: SKIP).
@@ -98,6 +156,10 @@ std::pair<std::string, std::string> pair_configs(const std::string& a, const std
     static int pairs = 0;
     const int n = pairs++;
     return {memif_config(a, true, n, ""), memif_config(b, false, n, extra_b)};
+  }
+  if (rdma_kind()) {
+    const uint16_t port = free_port();
+    return {rdma_config(a, true, port, ""), rdma_config(b, false, port, extra_b)};
   }
   const uint16_t pa = free_port(), pb = free_port();
   if (tcp_port_a != nullptr) *tcp_port_a = pa;
@@ -205,7 +267,9 @@ TEST_CASE("the counters page lists each link: node, kind, state, messages, held 
   };
   const auto b0 = one(vb);
   const auto a0 = one(va);
-  const counters::LinkKind kind = memif_kind() ? counters::LinkKind::Dpdk : counters::LinkKind::Tcp;
+  const counters::LinkKind kind = memif_kind() ? counters::LinkKind::Dpdk
+                                  : rdma_kind() ? counters::LinkKind::Rdma
+                                                : counters::LinkKind::Tcp;
   CHECK(b0.open);
   CHECK(b0.up);
   CHECK(b0.node == "alpha");
