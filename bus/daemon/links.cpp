@@ -311,13 +311,18 @@ void Daemon::on_greeter(uint32_t id) {
   }
   std::vector<link::Frame> frames;
   // A completion-queue link (RDMA) wakes its descriptor only when armed, and arm() says false
-  // when input came before it: read again (a few times; a TCP link's arm() is always true).
-  for (int round = 0; frames.empty(); ++round) {
+  // when input came before it: read again until it is armed (a TCP link's arm() is always
+  // true). Each round reaps what completed; a peer's credits bound what it can write unread, so
+  // this ends, and a connection still busy after kGreeterRounds without a Hello is refused
+  // (leaving it unarmed would leave it unheard until the handshake deadline).
+  constexpr int kGreeterRounds = 64;
+  for (int round = 0;; ++round) {
     auto got = g.link->receive(frames, 64);
     if (!got) return refuse(g.link->error());
-    if (!frames.empty() || g.link->arm() || round == 8) break;
+    if (!frames.empty() || g.link->arm()) break;
+    if (round == kGreeterRounds) return refuse("the connection kept its completion queue busy without a Hello");
   }
-  if (frames.empty()) return;
+  if (frames.empty()) return;  // armed: its descriptor wakes busd when the Hello comes
   if (frames.front().type != link::FrameType::Hello) return refuse("the first frame is not a Hello");
   auto hello = link::parse_hello(frames.front());
   if (!hello) return refuse(hello.error().message());

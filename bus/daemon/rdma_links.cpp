@@ -159,9 +159,16 @@ void Daemon::accept_rdma_links() {
       log::warn("link_refused", {{"from", "rdma " + state->address}, {"why", c.error().message()}});
       continue;  // that request was rejected; the listener goes on
     }
+    // The same limits as a TCP link's connection (per address, pending): a peer dialing in
+    // from the RDMA network counts with its TCP connections.
+    const std::string from = (*c)->peer_name();
+    if (std::string why = remote_limit(from); !why.empty()) {
+      counters_.add(counters::Global::link_refused);
+      continue;  // the connection closes with *c
+    }
     const uint32_t id = next_greeter_++;
     Greeter g;
-    g.from = "rdma " + state->address;
+    g.from = from;
     g.kind = counters::LinkKind::Rdma;
     g.link = std::make_unique<rdma::RdmaLink>(std::move(*c), state->accept_options, g.from);
     admit_greeter(id, std::move(g));

@@ -55,6 +55,8 @@ class IbvConnection final : public Verbs {
 
   /// "mlx5_0 port 1" once the address is resolved.
   [[nodiscard]] const std::string& device() const noexcept { return device_; }
+  /// The peer's address ("10.0.0.2:41234"): what dial() was given, or what accept() met.
+  [[nodiscard]] const std::string& peer_name() const noexcept { return peer_name_; }
 
  private:
   friend class IbvListener;
