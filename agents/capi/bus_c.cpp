@@ -403,6 +403,10 @@ void bus_stop(bus_client* c) {
   if (c != nullptr) c->cpp->stop();
 }
 
+void bus_wake(bus_client* c) {
+  if (c != nullptr) c->cpp->wake();  // noexcept: an atomic exchange and at most one write(2)
+}
+
 bus_status bus_next(bus_client* c, int64_t timeout_ns, bus_message* out) {
   BUS_TRY
   if (c == nullptr || out == nullptr) return invalid("bus_next: NULL argument");
@@ -415,6 +419,11 @@ bus_status bus_next(bus_client* c, int64_t timeout_ns, bus_message* out) {
     if (!r) return set_error(r.error());
     if (c->cpp->state() == bus::ConnectionState::Closed && c->queue.empty()) {
       return set_error(bus::Errc::Closed, "Closed: the client is closed");
+    }
+    // poll() returns nothing before its deadline (which is not before ours: it was computed
+    // later from the same clock) only when bus_wake() or bus_stop() ended it.
+    if (*r == 0 && c->queue.empty() && std::chrono::steady_clock::now() < deadline) {
+      return set_error(bus::Errc::Cancelled, "Cancelled: woken by bus_wake() or bus_stop() before a message came");
     }
   }
   c->current = std::move(c->queue.front());

@@ -1,5 +1,6 @@
 // libbus: the Client API and its data paths.
 #include <poll.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -71,6 +72,9 @@ Expected<std::unique_ptr<Client>> Client::connect(ClientOptions options) {
   m.opts = std::move(options);
   m.wait = *ws;
   m.subs.resize(1);  // sid 0 is the inbox
+  auto wake_fd = shm::EventFd::create();
+  if (!wake_fd) return tl::unexpected(Error(wake_fd.error()).context("agent '" + m.opts.name + "': wake-up eventfd"));
+  m.wake_fd = std::move(*wake_fd);
   if (auto r = m.connect_once(); !r) {
     return tl::unexpected(Error(r.error()).context("agent '" + m.opts.name + "'"));
   }
@@ -440,17 +444,58 @@ Result<size_t> Client::Impl::dispatch(size_t max, uint64_t want_reply, bool* got
   return n;
 }
 
-void Client::Impl::wait_inbound(uint64_t deadline_ns) {
+// ---------------------------------------------------------------- waiting, wake()
+
+void Client::wake() noexcept {
+  Impl* m = impl_.get();
+  if (m == nullptr) return;
+  // seq_cst exchange of pending, then seq_cst load of sleeping: pairs with sleep_poll()'s
+  // seq_cst store of sleeping and load of pending. One side sees the other, so either the
+  // waiter sees the wake-up before it sleeps or this writes the eventfd it sleeps on; a waiter
+  // that is not asleep costs no system call. The exchange also releases what the caller did
+  // before wake() (a command it queued) to the poll() that takes the wake-up (acquire).
+  if (m->wake_line.pending.exchange(true, std::memory_order_seq_cst)) return;  // owed already: no second write
+  if (m->wake_line.sleeping.load(std::memory_order_seq_cst)) shm::wake::signal(m->wake_fd.fd());
+}
+
+void Client::stop() noexcept {
+  // relaxed: wake()'s exchange releases it to the poll() that takes the wake-up, and run()
+  // reads it after that poll returns.
+  stop_.store(true, std::memory_order_relaxed);
+  wake();
+}
+
+void Client::Impl::sleep_poll(pollfd* p, size_t n, int ms, bool wakeable) noexcept {
+  if (!wakeable) {
+    ::poll(p, n, ms);
+    return;
+  }
+  p[n] = {wake_fd.fd(), POLLIN, 0};
+  // The sleeper's half of the pairing described in Client::wake().
+  wake_line.sleeping.store(true, std::memory_order_seq_cst);
+  if (wake_line.pending.load(std::memory_order_seq_cst)) {
+    wake_line.sleeping.store(false, std::memory_order_relaxed);
+    return;
+  }
+  ::poll(p, n + 1, ms);
+  wake_line.sleeping.store(false, std::memory_order_relaxed);
+  // A write that came after the wake-up it was for was taken (or a late one): drained here, so
+  // the eventfd never stays readable and turns the next sleep into a spin.
+  if (p[n].revents != 0) shm::wake::drain(wake_fd.fd());
+}
+
+void Client::Impl::wait_inbound(uint64_t deadline_ns, bool wakeable) {
   if (state != ConnectionState::Connected) {
     // Reconnecting: sleep a little (bounded by the deadline), then let the caller retry.
     const uint64_t now = clock::mono_ns();
     if (now < deadline_ns) {
       const uint64_t nap = std::min<uint64_t>(deadline_ns - now, 20 * kMs);
-      ::poll(nullptr, 0, static_cast<int>(nap / kMs + 1));
+      pollfd p[1];
+      sleep_poll(p, 0, static_cast<int>(nap / kMs + 1), wakeable);
     }
     return;
   }
-  if (!lanes.empty()) return wait_inbound_lanes(deadline_ns);
+  if (!lanes.empty()) return wait_inbound_lanes(deadline_ns, wakeable);
   // Spin phase per the strategy, on the ring only (a control message can wait that long).
   if (wait.kind != shm::WaitKind::Block) {
     const uint64_t spin = wait.kind == shm::WaitKind::Adaptive ? wait.spin_ns : 10 * kMs;
@@ -461,7 +506,19 @@ void Client::Impl::wait_inbound(uint64_t deadline_ns) {
     const shm::WaitStrategy spin_as = wait.kind == shm::WaitKind::Yield      ? shm::WaitStrategy::yield()
                                       : wait.kind == shm::WaitKind::Adaptive ? shm::WaitStrategy::adaptive(shm::kForever)
                                                                              : shm::WaitStrategy::spin();
-    if (in.wait_peek(spin_as, shm::Deadline::at(until))) {
+    if (wakeable) {
+      // poll(): the ring's wait cannot see wake(), so this spins itself, on the ring and the
+      // wake-up flag (one more load per turn).
+      for (uint32_t polls = 1;; ++polls) {
+        if (in.readable() || wake_owed()) return;
+        if ((polls & 63) == 0) {
+          if (clock::mono_ns() >= until) break;
+          if (wait.kind != shm::WaitKind::Spin) ::sched_yield();
+        } else {
+          shm::cpu_relax();
+        }
+      }
+    } else if (in.wait_peek(spin_as, shm::Deadline::at(until))) {
       return;
     }
     if (wait.kind == shm::WaitKind::Spin) {
@@ -471,12 +528,12 @@ void Client::Impl::wait_inbound(uint64_t deadline_ns) {
   }
   // Sleep on the ring's eventfd and the control socket together.
   if (!in.arm_sleep()) return;
-  pollfd p[2] = {{fds[2].fd(), POLLIN, 0}, {sock, POLLIN, 0}};
+  pollfd p[3] = {{fds[2].fd(), POLLIN, 0}, {sock, POLLIN, 0}, {}};  // [2]: wake()'s eventfd
   const uint64_t now = clock::mono_ns();
   const int ms = deadline_ns == shm::kForever ? 1000
                  : now >= deadline_ns       ? 0
                                             : static_cast<int>(std::min<uint64_t>((deadline_ns - now) / kMs + 1, 1000));
-  ::poll(p, 2, ms);
+  sleep_poll(p, 2, ms, wakeable);
   in.disarm();
   if (p[1].revents != 0) {
     if (auto r = pump_control_nowait(); !r) disconnect(r.error(), true);
@@ -485,7 +542,7 @@ void Client::Impl::wait_inbound(uint64_t deadline_ns) {
 
 // wait_inbound() with lanes: busd's ring and every lane that can be read, then one poll() on all
 // their eventfds and the control socket.
-void Client::Impl::wait_inbound_lanes(uint64_t deadline_ns) {
+void Client::Impl::wait_inbound_lanes(uint64_t deadline_ns, bool wakeable) {
   auto ready = [&]() noexcept {
     if (in.try_peek().has_value()) return true;
     for (auto& l : lanes) {
@@ -497,7 +554,7 @@ void Client::Impl::wait_inbound_lanes(uint64_t deadline_ns) {
     const uint64_t spin = wait.kind == shm::WaitKind::Adaptive ? wait.spin_ns : 10 * kMs;
     const uint64_t until = std::min(deadline_ns, clock::mono_ns() + spin);
     for (uint32_t polls = 1;; ++polls) {
-      if (ready() || routes_stale()) return;
+      if (ready() || routes_stale() || (wakeable && wake_owed())) return;
       if ((polls & 63) == 0) {
         if (clock::mono_ns() >= until) break;
         if (wait.kind != shm::WaitKind::Spin) ::sched_yield();
@@ -534,7 +591,8 @@ void Client::Impl::wait_inbound_lanes(uint64_t deadline_ns) {
   const int ms = deadline_ns == shm::kForever ? 1000
                  : now >= deadline_ns       ? 0
                                             : static_cast<int>(std::min<uint64_t>((deadline_ns - now) / kMs + 1, 1000));
-  ::poll(pfds.data(), pfds.size(), ms);
+  pfds.emplace_back();  // room for wake()'s eventfd (reserved in add_lane: no allocation)
+  sleep_poll(pfds.data(), pfds.size() - 1, ms, wakeable);
   disarm_all();  // drains the eventfds too
   if (pfds[0].revents != 0) {
     if (auto r = pump_control_nowait(); !r) disconnect(r.error(), true);
@@ -554,9 +612,15 @@ Result<size_t> Client::poll(std::chrono::nanoseconds timeout) {
       if (*n > 0) return n;
     }
     const uint64_t now = clock::mono_ns();
-    m.fail_outstanding(now, m.state != ConnectionState::Connected, m.state != ConnectionState::Connected ? Errc::Closed : Errc::Timeout);
+    const bool down = m.state != ConnectionState::Connected;
+    // The wait ends by the first outstanding request's deadline too: a send_request() over a
+    // lane times out on time even in a long poll (busd answers the others at theirs).
+    const uint64_t due = m.fail_outstanding(now, down, down ? Errc::Closed : Errc::Timeout);
     if (stop_.load(std::memory_order_relaxed) || now >= deadline) return size_t{0};
-    m.wait_inbound(deadline);
+    // wake(): a wake-up owed ends the poll, before its wait or once the wait saw it. acquire:
+    // pairs with wake()'s exchange (what its caller did before is visible to ours).
+    if (m.wake_owed() && m.wake_line.pending.exchange(false, std::memory_order_acquire)) return size_t{0};
+    m.wait_inbound(std::min(deadline, due), true);
   }
 }
 
@@ -613,8 +677,9 @@ Expected<Message> Client::request(std::string_view subject, std::span<const std:
   }
 }
 
-void Client::Impl::fail_outstanding(uint64_t now_ns, bool all, Errc why) {
-  if (outstanding.empty() || !on_reply) return;
+uint64_t Client::Impl::fail_outstanding(uint64_t now_ns, bool all, Errc why) {
+  uint64_t next = shm::kForever;
+  if (outstanding.empty() || !on_reply) return next;  // without on_reply nobody is told: no deadline
   for (size_t i = 0; i < outstanding.size();) {
     if (all || outstanding[i].deadline_ns <= now_ns) {
       const uint64_t id = outstanding[i].id;
@@ -622,9 +687,11 @@ void Client::Impl::fail_outstanding(uint64_t now_ns, bool all, Errc why) {
       outstanding.pop_back();
       on_reply(id, tl::unexpected(Error(why, all ? "connection to busd lost" : "no reply before the request's deadline")));
     } else {
+      next = std::min(next, outstanding[i].deadline_ns);
       ++i;
     }
   }
+  return next;
 }
 
 Result<uint64_t> Client::send_request(std::string_view subject, std::span<const std::byte> payload,

@@ -209,7 +209,9 @@ struct Client::Impl {
     uint32_t lane;  // sent over this lane (0: through busd)
   };
   std::vector<Outstanding> outstanding;
-  void fail_outstanding(uint64_t now_ns, bool all, Errc why);
+  /// Fails the outstanding requests past their deadline (all of them with `all`); returns the
+  /// earliest deadline of those left (shm::kForever: none), which bounds poll()'s sleep.
+  uint64_t fail_outstanding(uint64_t now_ns, bool all, Errc why);
   std::vector<std::byte> reply_buf;
   uint32_t reply_lane = 0;  // the lane reply_buf's reply came over
   uint64_t view_epoch = 0;  // views handed back so far (Message::stale())
@@ -231,6 +233,21 @@ struct Client::Impl {
   uint32_t dirty_lanes = 0;    // lanes with dirty set
   uint32_t sync_lane = 0;      // request(): the lane its request went over
   bool sync_lane_gone = false;  // ... and that lane's other end died before replying
+  // wake() (any thread): `pending` says a wake-up is owed to the current (or the next) wait of
+  // poll(); `sleeping` says that wait sleeps in poll(2) with `wake_fd` in its set, so wake()
+  // must write it. seq_cst where they pair (see Client::wake()). Their own cache line: the
+  // waker writes it, the polling thread reads it only while it has nothing to dispatch.
+  struct alignas(64) WakeLine {
+    std::atomic<bool> pending{false};
+    std::atomic<bool> sleeping{false};
+  } wake_line;
+  shm::EventFd wake_fd;  // lives as long as the Client (never one of the connection's fds)
+  /// Whether a wake-up is pending (one relaxed load: the spin loops' check).
+  [[nodiscard]] bool wake_owed() const noexcept { return wake_line.pending.load(std::memory_order_relaxed); }
+  /// The sleep in poll(2) on `p` (n entries, and room for one more: with `wakeable` the wake
+  /// eventfd goes last), for up to `ms`. With `wakeable` it does not sleep when a wake-up is
+  /// owed, and it drains the wake eventfd when that woke it.
+  void sleep_poll(pollfd* p, size_t n, int ms, bool wakeable) noexcept;
   std::deque<int> rx_fds;      // descriptors received with control frames, in order
   std::vector<pollfd> pfds;    // wait_inbound's poll set
   std::vector<Lane*> armed;    // ... and the lanes it armed
@@ -308,9 +325,10 @@ struct Client::Impl {
   /// Dispatches up to `max` ready messages; stops early at the reply `want_reply` (copied into
   /// reply_buf, *got set) if non-zero.
   Result<size_t> dispatch(size_t max, uint64_t want_reply, bool* got);
-  /// Waits until a record or a control message is there, or `deadline_ns`.
-  void wait_inbound(uint64_t deadline_ns);
-  void wait_inbound_lanes(uint64_t deadline_ns);
+  /// Waits until a record or a control message is there, or `deadline_ns`; with `wakeable`
+  /// (poll()), also until wake() is called (request() waits for its reply whatever happens).
+  void wait_inbound(uint64_t deadline_ns, bool wakeable = false);
+  void wait_inbound_lanes(uint64_t deadline_ns, bool wakeable);
 };
 
 }  // namespace bus

@@ -78,7 +78,7 @@ void Client::Impl::close_rx_fds() noexcept {
 void Client::Impl::add_lane(std::unique_ptr<Lane> l) {
   lanes.push_back(std::move(l));
   // wait_inbound's poll set grows here, not on the data path.
-  pfds.reserve(lanes.size() + 2);
+  pfds.reserve(lanes.size() + 3);  // the control socket, busd's ring, the lanes, wake()'s eventfd
   armed.reserve(lanes.size());
   ++stats.lanes_opened;
   stats.lanes_open = lanes.size();

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 ABI_VERSION = 1
+ABI_MINOR = 1  # needs libbus_c.so.1.1 or later (bus_wake)
 SONAME = f"libbus_c.so.{ABI_VERSION}"
 
 c_char_p = ctypes.c_char_p
@@ -84,6 +85,7 @@ _PROTOS = {
     "bus_poll": (c_int, [c_void_p, c_int64, ctypes.POINTER(c_size_t)]),
     "bus_run": (c_int, [c_void_p]),
     "bus_stop": (None, [c_void_p]),
+    "bus_wake": (None, [c_void_p]),  # since 1.1
     "bus_next": (c_int, [c_void_p, c_int64, ctypes.POINTER(Message)]),
     "bus_request": (c_int, [c_void_p, c_char_p, c_void_p, c_size_t, c_int64, ctypes.POINTER(Message)]),
     "bus_send_request": (c_int, [c_void_p, c_char_p, c_void_p, c_size_t, c_int64, ctypes.POINTER(c_uint64)]),
@@ -134,6 +136,11 @@ def lib() -> ctypes.CDLL:
             handle = ctypes.CDLL(path)
         except OSError as e:
             errors.append(f"{path}: {e}")
+            continue
+        missing = [name for name in _PROTOS if not hasattr(handle, name)]
+        if missing:
+            errors.append(f"{path}: older than libbus_c 1.{ABI_MINOR}, which this package needs "
+                          f"(no {', '.join(missing)})")
             continue
         for name, (res, args) in _PROTOS.items():
             fn = getattr(handle, name)

@@ -6,10 +6,11 @@
             await c.reply(msg, b"done")
 
 A bus client is used by one thread at a time, so the AsyncClient owns a busd.Client on a
-thread of its own (the I/O thread). Calls from the event loop are handed to it through a queue;
-messages and replies come back with loop.call_soon_threadsafe. The I/O thread waits in the
-C library's poll for at most `poll_interval` seconds before it looks at the queue again: that
-bounds the extra latency of a call made while it waits (libbus has no thread-safe wake-up yet).
+thread of its own (the I/O thread). Calls from the event loop are handed to it through a queue,
+and Client.wake() (libbus's thread-safe wake-up) ends the I/O thread's wait in the C library's
+poll at once, so a call made while it is idle costs a thread wake-up, not a polling period.
+Messages and replies come back with loop.call_soon_threadsafe. Idle, the I/O thread sleeps in
+the kernel (it wakes about once a second), so an idle AsyncClient costs practically no CPU.
 """
 from __future__ import annotations
 
@@ -73,7 +74,14 @@ class AsyncSubscription:
 
 
 class AsyncClient:
-    def __init__(self, name: str, *, poll_interval: float = 0.002, **options: Any) -> None:
+    """`async with busd.AsyncClient("name", **options) as c:` (the options are Client's).
+    `poll_interval`: the longest the I/O thread waits before it looks at its queue again even
+    if nobody woke it (seconds; default 1.0). Calls wake it at once, so this does not bound their
+    latency; it only makes the idle thread wake periodically."""
+
+    def __init__(self, name: str, *, poll_interval: float = 1.0, **options: Any) -> None:
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be > 0")
         self.name = name
         self._options = options
         self._poll_interval = poll_interval
@@ -101,6 +109,7 @@ class AsyncClient:
         if self._thread is None:
             return
         self._commands.put(None)
+        self._wake()
         thread, self._thread = self._thread, None
         await self._loop.run_in_executor(None, thread.join)
         for s in self._subs:
@@ -127,6 +136,8 @@ class AsyncClient:
                 except _queue.Empty:
                     pass
                 try:
+                    # Ends at once when a call queued something (it wakes the client), else
+                    # after poll_interval: the thread sleeps in the kernel meanwhile.
                     c.poll(self._poll_interval)
                 except BusError:
                     pass  # a closed connection: the calls report it
@@ -143,23 +154,45 @@ class AsyncClient:
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
         """Runs fn(client, *args) on the I/O thread; its result or exception completes the future."""
-        if self._thread is None:
-            raise ClosedError("Closed: the client is not connected (use `async with` or connect())")
+        self._check_open()
         fut: "asyncio.Future[Any]" = self._loop.create_future()
         loop = self._loop
 
-        def run() -> None:
+        def run(c: Client) -> None:
             try:
-                if self._client is None or self._client._h is None:
-                    raise ClosedError("Closed: the client is closed")
-                r = fn(self._client, *args)
+                r = fn(c, *args)
             except BaseException as e:  # noqa: BLE001
                 loop.call_soon_threadsafe(_set_exception, fut, e)
                 return
             loop.call_soon_threadsafe(_set_result, fut, r)
 
-        self._commands.put(run)
+        self._submit(run, fut)
         return fut
+
+    def _submit(self, run: Callable[[Client], None], fut: "asyncio.Future[Any]") -> None:
+        """Queues run(client) for the I/O thread, and wakes it. `fut` fails with ClosedError
+        instead if the client is closed by then (run() completes it otherwise)."""
+        self._check_open()
+        loop = self._loop
+
+        def command() -> None:
+            c = self._client
+            if c is None or c._h is None:
+                loop.call_soon_threadsafe(_set_exception, fut, ClosedError("Closed: the client is closed"))
+                return
+            run(c)
+
+        self._commands.put(command)
+        self._wake()  # after the put: the I/O thread's poll returns, then it reads the queue
+
+    def _check_open(self) -> None:
+        if self._thread is None:
+            raise ClosedError("Closed: the client is not connected (use `async with` or connect())")
+
+    def _wake(self) -> None:
+        c = self._client
+        if c is not None:  # None: not connected yet, and the thread reads the queue before it polls
+            c.wake()
 
     # ---- the calls
     async def publish(self, subject: str, data: Payload = b"") -> None:
@@ -169,6 +202,7 @@ class AsyncClient:
     async def request(self, subject: str, data: Payload = b"", timeout: float = 1.0) -> Message:
         """Many requests may be in flight at once (gather them)."""
         data = bytes(data) if isinstance(data, (bytearray, memoryview)) else data
+        self._check_open()
         fut: "asyncio.Future[Message]" = self._loop.create_future()
         loop = self._loop
 
@@ -179,7 +213,14 @@ class AsyncClient:
                 p.reply._client = None
                 loop.call_soon_threadsafe(_set_result, fut, p.reply)
 
-        await self._call(lambda c: c.send_request(subject, data, timeout, answered))
+        def send(c: Client) -> None:
+            try:
+                c.send_request(subject, data, timeout, answered)
+            except BaseException as e:  # noqa: BLE001
+                loop.call_soon_threadsafe(_set_exception, fut, e)
+
+        # One future for the send and the answer: the event loop wakes once per request.
+        self._submit(send, fut)
         return await fut
 
     def subscribe(self, pattern: str, *, queue: Optional[str] = None, slow: str = "block") -> AsyncSubscription:

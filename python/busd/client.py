@@ -182,7 +182,7 @@ class Client:
     """An agent on the bus: `with busd.Client("planner") as c: ...`.
 
     Like the C++ bus::Client it is used by one thread at a time; handlers run on the thread that
-    calls poll(), run(), next() or request(). stop() may be called from any thread."""
+    calls poll(), run(), next() or request(). wake() and stop() may be called from any thread."""
 
     def __init__(self, name: str, *, address: Optional[str] = None, capabilities: Sequence[str] = (),
                  wait: Optional[str] = None, reconnect: bool = True, connect_timeout: float = 2.0,
@@ -191,6 +191,9 @@ class Client:
                  tls_server_name: Optional[str] = None) -> None:
         self._L = _lib.lib()
         self._h: Optional[int] = None
+        # wake() may come from another thread while this one closes: the handle is read and
+        # freed under this lock (taken by wake() and close() only, never per message).
+        self._close_lock = threading.Lock()
         self._subs: Dict[int, Subscription] = {}
         self._pending: Dict[int, PendingReply] = {}
         self._error: Optional[BaseException] = None  # raised by a handler: re-raised from poll()
@@ -239,9 +242,10 @@ class Client:
             pass
 
     def close(self) -> None:
-        if self._h is not None:
-            h, self._h = self._h, None
-            self._L.bus_close(h)
+        with self._close_lock:
+            if self._h is not None:
+                h, self._h = self._h, None
+                self._L.bus_close(h)
 
     def drain(self, timeout: float = 1.0) -> None:
         """Unsubscribes, dispatches what arrived, waits until busd took what was published, closes."""
@@ -316,7 +320,8 @@ class Client:
             self._check(self._L.bus_unsubscribe(self._h, sid))
 
     def poll(self, timeout: Optional[float] = 0.0) -> int:
-        """Dispatches received messages to handlers, waiting up to `timeout` s for the first."""
+        """Dispatches received messages to handlers, waiting up to `timeout` s for the first.
+        Returns how many; 0 on timeout, or at once when wake() is called (from another thread)."""
         n = ctypes.c_size_t()
         st = self._L.bus_poll(self._handle(), _ns(timeout), ctypes.byref(n))
         self._reraise()
@@ -331,8 +336,20 @@ class Client:
             self.poll(0.2)
 
     def stop(self) -> None:
-        """Makes run() return (within 0.2 s from another thread; at once from a handler)."""
+        """Makes run() return (promptly from another thread: it wakes its poll; at once from a
+        handler)."""
         self._stopped = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Ends the wait of a poll() in progress on another thread promptly (it returns 0), or, if
+        none waits, the next poll()'s (once). The client goes on working. Thread-safe (also
+        against close(); on a closed client it does nothing): an I/O thread that polls the
+        client takes work queued for it by other threads, which call wake() after queueing.
+        Costs an atomic exchange, plus one write(2) when the poller sleeps in the kernel."""
+        with self._close_lock:
+            if self._h is not None:
+                self._L.bus_wake(self._h)
 
     # ---- request / reply
     def request(self, subject: str, data: Payload = b"", timeout: float = 1.0) -> Message:

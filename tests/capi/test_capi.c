@@ -1,8 +1,8 @@
 /* The C ABI (bus/bus.h) from a C11 program, against a real busd ($BUSD_BIN, started here with
  * its own socket in a temporary directory): pub/sub (callback and bus_next), request/reply, a
  * timeout, no responders, an error reply, send_request, discovery, reserve/commit, counters,
- * state changes and the error messages. About 1.5 s. Compiled with -std=c11 -Wall -Wextra
- * -Werror -pedantic: it also proves the header is C. */
+ * bus_wake from another thread, state changes and the error messages. Under 1 s. Compiled with
+ * -std=c11 -Wall -Wextra -Werror -pedantic: it also proves the header is C. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <pthread.h>
@@ -159,6 +159,58 @@ static void on_reply(void* user, bus_client* c, uint64_t id, bus_status st, cons
   (void)id;
   if (st == BUS_OK && r != NULL && r->payload_len == 5 && memcmp(r->payload, "ASYNC", 5) == 0) ++replies_ok;
   if (st == BUS_E_NO_RESPONDERS && r == NULL && bus_last_error_message()[0] != '\0') ++replies_err;
+}
+
+/* ---- bus_wake: a thread waits in bus_poll or bus_next for 10 s; another wakes it */
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+struct waiter {
+  bus_client* c;
+  int next; /* 0: bus_poll, 1: bus_next */
+  atomic_int started;
+  bus_status st;
+  size_t dispatched;
+  double seconds;
+  int said_cancelled; /* bus_last_error_message() is per thread: checked on the waiter's */
+};
+static void* waiter_main(void* arg) {
+  struct waiter* w = arg;
+  bus_message m;
+  double t0;
+  atomic_store(&w->started, 1);
+  t0 = now_s();
+  if (w->next) w->st = bus_next(w->c, 10000000000LL, &m);
+  else w->st = bus_poll(w->c, 10000000000LL, &w->dispatched);
+  w->seconds = now_s() - t0;
+  w->said_cancelled = strstr(bus_last_error_message(), "Cancelled") != NULL;
+  return NULL;
+}
+static void check_wake(bus_client* c, int next) {
+  struct waiter w;
+  pthread_t t;
+  int i;
+  memset(&w, 0, sizeof w);
+  w.c = c;
+  w.next = next;
+  w.dispatched = 99;
+  atomic_init(&w.started, 0);
+  pthread_create(&t, NULL, waiter_main, &w);
+  for (i = 0; i < 500 && atomic_load(&w.started) == 0; ++i) sleep_ms(1);
+  sleep_ms(50); /* it is asleep in the call by now (if not, the wake-up waits for it) */
+  bus_wake(c);
+  pthread_join(t, NULL);
+  printf("bus_wake ended a 10 s %s after %.1f ms\n", next ? "bus_next" : "bus_poll", w.seconds * 1e3);
+  CHECK(w.seconds < 1.0); /* the wake-up, not the 10 s timeout */
+  if (next) {
+    CHECK(w.st == BUS_E_CANCELLED);
+    CHECK(w.said_cancelled);
+  } else {
+    CHECK(w.st == BUS_OK);
+    CHECK(w.dispatched == 0);
+  }
 }
 
 static int states_closed = 0;
@@ -330,6 +382,31 @@ int main(void) {
     CHECK(s.received >= 1);
     s.struct_size = 0;
     CHECK(bus_get_stats(a, &s) == BUS_E_INVALID_ARGUMENT);
+  }
+
+  /* ---- bus_wake: ends another thread's bus_poll/bus_next wait; counted once; b keeps working */
+  {
+    double t0;
+    size_t n = 7;
+    check_wake(b, 0);
+    check_wake(b, 1);
+    /* taken: the next poll waits its whole timeout again */
+    t0 = now_s();
+    CHECK(bus_poll(b, 30000000LL, &n) == BUS_OK && n == 0);
+    CHECK(now_s() - t0 >= 0.025);
+    /* a wake-up with nobody polling is owed to the next poll (twice counts once) */
+    bus_wake(b);
+    bus_wake(b);
+    t0 = now_s();
+    CHECK(bus_poll(b, 5000000000LL, &n) == BUS_OK && n == 0);
+    CHECK(now_s() - t0 < 1.0);
+    t0 = now_s();
+    CHECK(bus_next(b, 30000000LL, &m) == BUS_E_TIMEOUT);
+    CHECK(now_s() - t0 >= 0.025);
+    /* and b still works */
+    CHECK(bus_publish(a, "news.after-wake", "w", 1) == BUS_OK);
+    CHECK(bus_next(b, 2000000000LL, &m) == BUS_OK && m.payload_len == 1);
+    bus_wake(NULL); /* ignored */
   }
 
   /* ---- state: drain closes, the callback sees it */

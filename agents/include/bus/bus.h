@@ -27,6 +27,10 @@
  *   - bus_message only gains fields at its end; the library never reads one from the caller
  *     beyond those of ABI version 1 without a struct_size;
  *   - handles stay opaque; no C++ type, no exception and no errno convention crosses the ABI.
+ * Adding (a function, an enum value, a field at the end of a sized struct) is compatible: it
+ * keeps BUS_ABI_VERSION and bumps the minor number of the library's file (libbus_c.so.1.<minor>,
+ * BUS_ABI_MINOR), and the addition says "since 1.<minor>" beside it; a program that uses it
+ * needs a library at least that new (the dynamic loader refuses an older one: missing symbol).
  * A change that breaks any of these bumps BUS_ABI_VERSION and with it the soname. A program
  * can check at run time with bus_abi_version() that the library it loaded is the one it was
  * built for.
@@ -41,7 +45,8 @@
  * below says "thread-safe" or "not thread-safe" (= one thread at a time per client), and callbacks run on the thread that calls
  * bus_poll(), bus_run(), bus_next() or bus_request(). Distinct clients can be used from
  * distinct threads at once. Calls that take no client (bus_version, bus_strerror, ...) are
- * thread-safe.
+ * thread-safe. bus_wake() and bus_stop() are the two calls another thread may make on a client
+ * that one thread polls: an event loop hands work to a polling I/O thread and bus_wake()s it.
  *
  * Memory. Views (const char* + length, payload pointers) handed to a callback are valid until
  * the callback returns; a reply from bus_request() or a message from bus_next() is valid until
@@ -60,6 +65,8 @@ extern "C" {
 
 /** The ABI version this header describes (the soname's number: libbus_c.so.1). */
 #define BUS_ABI_VERSION 1
+/** Compatible additions within BUS_ABI_VERSION (libbus_c.so.1.<minor>): 1 = bus_wake(). */
+#define BUS_ABI_MINOR 1
 
 #if defined(__GNUC__)
 #define BUS_API __attribute__((visibility("default")))
@@ -251,10 +258,20 @@ BUS_API bus_status bus_unsubscribe(bus_client* c, uint32_t sid); /* not thread-s
 BUS_API bus_status bus_poll(bus_client* c, int64_t timeout_ns, size_t* dispatched); /* not thread-safe */
 /** bus_poll() until bus_stop(). */
 BUS_API bus_status bus_run(bus_client* c); /* not thread-safe */
-/** Makes bus_run() return (after the wait in progress ends, within 1 s). Thread-safe and
- *  async-signal-safe: the one call another thread or a signal handler may make. Until the next
- *  bus_run(), bus_poll() and bus_next() then return without waiting (as bus::Client::stop()). */
+/** Makes bus_run() return, promptly: it wakes the wait in progress as bus_wake() does.
+ *  Thread-safe and async-signal-safe. Until the next bus_run(), bus_poll() returns without
+ *  waiting and bus_next() returns BUS_E_CANCELLED (as bus::Client::stop()). */
 BUS_API void bus_stop(bus_client* c); /* thread-safe */
+/** Since 1.1. Ends the wait of a bus_poll() or bus_next() in progress on another thread
+ *  promptly, or if none waits, the next one's (wake-ups before a poll takes them count as one):
+ *  bus_poll() returns BUS_OK with 0 dispatched, bus_next() BUS_E_CANCELLED. The client goes on
+ *  working (unlike bus_stop(); bus_run() is not ended by it, nor is bus_request(), which waits
+ *  for its reply). What the caller did before bus_wake() is visible to the polling thread once
+ *  its call returns: queue a command, then bus_wake(). Thread-safe and async-signal-safe; the
+ *  client must not be closed meanwhile (bus_close() is not thread-safe). Costs an atomic
+ *  exchange, and a write(2) only when the poller sleeps in the kernel; nothing is added to the
+ *  message path of the polling thread. */
+BUS_API void bus_wake(bus_client* c); /* thread-safe */
 /** Poll style: the next message of a subscription made with fn NULL, waiting up to timeout_ns
  *  (dispatching callback subscriptions meanwhile). Timeout when none came. The message is a
  *  copy, valid until the next call on the client; bus_reply() works on it until then. */

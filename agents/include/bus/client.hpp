@@ -13,8 +13,9 @@
 // handlers run on the thread that calls poll(), run() or request(). Its outbound ring has one
 // producer, so an agent that publishes from several threads gives each thread its own Client
 // (each is an agent with its own name and rings; that is also what keeps their publishes from
-// contending), or serializes the calls with its own mutex. stop() is the one call another
-// thread (or a signal handler) may make.
+// contending), or serializes the calls with its own mutex. wake() and stop() are the calls
+// another thread (or a signal handler) may make: an event loop that owns a Client on an I/O
+// thread queues work for it and calls wake() to end that thread's poll().
 //
 // Cost. publish(), the receive path and request() allocate nothing after warm-up (the first
 // message on a subject builds its envelope template); messages are written straight into the
@@ -258,11 +259,24 @@ class Client {
   Result<void> reply_error(const Message& request, Errc code, std::string_view detail = {});
 
   /// Dispatches received messages to handlers, waiting up to `timeout` for the first one.
-  /// Returns how many were dispatched (0 on timeout).
+  /// Returns how many were dispatched (0 on timeout, or when woken by wake()).
   Result<size_t> poll(std::chrono::nanoseconds timeout);
-  /// poll() until stop().
+  /// poll() until stop(). (wake() does not end it.)
   void run();
-  void stop() noexcept { stop_.store(true, std::memory_order_relaxed); }
+  /// Makes run() return, and poll() return without waiting until the next run(). Thread-safe
+  /// and async-signal-safe; wakes a wait in progress (as wake()), so run() returns promptly.
+  void stop() noexcept;
+  /// Ends the wait of a poll() in progress on another thread promptly (it returns 0), or, if
+  /// none is waiting, the next poll()'s wait (once: wake-ups before a poll takes them count as
+  /// one). The Client goes on working (unlike stop()). Thread-safe and async-signal-safe; the
+  /// caller must keep the Client alive during the call. What the caller did before wake() (a
+  /// command it queued for the polling thread) is visible to that thread when poll() returns.
+  /// Costs one atomic exchange, plus one write(2) when the poller sleeps in the kernel (wait
+  /// "block", or "adaptive" past its spin); a poller that spins (any wait strategy) sees it
+  /// within a spin turn. request() and drain() are not woken: they wait for what they wait for.
+  /// Nothing is added to the message path: poll() reads the flag only when it has nothing to
+  /// dispatch.
+  void wake() noexcept;
 
   /// Agents on this host with `capability` (and a name matching `name_glob`).
   Expected<std::vector<AgentInfo>> find_agents(std::string_view capability,
