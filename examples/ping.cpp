@@ -11,7 +11,7 @@
 #include "bus/clock.hpp"
 
 int main(int argc, char** argv) {
-  CLI::App app{"ping: request/reply round trips through busd"};
+  CLI::App app{"ping: request/reply round trips through busd (or a direct lane it sets up)"};
   std::string name = "ping";
   uint64_t count = 10000;
   size_t payload = 64;
@@ -53,8 +53,11 @@ int main(int argc, char** argv) {
   }
   std::sort(rtt.begin(), rtt.end());
   auto pct = [&](double p) { return rtt[std::min(rtt.size() - 1, static_cast<size_t>(p / 100.0 * rtt.size()))] / 1000.0; };
-  std::printf("ping: %zu round trips through busd (%zu B, wait=%s): p50 %.1f us  p90 %.1f us  p99 %.1f us  max %.1f us  errors %llu\n",
-              rtt.size(), payload, wait.c_str(), pct(50), pct(90), pct(99), rtt.back() / 1000.0,
+  // Over a direct lane (busd set one up to the responder) or through busd: say which.
+  const auto& st = (*c)->stats();
+  const char* path = st.lane_sent == 0 ? "through busd" : st.lane_sent >= st.requests ? "over a direct lane" : "over a lane and through busd";
+  std::printf("ping: %zu round trips %s (%zu B, wait=%s): p50 %.1f us  p90 %.1f us  p99 %.1f us  max %.1f us  errors %llu\n",
+              rtt.size(), path, payload, wait.c_str(), pct(50), pct(90), pct(99), rtt.back() / 1000.0,
               static_cast<unsigned long long>(errors));
   return errors == 0 ? 0 : 1;
 }
