@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -460,9 +461,11 @@ uint64_t HistogramSnapshot::quantile(double q) const noexcept {
   if (!(q > 0)) q = 0;  // NaN too
   if (q > 1) q = 1;
   // The rank of the value at q (1-based), then the bucket where the running count reaches it.
-  auto rank = static_cast<uint64_t>(q * static_cast<double>(n) + 0.999999);
-  if (rank < 1) rank = 1;
-  if (rank > n) rank = n;
+  // Clamped in double before the conversion: n near 2^64 (a damaged page) must not overflow it.
+  const double want = std::ceil(q * static_cast<double>(n));
+  const uint64_t rank = want < 1.0                            ? 1
+                        : want >= static_cast<double>(n) ? n
+                                                              : static_cast<uint64_t>(want);
   // The spare buckets count as the last one (busd never writes them): the answer stays
   // non-decreasing in q whatever the page holds. seen ends at n, so the loop always answers.
   uint64_t seen = 0, high = ~uint64_t{0};

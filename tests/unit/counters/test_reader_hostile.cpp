@@ -450,6 +450,15 @@ TEST_CASE("histograms: read back; a table outside the page, a bad stride or over
   slots[1].buckets[3].store(~uint64_t{0} - 1);
   const auto wrapped = v->histograms()[1];
   CHECK(wrapped.quantile(0.5) <= wrapped.quantile(0.99));
+  // A total just below 2^64: the rank is clamped before it becomes an integer (UBSan: no overflow).
+  slots[1].buckets[kHistBuckets - 1].store(0);
+  slots[1].buckets[3].store(~uint64_t{0} - 1);
+  slots[1].buckets[0].store(1);
+  const auto huge = v->histograms()[1];
+  CHECK(huge.total() == ~uint64_t{0});
+  CHECK(huge.quantile(0.99) == 3);
+  CHECK(huge.quantile(1.0) == 3);
+  CHECK(huge.quantile(0.0) == 0);
 
   Image out(img.data(), img.size());
   out.header().histogram_count = 3;  // one more than fits in the page
