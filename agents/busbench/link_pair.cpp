@@ -15,6 +15,7 @@
 #include "bus/counters.hpp"
 #include "bus_kit.hpp"
 #include "dpdk_kit.hpp"
+#include "rdma_kit.hpp"
 
 namespace bus::bench {
 namespace {
@@ -56,7 +57,14 @@ constexpr const char* kPaused = "; the pair is stopped (SIGSTOP) while anything 
 
 }  // namespace
 
-const char* kind_name(LinkKind k) noexcept { return k == LinkKind::dpdk ? "dpdk" : "tcp"; }
+const char* kind_name(LinkKind k) noexcept {
+  switch (k) {
+    case LinkKind::dpdk: return "dpdk";
+    case LinkKind::rdma: return "rdma";
+    case LinkKind::tcp: break;
+  }
+  return "tcp";
+}
 
 LinkedPair::LinkedPair(const BusOptions& o, LinkKind kind, std::shared_ptr<NetnsPair> ns, bool beside)
     : kind_(kind), ns_(std::move(ns)) {
@@ -66,6 +74,7 @@ LinkedPair::LinkedPair(const BusOptions& o, LinkKind kind, std::shared_ptr<Netns
   if (kind_ == LinkKind::dpdk && memif_ == static_cast<bool>(ns_)) {
     throw std::logic_error("LinkedPair: --dpdk memif runs without network namespaces, af_packet in them");
   }
+  if (kind_ == LinkKind::rdma && ns_) throw std::logic_error("LinkedPair: an RDMA pair runs without network namespaces");
   busy_ = kind_ == LinkKind::dpdk && o.dpdk_idle == "busy";
   inline_ = kind_ == LinkKind::dpdk && o.dpdk_idle == "inline";
   // Not even an idle DPDK pair is quiet: adaptive poll threads wake every sleep_max_us at most
@@ -76,6 +85,11 @@ LinkedPair::LinkedPair(const BusOptions& o, LinkKind kind, std::shared_ptr<Netns
     if (kind_ == LinkKind::tcp) {
       ip_[s] = host_ip(static_cast<Side>(s));
       port_[s] = ns_ ? kNetnsPort : free_loopback_port();
+    } else if (kind_ == LinkKind::rdma) {
+      // Both on this host's RDMA interface; only A listens (rdma_cm's port space is its own:
+      // a port free for TCP is as good a guess as any).
+      ip_[s] = rdma_address(o.rdma_addr);
+      port_[s] = s == kSideA ? free_loopback_port() : 0;
     } else {
       // memif carries frames between two processes and no kernel sees them: any addresses do.
       ip_[s] = memif_ ? (s == kSideA ? "10.201.0.1" : "10.201.0.2") : ns_->foreign_address(s);
@@ -103,7 +117,11 @@ LinkedPair::LinkedPair(const BusOptions& o, LinkKind kind, std::shared_ptr<Netns
       if (clock::mono_ns() > end || !busd(kSideA).alive() || !busd(kSideB).alive()) {
         std::string why = "the ";
         why.append(kind_name(kind_)).append(" link between busd B and busd A (").append(where())
-            .append(") did not come up within 10 s\n--- busd B's log:\n").append(busd(kSideB).log())
+            .append(") did not come up within 10 s")
+            .append(kind_ == LinkKind::rdma ? " (an RDMA link needs rdma_cm to reach that address through the device, "
+                                              "and memory it may lock for its rings: ulimit -l)"
+                                            : "")
+            .append("\n--- busd B's log:\n").append(busd(kSideB).log())
             .append("--- busd A's log:\n").append(busd(kSideA).log());
         throw std::runtime_error(why);
       }
@@ -122,11 +140,22 @@ std::string LinkedPair::config(Side s) const {
   std::string c = "[cluster]\nname = \"busbench\"\nnode = \"";
   c.append(s == kSideA ? "a" : "b").append("\"\n");
   if (kind_ == LinkKind::tcp) c.append("listen = \"").append(endpoint(ip_[s], port_[s])).append("\"\n");
+  if (kind_ == LinkKind::rdma && s == kSideA) {
+    c.append("rdma_listen = \"").append(endpoint(ip_[s], port_[s])).append("\"\n");
+  }
   c.append("heartbeat_ms = 500\ndead_after_ms = ")
       .append(std::to_string(pauses_ ? kDeadAfterPausedMs : kDeadAfterMs))
       .append("\n");
   if (kind_ == LinkKind::tcp) {
     if (s == kSideB) c.append("[[links]]\nkind = \"tcp\"\npeer = \"").append(endpoint(ip_[kSideA], port_[kSideA])).append("\"\n");
+    return c;
+  }
+  if (kind_ == LinkKind::rdma) {
+    // B dials from the same interface (local: so that rdma_cm binds B to the device A listens on).
+    if (s == kSideB) {
+      c.append("[[links]]\nkind = \"rdma\"\npeer = \"").append(endpoint(ip_[kSideA], port_[kSideA]))
+          .append("\"\nlocal = \"").append(ip_[kSideB]).append("\"\n");
+    }
     return c;
   }
   const std::string port = memif_ ? "net_memif0" : "net_af_packet0";
@@ -192,6 +221,11 @@ std::string LinkedPair::where() const {
     }
     return ns_->describe().append(": DPDK net_af_packet on each side's veth, ").append(at(kSideA)).append(" <-> ")
         .append(at(kSideB)).append(", a subnet neither kernel has");
+  }
+  if (kind_ == LinkKind::rdma) {
+    return std::string("one RDMA interface: busd B dials busd A's rdma_listen at ").append(endpoint(ip_[kSideA], port_[kSideA]))
+        .append(" from ").append(ip_[kSideB])
+        .append(" (rdma_cm picks the device by the address; both ends on one port of it)");
   }
   const std::string dial = std::string("busd B dials busd A at ").append(endpoint(ip_[kSideA], port_[kSideA]));
   if (!ns_) return std::string("loopback: ").append(dial).append(" (B listens at ").append(endpoint(ip_[kSideB], port_[kSideB])).append(")");

@@ -1,11 +1,16 @@
-// Two private busd linked, for `busbench --transport tcp|dpdk`: on this host's loopback or, with
-// --netns, each in a network namespace of its own (NetnsPair; the pairs of one run share it).
+// Two private busd linked, for `busbench --transport tcp|dpdk|rdma`: on this host's loopback or,
+// with --netns (tcp, dpdk), each in a network namespace of its own (NetnsPair; the pairs of one
+// run share it).
 //   tcp   busd A listens, busd B dials it (the [[links]] table is on B's side only); loopback
 //         (127.0.0.1, a port each) or A listening on its veth address.
 //   dpdk  a DPDK port each, and both list the link (both dial; the datagram handshake meets in
 //         the middle): memif between the two on this host (A the memif server on EAL lcore 0, B
 //         the client on lcore 1), or net_af_packet on each side's veth, the link's addresses on a
 //         subnet the kernels do not have (they see its frames too, and ignore them).
+//   rdma  busd A's [cluster] rdma_listen on the address of this host's RDMA interface (--rdma-addr,
+//         $BUS_RDMA_ADDR, else its first non-loopback IPv4 address), busd B dials it from the same
+//         address (a [[links]] kind = "rdma" table on B's side only): rdma_cm picks the device by
+//         the address, and both ends sit on one port of it (loopback through the device).
 #pragma once
 
 #include <cstdint>
@@ -21,7 +26,7 @@ namespace bus::bench {
 
 enum Side : int { kSideA = 0, kSideB = 1 };
 
-enum class LinkKind { tcp, dpdk };
+enum class LinkKind { tcp, dpdk, rdma };
 [[nodiscard]] const char* kind_name(LinkKind k) noexcept;
 
 class LinkedPair {
@@ -43,7 +48,7 @@ class LinkedPair {
   /// The raw TCP baselines' path: the listening socket on `listener`'s side (its kernel
   /// address, its namespace), the connecting one on the other side.
   [[nodiscard]] TcpPath tcp_path(Side listener) const;
-  /// The link's address on side s (a DPDK link's own, not the kernel's).
+  /// The link's address on side s (a DPDK link's own, not the kernel's; an RDMA link's interface).
   [[nodiscard]] const std::string& ip(Side s) const noexcept { return ip_[s]; }
   /// The kernel's address on side s: 127.0.0.1, or its veth's (where the raw TCP baselines run).
   [[nodiscard]] std::string host_ip(Side s) const;

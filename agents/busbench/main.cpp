@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "rdma_kit.hpp"
 #include "scenarios.hpp"
 
 namespace {
@@ -26,7 +27,11 @@ struct BusCli {
   bool quick = false;
   CLI::App* app = nullptr;
   std::vector<CLI::Option*> dpdk_only;  // --dpdk, --dpdk-idle: refused without --transport dpdk
+  CLI::Option* rdma_addr = nullptr;     // --rdma-addr: refused without --transport rdma
 };
+
+// The exit status of a run that cannot happen on this host (meson and busbench's tests: SKIP).
+constexpr int kSkip = 77;
 
 // Options every scenario through busd takes.
 void add_bus_common(CLI::App* app, BusCli& c) {
@@ -54,8 +59,9 @@ void add_bus_common(CLI::App* app, BusCli& c) {
   app->add_option("--address", o.address, "measure the busd listening at this socket instead of starting one");
   app->add_option("--transport", o.transport,
                   "shm (one busd, local shared memory); tcp (pingpong and pubsub: two busd linked over TCP); dpdk "
-                  "(pingpong and pubsub: two busd linked over DPDK, next to two linked over TCP); rdma as its link "
-                  "lands");
+                  "(pingpong and pubsub: two busd linked over DPDK, next to two linked over TCP); rdma (pingpong and "
+                  "pubsub: two busd linked over RDMA on this host's RDMA interface, next to two linked over TCP; "
+                  "without an RDMA device it says why and exits 77)");
   app->add_option("--busd", o.busd_bin, "busd binary to start (default: $BUSD_BIN, next to busbench, $PATH)");
   app->add_flag("--baseline,!--no-baseline", c.baseline, "interleave the raw baselines with busd's runs");
   app->add_flag("--quick", c.quick, "a short run (3 runs, fewer messages)");
@@ -132,11 +138,16 @@ int main(int argc, char** argv) {
                            "then sleep), busy (never sleep: the two of them take two cores) or inline (no poll "
                            "thread: each busd polls its port in its own loop, sleeping at most 20 us)")
             ->check(CLI::IsMember({"adaptive", "busy", "inline"})));
+    c->rdma_addr = c->app->add_option(
+        "--rdma-addr", c->o.rdma_addr,
+        "with --transport rdma: the address of this host's RDMA interface both busd of the RDMA pair use (busd A "
+        "listens there, busd B dials from it; rdma_cm picks the device by it). Default: $BUS_RDMA_ADDR, else the "
+        "first non-loopback IPv4 address");
   }
   for (BusCli* c : {&pp, &ps, &sc}) {
     c->app->add_option("--lanes", c->o.lanes,
                        "busd with direct lanes on, off, or both: two private busd, runs interleaved (default: both; "
-                       "not with --address or --transport tcp|dpdk)")
+                       "not with --address or --transport tcp|dpdk|rdma)")
         ->check(CLI::IsMember({"on", "off", "both"}));
   }
   pp.app->add_flag("--hops,!--no-hops", pp.o.hops,
@@ -179,7 +190,14 @@ int main(int argc, char** argv) {
       } else if (lanes_scenario && o.address.empty() && o.transport == "shm") {
         o.lanes = "both";
       }
-      const bool linked = o.transport == "tcp" || o.transport == "dpdk";
+      const bool linked = o.transport == "tcp" || o.transport == "dpdk" || o.transport == "rdma";
+      if (c->rdma_addr != nullptr && c->rdma_addr->count() > 0 && o.transport != "rdma") {
+        throw std::runtime_error("--rdma-addr goes with --transport rdma");
+      }
+      if (o.transport == "rdma" && o.netns) {
+        throw std::runtime_error("--netns goes with --transport tcp or dpdk: the RDMA pair runs on this host's RDMA "
+                                 "interface (--rdma-addr), not in network namespaces");
+      }
       if (o.transport != "dpdk") {
         for (const CLI::Option* opt : c->dpdk_only) {
           if (opt->count() > 0) throw std::runtime_error(opt->get_name() + " goes with --transport dpdk");
@@ -193,8 +211,11 @@ int main(int argc, char** argv) {
       }
       // How busbench's parties wait: spinners against CPUs, busd's wait (see plan_waits).
       const std::string scenario = c->app->get_name();
-      // dpdk: the DPDK-linked pair and the TCP-linked pair beside it.
-      const size_t busds = o.transport == "dpdk" ? 4 : o.transport == "tcp" ? 2 : o.lanes == "both" ? 2 : 1;
+      // dpdk, rdma: the DPDK- or RDMA-linked pair and the TCP-linked pair beside it.
+      const size_t busds = o.transport == "dpdk" || o.transport == "rdma" ? 4
+                           : o.transport == "tcp"                          ? 2
+                           : o.lanes == "both"                             ? 2
+                                                                           : 1;
       if (c == &pp) {
         bus::bench::plan_waits(o, scenario, 1, "responder", busds, true);
       } else if (c == &ld) {
@@ -213,10 +234,20 @@ int main(int argc, char** argv) {
           throw std::runtime_error("--address measures one running busd; --transport " + o.transport +
                                    " starts its own linked pairs");
         }
+        if (c != &pp && c != &ps) {
+          throw std::runtime_error("--transport " + o.transport + ": pingpong and pubsub measure links; " +
+                                   c->app->get_name() + " runs on one busd (--transport shm)");
+        }
+        // No RDMA device (or a build without rdma-core): nothing can run; say why, as a skip.
+        if (o.transport == "rdma") {
+          if (const std::string why = bus::bench::rdma_problem(); !why.empty()) {
+            std::printf("busbench: --transport rdma: %s\n", why.c_str());
+            std::fflush(stdout);
+            return kSkip;
+          }
+        }
         if (c == &pp) return bus::bench::run_link_pingpong(o);
-        if (c == &ps) return bus::bench::run_link_pubsub(o);
-        throw std::runtime_error("--transport " + o.transport + ": pingpong and pubsub measure links; " +
-                                 c->app->get_name() + " runs on one busd (--transport shm)");
+        return bus::bench::run_link_pubsub(o);
       }
       if (o.netns) {
         throw std::runtime_error("--netns puts two linked busd in two network namespaces: it needs --transport tcp or dpdk");

@@ -1,4 +1,4 @@
-// busbench pingpong and pubsub with --transport tcp|dpdk: two private busd linked (LinkedPair),
+// busbench pingpong and pubsub with --transport tcp|dpdk|rdma: two private busd linked (LinkedPair),
 // busbench and its requester or publisher on busd B, the responder or subscriber process on
 // busd A, next to raw baselines between the same two endpoints, interleaved run by run.
 //   tcp   one pair, linked over TCP (B dials A), next to raw TCP between the same two addresses
@@ -8,10 +8,16 @@
 //         same path (loopback; the same namespaces and veth pair), so that the DPDK link is seen
 //         next to busd's TCP link; next to raw TCP and, over memif, the raw DPDK floor
 //         (dpdk_pingpong: two processes busy-polling memif, no busd).
+//   rdma  two pairs measured in turn, as dpdk: one linked over RDMA (busd A's rdma_listen on this
+//         host's RDMA interface, busd B dials it from there: both on one port of the device) and
+//         one linked over TCP on loopback, so that the RDMA link is seen next to busd's TCP link;
+//         next to raw TCP. There is no raw RDMA row (no busd, rdma_cm and verbs alone): the
+//         comparison is busd's RDMA link against busd's TCP link, same run.
 // While one pair is measured the other sits idle: its agent sleeps (standby); a TCP pair's busd
-// sleep, and a DPDK pair is stopped (its poll threads are never quiet: see LinkedPair::idle).
+// sleep, an RDMA pair's too (busd's loop sleeps on the completion channel), and a DPDK pair is
+// stopped (its poll threads are never quiet: see LinkedPair::idle).
 //
-// Per-hop breakdown (of the first pair: the DPDK link, or the one TCP link). The busd a message
+// Per-hop breakdown (of the first pair: the DPDK or RDMA link, or the one TCP link). The busd a message
 // enters writes its two hop times (Flags::Timed: agent -> busd, held in busd) into the copy it
 // sends on the link, and the busd at the other end leaves them: the responder sees busd B's,
 // busbench sees busd A's in the reply. With every Header timestamp (the link takes it to
@@ -60,17 +66,23 @@ constexpr int kMeasuredHops = 9;
 constexpr const char* kRawTcpRow = "raw TCP ping-pong";
 constexpr const char* kRawMemifRow = "raw memif ping-pong";
 constexpr size_t kNoLeg = SIZE_MAX;  // Rig::only: a baseline is measured
-constexpr const char* kTakingTurns =
+constexpr const char* kTakingTurnsDpdk =
     "runs: the baselines, then each pair in turn (the order alternates run by run); meanwhile the other pair's "
     "agent sleeps, and the DPDK pair is stopped (SIGSTOP: its poll threads wake every 100 us at most, or never "
     "sleep) while the TCP pair's busd sleep";
+constexpr const char* kTakingTurnsRdma =
+    "runs: the baselines, then each pair in turn (the order alternates run by run); meanwhile the other pair's "
+    "agent sleeps and its two busd sleep (an RDMA link's busd sleeps on its completion channel)";
+const char* taking_turns(const BusOptions& o) { return o.transport == "rdma" ? kTakingTurnsRdma : kTakingTurnsDpdk; }
+// "DPDK", "RDMA": the link the first pair of a two-pair run measures.
+const char* upper_kind(const BusOptions& o) { return o.transport == "rdma" ? "RDMA" : "DPDK"; }
 
 double mib(pid_t pid) { return static_cast<double>(memory_of(pid).rss) / (1 << 20); }
 
 // One linked pair busbench measures through: its peer agent (the responder or the subscriber)
 // on busd A, busbench's client on busd B.
 struct Leg {
-  std::string label;  // "dpdk", "tcp" (--transport dpdk); "" for the one pair of --transport tcp
+  std::string label;  // "dpdk" or "rdma", "tcp" (--transport dpdk|rdma); "" for the one pair of --transport tcp
   std::unique_ptr<LinkedPair> pair;
   Child peer;
   std::unique_ptr<Client> client;
@@ -87,12 +99,14 @@ struct Leg {
   }
   /// "TCP link", "DPDK link (memif)": what the messages cross between busd B and busd A.
   [[nodiscard]] std::string link(const BusOptions& o) const {
+    if (pair->kind() == LinkKind::rdma) return "RDMA link";
     return pair->kind() == LinkKind::dpdk ? std::string("DPDK link (").append(o.dpdk).append(")") : "TCP link";
   }
 };
 
 // The linked pairs of a run: one TCP-linked pair (--transport tcp), or a DPDK-linked pair and a
 // TCP-linked pair beside it on the same path (--transport dpdk; they share the namespaces of
+// --netns), or an RDMA-linked pair and a TCP-linked pair beside it (--transport rdma; no
 // --netns). Each gets busbench's peer agent on its side A, forked while busbench has one thread;
 // busbench then moves to B's side and connects to each busd B.
 class Rig {
@@ -121,11 +135,12 @@ class Rig {
 };
 
 Rig::Rig(const BusOptions& o, const std::string& peer_what, bool timed, const PeerMain& peer_main)
-    : ctl_(o.transport == "dpdk" ? 2 : 1) {
+    : ctl_(o.transport == "tcp" ? 1 : 2) {
   std::shared_ptr<NetnsPair> ns;
   if (o.netns) ns = std::make_shared<NetnsPair>();
   std::vector<std::pair<LinkKind, std::string>> kinds{{LinkKind::tcp, ""}};
   if (o.transport == "dpdk") kinds = {{LinkKind::dpdk, "dpdk"}, {LinkKind::tcp, "tcp"}};
+  if (o.transport == "rdma") kinds = {{LinkKind::rdma, "rdma"}, {LinkKind::tcp, "tcp"}};
   legs_.resize(kinds.size());
   for (size_t i = 0; i < kinds.size(); ++i) {
     legs_[i].label = kinds[i].second;
@@ -221,7 +236,7 @@ std::string raw_path_note(const BusOptions& o, const LinkedPair& pair, Side send
   auto at = [&](Side s) {
     return std::string(o.netns ? (s == kSideA ? "namespace a, " : "namespace b, ") : "").append(pair.host_ip(s));
   };
-  const bool dpdk = o.transport == "dpdk";
+  const bool dpdk = o.transport != "tcp";  // a TCP-linked pair beside a DPDK or RDMA one
   return std::string("two processes, sockets at ").append(at(sender)).append(" -> ").append(at(receiver))
       .append(o.netns ? (dpdk ? " (across the veth pair both links use)" : " (across the veth pair the link uses)")
                       : (dpdk ? " (loopback, the tcp link's path)" : " (the link's loopback address)"));
@@ -256,10 +271,10 @@ const ThroughputRow* throughput_row(const Report& rep, const std::string& name) 
   return nullptr;
 }
 
-// --transport dpdk, pingpong: the DPDK link against busd's TCP link and against the raw memif
-// floor, as target lines (medians of same-run ratios).
+// --transport dpdk|rdma, pingpong: the DPDK or RDMA link against busd's TCP link and (dpdk)
+// against the raw memif floor, as target lines (medians of same-run ratios).
 void pingpong_targets(Report& rep, const BusOptions& o, Rig& rig) {
-  rep.set_targets_title("the DPDK link (medians of same-run ratios)");
+  rep.set_targets_title(std::string("the ").append(upper_kind(o)).append(" link (medians of same-run ratios)"));
   const LatencyRow* dpdk = latency_row(rep, rig[0].row("pingpong"));
   const LatencyRow* tcp = latency_row(rep, rig[1].row("pingpong"));
   const LatencyRow* memif = latency_row(rep, kRawMemifRow);
@@ -268,7 +283,7 @@ void pingpong_targets(Report& rep, const BusOptions& o, Rig& rig) {
   if (dpdk != nullptr && tcp != nullptr) {
     for (const auto& [what, field] : fields) {
       TargetLine t;
-      t.name = std::string("pingpong, busd dpdk link / busd tcp link: ").append(what);
+      t.name = std::string("pingpong, busd ").append(rig[0].label).append(" link / busd tcp link: ").append(what);
       t.value = same_run_ratio(*dpdk, *tcp, field);
       t.unit = "x";
       t.note = "same-run ratio, for comparison";
@@ -301,6 +316,7 @@ void pingpong_targets(Report& rep, const BusOptions& o, Rig& rig) {
 int run_link_pingpong(const BusOptions& o) {
   if (o.runs < 1 || (o.count == 0 && o.duration_s <= 0)) throw std::runtime_error("nothing to measure: --count or --duration");
   const bool dpdk = o.transport == "dpdk";
+  const bool rdma = o.transport == "rdma";
   const Clock clk = Clock::calibrate();
   const std::string ping = subject_prefix() + ".ping";
   Rig rig(o, "responder", true,
@@ -332,6 +348,9 @@ int run_link_pingpong(const BusOptions& o) {
   if (dpdk) {
     header.append("a DPDK link between two busd (").append(o.dpdk)
         .append("), next to a TCP link between two more on the same path, ");
+  } else if (rdma) {
+    header.append("an RDMA link between two busd, next to a TCP link between two more on loopback (no raw RDMA "
+                  "baseline: busd's RDMA link is compared with busd's TCP link and raw TCP), ");
   } else {
     header.append("a link between two busd, ");
   }
@@ -340,7 +359,7 @@ int run_link_pingpong(const BusOptions& o) {
       .append(std::to_string(o.runs)).append(" runs (+").append(std::to_string(o.warmup)).append(" warm-up)\n")
       .append(waits(o, rig, "requester", "responder")).append("\n  clock ").append(clk.describe())
       .append("; timeout ").append(std::to_string(o.timeout_ms)).append(" ms per request");
-  Report rep(dpdk ? "pingpong-dpdk" : "pingpong-tcp", header);
+  Report rep(std::string("pingpong-").append(o.transport), header);
   for (const auto& n : o.wait_notes) rep.note(n);
   rep.note(loop_note(o));
 
@@ -450,7 +469,7 @@ int run_link_pingpong(const BusOptions& o) {
     }
   }
   rep.fact("requests failed (timeout, error)", "", true).values.push_back(static_cast<double>(failed));
-  if (o.baseline && !dpdk) {
+  if (o.baseline && rig.size() == 1) {
     const LatencyRow* bus = latency_row(rep, rig[0].row("pingpong"));
     const LatencyRow* base = latency_row(rep, kRawTcpRow);
     const double x = bus != nullptr && base != nullptr ? same_run_ratio(*bus, *base, &LatencySummary::p50) : 0;
@@ -459,10 +478,12 @@ int run_link_pingpong(const BusOptions& o) {
                   x > 0 && x <= 3.0 ? "met" : "NOT met");
     rep.note(line);
   }
-  if (dpdk) {
+  if (rig.size() > 1) {
     pingpong_targets(rep, o, rig);
     if (!no_memif.empty()) rep.note(std::string("no raw memif ping-pong row: ").append(no_memif));
-    rep.note("per-hop breakdown: the DPDK link's pair (" + rig[0].row("pingpong") + ")");
+    if (rdma) rep.note("no raw RDMA row: the RDMA link is measured against busd's TCP link in the same run");
+    rep.note(std::string("per-hop breakdown: the ").append(upper_kind(o)).append(" link's pair (")
+                 .append(rig[0].row("pingpong")).append(")"));
   }
   if (o.payload < kEcho) rep.note("no per-hop breakdown: the payload is under 24 B (the responder echoes times in it)");
   rep.note("one host: busbench, the responder and both busd read one CLOCK_MONOTONIC, so the one-way hops are "
@@ -470,7 +491,7 @@ int run_link_pingpong(const BusOptions& o) {
   if (stamped == 0) rep.note("no request carried busd B's hop stamps: the busd hops could not be split");
   rep.note("CPU per million messages (= CPU-us per message): a round trip is two messages (request and reply)");
   if (rig.size() > 1) {
-    rep.note(kTakingTurns);
+    rep.note(taking_turns(o));
   }
   rig.stop();
   if (failed > 0) {
@@ -483,7 +504,7 @@ int run_link_pingpong(const BusOptions& o) {
 int run_link_pubsub(const BusOptions& o) {
   if (o.subscribers != 1) throw std::runtime_error("pubsub --transport " + o.transport + ": one subscriber (on busd A)");
   if (o.count == 0) throw std::runtime_error("pubsub needs --count (messages per run)");
-  const bool dpdk = o.transport == "dpdk";
+  const bool beside = o.transport != "tcp";  // dpdk, rdma: a TCP-linked pair beside the first
   const Clock clk = Clock::calibrate();
   const std::string subject = subject_prefix() + ".pub";
   Rig rig(o, "subscriber", false,
@@ -500,11 +521,14 @@ int run_link_pubsub(const BusOptions& o) {
   std::string header = std::string("busbench pubsub --transport ").append(o.transport)
                            .append(": 1 publisher (busbench) -> busd B -> ").append(rig[0].link(o))
                            .append(" -> busd A -> 1 subscriber process, ");
-  if (dpdk) header.append("next to the same over a TCP link between two more busd on the same path, ");
+  if (beside) {
+    header.append("next to the same over a TCP link between two more busd ")
+        .append(o.transport == "rdma" ? "on loopback, " : "on the same path, ");
+  }
   header.append(std::to_string(o.payload)).append(" B payload (").append(std::to_string(record))
       .append(" B encoded), ").append(std::to_string(o.count)).append(" messages x ").append(std::to_string(o.runs))
       .append(" runs\n").append(waits(o, rig, "publisher", "subscriber")).append("\n  clock ").append(clk.describe());
-  Report rep(dpdk ? "pubsub-dpdk" : "pubsub-tcp", header);
+  Report rep(std::string("pubsub-").append(o.transport), header);
   for (const auto& n : o.wait_notes) rep.note(n);
   rep.note("msgs/s: messages delivered per second (from the first publish to the subscriber's last message); MB/s "
            "counts payload bytes (encoded bytes for raw TCP)");
@@ -598,22 +622,27 @@ int run_link_pubsub(const BusOptions& o) {
              "filled while the link was up, and busd does not hold a local publisher back for a peer that "
              "acknowledges slowly. msgs/s counts the messages delivered");
   }
-  if (dpdk) {
-    rep.set_targets_title("the DPDK link (medians of same-run ratios)");
+  if (beside) {
+    rep.set_targets_title(std::string("the ").append(upper_kind(o)).append(" link (medians of same-run ratios)"));
     for (const std::string& what : {"batch " + batch, std::string("unbatched")}) {
       const ThroughputRow* d = throughput_row(rep, rig[0].row("pubsub B -> A, " + what));
       const ThroughputRow* t = throughput_row(rep, rig[1].row("pubsub B -> A, " + what));
       if (d == nullptr || t == nullptr) continue;
       TargetLine line;
-      line.name = std::string("pubsub ").append(what).append(", busd dpdk link / busd tcp link: msgs/s");
+      line.name = std::string("pubsub ").append(what).append(", busd ").append(rig[0].label).append(" link / busd tcp link: msgs/s");
       line.value = same_run_ratio(*d, *t);
       line.unit = "x";
       line.note = "same-run ratio, for comparison";
       rep.target(line);
     }
-    rep.note("no raw DPDK row: dpdk_pingpong measures round trips (one frame in flight), not a one-way stream; the raw "
-             "baseline is TCP");
-    rep.note(kTakingTurns);
+    if (o.transport == "dpdk") {
+      rep.note("no raw DPDK row: dpdk_pingpong measures round trips (one frame in flight), not a one-way stream; the "
+               "raw baseline is TCP");
+    } else {
+      rep.note("no raw RDMA row: the RDMA link is measured against busd's TCP link in the same run; the raw baseline "
+               "is TCP");
+    }
+    rep.note(taking_turns(o));
   }
   bursts.clear();
   rig.stop();

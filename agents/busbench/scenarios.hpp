@@ -38,10 +38,11 @@ struct EnvelopeOptions : CommonOptions {
 struct BusOptions : CommonOptions {
   // Where and how.
   std::string address;              // an existing busd; "" = start a private one
-  std::string transport = "shm";     // "tcp", "dpdk": pingpong and pubsub between two linked busd
+  std::string transport = "shm";     // "tcp", "dpdk", "rdma": pingpong and pubsub between two linked busd
   bool netns = false;               // tcp, dpdk: busd A and B in two network namespaces joined by a veth pair
   std::string dpdk = "memif";       // dpdk: "memif" (two busd on this host) or "af_packet" (on the veth, --netns)
   std::string dpdk_idle = "adaptive";  // dpdk: the ports' poll threads: "adaptive" or "busy" (never sleep)
+  std::string rdma_addr;             // rdma: the RDMA interface's address ("": $BUS_RDMA_ADDR, else the first IPv4)
   std::string busd_bin;
   std::string busd_wait;            // "" (no --busd-wait): plan_waits() picks adaptive, or block
                                     // when busbench's spinning agents fill every CPU
@@ -96,8 +97,8 @@ int run_loaded(const BusOptions& o);
 int run_scatter(const BusOptions& o);
 int run_pubsub(const BusOptions& o);
 int run_agents(const BusOptions& o);
-/// --transport tcp|dpdk (scenario_links.cpp): busbench on busd B, its peer agent on busd A (dpdk:
-/// a DPDK-linked pair and a TCP-linked pair beside it, measured in turn).
+/// --transport tcp|dpdk|rdma (scenario_links.cpp): busbench on busd B, its peer agent on busd A
+/// (dpdk, rdma: a DPDK- or RDMA-linked pair and a TCP-linked pair beside it, measured in turn).
 int run_link_pingpong(const BusOptions& o);
 int run_link_pubsub(const BusOptions& o);
 

@@ -65,8 +65,8 @@ std::string find_busd(const std::string& explicit_path) {
 BusTarget::BusTarget(const TargetOptions& o) {
   if (o.transport != "shm") {
     throw std::runtime_error("transport '" + o.transport +
-                             "': only 'shm' (local shared memory), 'tcp' and 'dpdk' (pingpong and pubsub between two "
-                             "linked busd) exist yet; rdma lands with [rdma]");
+                             "': only 'shm' (local shared memory), and 'tcp', 'dpdk' and 'rdma' (pingpong and pubsub "
+                             "between two linked busd) exist");
   }
   const std::string who = o.name.empty() ? "busd" : o.name;
   if (!o.address.empty()) {

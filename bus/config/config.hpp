@@ -156,6 +156,10 @@ struct LinkConfig {
   uint32_t signal_every{16};   // every Nth send WR is signaled, 1..send_depth/2
   uint32_t inline_bytes{128};  // inline data asked of the device, 0..1024
   uint32_t batch_wrs{32};      // send WRs per doorbell, 1..send_depth
+  /// rdma_cm picks device, port and source GID by the addresses; these check what it picked
+  /// (busd takes the link down, naming it, when they differ):
+  uint32_t ib_port{0};         // 0 = any; else the port (1..255) local must resolve to
+  int32_t gid_index{-1};       // -1 = any; else the index (0..255) of the source GID in that port's GID table
 
   friend bool operator==(const LinkConfig&, const LinkConfig&) = default;
 };

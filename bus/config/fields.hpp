@@ -51,14 +51,16 @@ inline constexpr std::string_view kLinkKeys[] = {"kind",     "peer",   "port",  
                                                  "peer_mac", "window", "rto_min_us", "tls",
                                                  "server_name", "token", "token_file",
                                                  "device", "ring_bytes", "send_depth", "recv_depth",
-                                                 "signal_every", "inline_bytes", "batch_wrs"};
+                                                 "signal_every", "inline_bytes", "batch_wrs", "ib_port", "gid_index"};
 /// The keys of kLinkKeys that only a kind = "rdma" link may have (and local, shared with dpdk).
 inline constexpr std::string_view kRdmaLinkKeys[] = {"device",       "ring_bytes",   "send_depth", "recv_depth",
-                                                     "signal_every", "inline_bytes", "batch_wrs"};
+                                                     "signal_every", "inline_bytes", "batch_wrs",  "ib_port",
+                                                     "gid_index"};
 /// A kind = "rdma" link's ranges (rdma::check's) and the frame slack above max_message_size.
 inline constexpr int64_t kMinRdmaDepth = 4, kMaxRdmaDepth = 32768;
 inline constexpr int64_t kMaxRdmaInline = 1024;
 inline constexpr int64_t kMinRdmaRing = 4096, kMaxRdmaRing = int64_t{1} << 30;
+inline constexpr int64_t kMaxRdmaPort = 255, kMaxRdmaGidIndex = 255;  // ibv port_num and sgid_index are 8 bits
 inline constexpr uint64_t kRdmaFrameSlack = 4096;  // link framing and routing prefix (as dpdk_links.cpp)
 /// The least ring_bytes for `max_message_size`: 4 x (max frame + its 4-byte length).
 [[nodiscard]] constexpr uint64_t rdma_min_ring(uint64_t max_message_size) noexcept {

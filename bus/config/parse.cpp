@@ -760,6 +760,10 @@ class Reader {
       problem(node("send_depth")->source(), key("send_depth"),
               std::to_string(l.send_depth) + " must be at least batch_wrs = " + std::to_string(l.batch_wrs));
     }
+    number("ib_port", l.ib_port, 0, detail::kMaxRdmaPort);
+    if (const toml::node* v = node("gid_index")) {
+      if (const auto n = ranged(*v, key("gid_index"), -1, detail::kMaxRdmaGidIndex)) l.gid_index = static_cast<int32_t>(*n);
+    }
     if (problems_ == problems_before && node("peer") == nullptr) {
       problem(t.source(), path,
               "peer is required for kind = \"rdma\" (\"host:port\": the peer busd's [cluster] rdma_listen)");

@@ -91,7 +91,9 @@ constexpr std::string_view kLinksHelp =
     "# InfiniBand, RoCE, Soft-RoCE); busd needs an RDMA device at start. peer is \"host:port\" of\n"
     "# the peer's [cluster] rdma_listen; local (a numeric address to dial from, \"\" = any),\n"
     "# device (\"\" = any), ring_bytes (0 = derived from max_message_size), send_depth 256,\n"
-    "# recv_depth 256, signal_every 16, inline_bytes 128, batch_wrs 32. For example:\n";
+    "# recv_depth 256, signal_every 16, inline_bytes 128, batch_wrs 32, ib_port 0, gid_index -1\n"
+    "# (ib_port and gid_index check the port and source GID index rdma_cm resolves local to;\n"
+    "# 0 / -1 = any). For example:\n";
 
 constexpr std::string_view kLinksExample =
     "# [[links]]\n"
@@ -241,6 +243,8 @@ std::string rdma_link(const LinkConfig& l, bool example) {
   out += key("signal_every", integer(l.signal_every), "every Nth send WR signaled, 1..send_depth/2");
   out += key("inline_bytes", integer(l.inline_bytes), "inline data asked of the device, 0..1024");
   out += key("batch_wrs", integer(l.batch_wrs), "send WRs per doorbell, 1..send_depth");
+  out += key("ib_port", integer(l.ib_port), "check: the port rdma_cm resolves local to, 1..255; 0 = any");
+  out += key("gid_index", integer(l.gid_index), "check: the source GID's index in that port's table, 0..255; -1 = any");
   return out;
 }
 

@@ -66,6 +66,8 @@ rdma::Options rdma_options(const config::Config& cfg, const config::LinkConfig* 
     o.signal_every = lc->signal_every;
     o.inline_bytes = lc->inline_bytes;
     o.batch_wrs = lc->batch_wrs;
+    o.ib_port = lc->ib_port;      // checked against what rdma_cm resolves (ibv_verbs.cpp)
+    o.gid_index = lc->gid_index;
   } else {
     // The listener's side of accepted links: a power of two like the derived ring of a link.
     uint64_t ring = uint64_t{1} << 20;
@@ -94,6 +96,9 @@ Expected<void> Daemon::check_rdma_links() {
   for (const auto& lc : cfg.links) {
     if (lc.kind != "rdma") continue;
     if (auto ok = rdma::check(rdma_options(cfg, &lc)); !ok) {
+      return fail(Errc::InvalidArgument, rdma_link_name(lc) + ": " + ok.error().detail());
+    }
+    if (auto ok = rdma::check_port_gid(rdma_options(cfg, &lc)); !ok) {
       return fail(Errc::InvalidArgument, rdma_link_name(lc) + ": " + ok.error().detail());
     }
     if (lc.device.empty() || std::find(names.begin(), names.end(), lc.device) != names.end()) continue;

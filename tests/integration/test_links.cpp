@@ -16,8 +16,6 @@
 // exists it prints why and exits 77 (meson: test busd_links_rdma, SKIP here).
 #include <catch2/catch.hpp>
 
-#include <arpa/inet.h>
-#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -67,22 +65,13 @@ bool rdma_kind() { return kind_is("rdma"); }
 }();
 
 // The address alpha's rdma_listen takes: BUS_RDMA_ADDR, else the first non-loopback IPv4
-// address (rdma_cm finds the device behind it; Soft-RoCE sits on an ordinary interface).
+// address (rdma::default_address; a build without RDMA skipped above).
 std::string rdma_address() {
-  if (const char* a = std::getenv("BUS_RDMA_ADDR"); a != nullptr && *a != '\0') return a;
-  std::string out = "127.0.0.1";
-  ifaddrs* ifs = nullptr;
-  if (::getifaddrs(&ifs) != 0) return out;
-  for (ifaddrs* i = ifs; i != nullptr; i = i->ifa_next) {
-    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
-    char buf[INET_ADDRSTRLEN];
-    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf);
-    if (std::string_view(buf).starts_with("127.")) continue;
-    out = buf;
-    break;
-  }
-  ::freeifaddrs(ifs);
-  return out;
+#if BUS_HAVE_RDMA
+  return rdma::default_address();
+#else
+  return "127.0.0.1";
+#endif
 }
 
 // The [cluster] table and one side of an RDMA link: alpha listens, beta dials.

@@ -2,11 +2,13 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <rdma/rdma_cma.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdlib>
@@ -85,6 +87,38 @@ Expected<sockaddr_storage> resolve(const std::string& host, uint16_t port, bool 
   return s;
 }
 
+// The host part of an address ("10.0.0.1", "fe80::1").
+std::string host_text(const sockaddr* a) {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  if (a != nullptr && a->sa_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(a)->sin_addr, buf, sizeof buf);
+  } else if (a != nullptr && a->sa_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(a)->sin6_addr, buf, sizeof buf);
+  }
+  return buf;
+}
+
+bool gid_zero(const ibv_gid& g) {
+  return std::all_of(std::begin(g.raw), std::end(g.raw), [](uint8_t b) { return b == 0; });
+}
+
+bool same_gid(const ibv_gid& a, const ibv_gid& b) { return std::memcmp(a.raw, b.raw, sizeof a.raw) == 0; }
+
+std::string gid_text(const ibv_gid& g) {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  ::inet_ntop(AF_INET6, g.raw, buf, sizeof buf);
+  return buf;
+}
+
+// The IPv4 address a RoCE GID stands for (IPv4-mapped: ::ffff:a.b.c.d), else "".
+std::string mapped_ipv4(const ibv_gid& g) {
+  static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::memcmp(g.raw, kPrefix, sizeof kPrefix) != 0) return {};
+  char buf[INET_ADDRSTRLEN] = "?";
+  ::inet_ntop(AF_INET, g.raw + 12, buf, sizeof buf);
+  return buf;
+}
+
 rdma_conn_param conn_param(const std::array<std::byte, kWindowBytes>& w) {
   rdma_conn_param p{};
   p.private_data = w.data();
@@ -122,6 +156,113 @@ std::vector<std::string> device_names() {
   for (int i = 0; i < n; ++i) names.emplace_back(::ibv_get_device_name(list[i]));
   ::ibv_free_device_list(list);
   return names;
+}
+
+std::string default_address() {
+  if (const char* a = std::getenv("BUS_RDMA_ADDR"); a != nullptr && *a != '\0') return a;
+  std::string out = "127.0.0.1";
+  ifaddrs* ifs = nullptr;
+  if (::getifaddrs(&ifs) != 0) return out;
+  for (ifaddrs* i = ifs; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    char buf[INET_ADDRSTRLEN];
+    if (::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf) == nullptr) {
+      continue;
+    }
+    if (std::string_view(buf).starts_with("127.")) continue;
+    out = buf;
+    break;
+  }
+  ::freeifaddrs(ifs);
+  return out;
+}
+
+// ---------------------------------------------------------------- port and GID checks
+
+Expected<void> check_port_gid(const Options& o) {
+  if (o.ib_port > 255) {
+    return fail(Errc::InvalidArgument, "rdma ib_port must be 0 (any) or 1..255, got " + std::to_string(o.ib_port));
+  }
+  if (o.gid_index < -1 || o.gid_index > 255) {
+    return fail(Errc::InvalidArgument, "rdma gid_index must be -1 (any) or 0..255, got " + std::to_string(o.gid_index));
+  }
+  return {};
+}
+
+std::string check_resolved(const Options& o, const Resolved& r, const std::string& who) {
+  const bool port_set = o.ib_port != 0;
+  const bool gid_set = o.gid_index >= 0;
+  if (!port_set && !gid_set) return {};
+  // Where the source GID sits in the port's table (RoCE: once per RoCE version).
+  std::vector<size_t> at;
+  if (!gid_zero(r.sgid)) {
+    for (size_t i = 0; i < r.gids.size(); ++i) {
+      if (same_gid(r.gids[i], r.sgid)) at.push_back(i);
+    }
+  }
+  const bool port_ok = !port_set || r.port == o.ib_port;
+  const auto want = static_cast<size_t>(gid_set ? o.gid_index : 0);
+  const bool gid_ok = !gid_set || std::find(at.begin(), at.end(), want) != at.end();
+  if (port_ok && gid_ok) return {};
+
+  // What rdma_cm chose.
+  std::string m = who;
+  m += ": rdma_cm resolved local ";
+  m += r.local.empty() ? std::string("(any)") : r.local;
+  m += " to ";
+  m += r.device;
+  m += " port ";
+  m += std::to_string(r.port);
+  if (gid_zero(r.sgid)) {
+    m += " with no source GID (an iWARP device has none to check)";
+  } else if (at.empty()) {
+    m += " GID ";
+    m += gid_text(r.sgid);
+    m += " (not in that port's GID table of ";
+    m += std::to_string(r.gids.size());
+    m += " entries)";
+  } else {
+    m += at.size() == 1 ? " GID index " : " GID indices ";
+    for (size_t i = 0; i < at.size(); ++i) {
+      if (i > 0) m += i + 1 == at.size() ? " and " : ", ";
+      m += std::to_string(at[i]);
+    }
+  }
+  // What the config says, and what to do.
+  if (!port_ok) {
+    m += ", the config says ib_port = ";
+    m += std::to_string(o.ib_port);
+    m += ": set local to an address of the interface on port ";
+    m += std::to_string(o.ib_port);
+    m += " (or ib_port = 0 to take the port rdma_cm resolves)";
+    return m;
+  }
+  m += ", the config says gid_index = ";
+  m += std::to_string(o.gid_index);
+  if (want >= r.gids.size()) {
+    m += ", but that port's GID table has ";
+    m += std::to_string(r.gids.size());
+    m += " entries";
+    if (!r.gids.empty()) {
+      m += " (0..";
+      m += std::to_string(r.gids.size() - 1);
+      m += ")";
+    }
+    return m;
+  }
+  const ibv_gid& there = r.gids[want];
+  if (gid_zero(there)) {
+    m += ", an empty entry of that port's GID table: set local to an address whose GID the port lists, or "
+         "gid_index = -1";
+    return m;
+  }
+  m += ": set local to the address whose GID is at index ";
+  m += std::to_string(want);
+  const std::string v4 = mapped_ipv4(there);
+  m += " (";
+  m += v4.empty() ? "GID " + gid_text(there) : v4;
+  m += ")";
+  return m;
 }
 
 // ---------------------------------------------------------------- IbvConnection
@@ -162,6 +303,7 @@ Expected<void> IbvConnection::open_channel() {
 Expected<std::unique_ptr<IbvConnection>> IbvConnection::dial(const std::string& host, uint16_t port, const Options& o,
                                                              const std::string& bind) {
   if (auto ok = check(o); !ok) return tl::unexpected(ok.error());
+  if (auto ok = check_port_gid(o); !ok) return tl::unexpected(ok.error());
   auto dst = resolve(host, port, false);
   if (!dst) return tl::unexpected(dst.error());
   std::unique_ptr<IbvConnection> c(new IbvConnection(o, cat({host, ":", std::to_string(port)})));
@@ -182,6 +324,27 @@ Expected<std::unique_ptr<IbvConnection>> IbvConnection::dial(const std::string& 
     return tl::unexpected(sys_fail(cat({"rdma_resolve_addr ", host}), errno));
   }
   return c;
+}
+
+std::string IbvConnection::verify_resolved(const std::string& who) const {
+  if (o_.ib_port == 0 && o_.gid_index < 0) return {};
+  ibv_context* ctx = id_->verbs;
+  if (ctx == nullptr) return cat({who, ": rdma_cm bound the connection to no device"});
+  Resolved r;
+  r.device = ::ibv_get_device_name(ctx->device);
+  r.port = id_->port_num;
+  r.sgid = id_->route.addr.addr.ibaddr.sgid;
+  r.local = host_text(::rdma_get_local_addr(id_));
+  ibv_port_attr pa{};
+  if (::ibv_query_port(ctx, id_->port_num, &pa) != 0) {
+    return cat({who, ": ibv_query_port ", r.device, " port ", std::to_string(r.port), ": ", errno_text(errno)});
+  }
+  r.gids.resize(static_cast<size_t>(std::max(pa.gid_tbl_len, 0)));
+  for (size_t i = 0; i < r.gids.size(); ++i) {
+    // An entry that cannot be read (unused RoCE slots may fail) counts as empty.
+    if (::ibv_query_gid(ctx, id_->port_num, static_cast<int>(i), &r.gids[i]) != 0) r.gids[i] = ibv_gid{};
+  }
+  return check_resolved(o_, r, who);
 }
 
 void IbvConnection::down(std::string why) {
@@ -281,6 +444,11 @@ void IbvConnection::handle_event(int event, int status, const void* pdata, size_
   const auto type = static_cast<rdma_cm_event_type>(event);
   switch (type) {
     case RDMA_CM_EVENT_ADDR_RESOLVED: {
+      // ib_port / gid_index: check where rdma_cm resolved the local address before using it.
+      if (std::string why = verify_resolved(cat({"rdma link to ", peer_name_})); !why.empty()) {
+        down(std::move(why));
+        return;
+      }
       if (auto ok = create_resources(); !ok) {
         down(cat({"rdma connect to ", peer_name_, ": ", ok.error().message()}));
         return;
@@ -413,6 +581,7 @@ int IbvListener::fd() const noexcept { return ch_ != nullptr ? ch_->fd : -1; }
 
 Expected<IbvListener> IbvListener::listen(const std::string& addr, uint16_t port, const Options& o) {
   if (auto ok = check(o); !ok) return tl::unexpected(ok.error());
+  if (auto ok = check_port_gid(o); !ok) return tl::unexpected(ok.error());
   auto a = resolve(addr, port, true);
   if (!a) return tl::unexpected(a.error());
   IbvListener l;
@@ -458,6 +627,11 @@ Expected<std::unique_ptr<IbvConnection>> IbvListener::accept() {
   };
   auto w = decode_window(plen > 0 ? pdata.data() : nullptr, plen);
   if (!w) return refuse(w.error());
+  // The listener's ib_port / gid_index against where rdma_cm put this connection.
+  if (std::string why = c->verify_resolved(cat({"rdma connection from ", c->peer_name_})); !why.empty()) {
+    ::rdma_reject(child, nullptr, 0);
+    return fail(Errc::InvalidArgument, why);
+  }
   c->peer_ = *w;
   c->have_peer_ = true;
   if (auto ok = c->open_channel(); !ok) return refuse(ok.error());

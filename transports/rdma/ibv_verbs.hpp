@@ -27,6 +27,33 @@ namespace bus::rdma {
 [[nodiscard]] std::string device_problem();
 /// The names ibv_get_device_list() lists (empty when none or on error).
 [[nodiscard]] std::vector<std::string> device_names();
+/// The address an RDMA link on this host uses when none is given (tests, busbench): $BUS_RDMA_ADDR,
+/// else the first non-loopback IPv4 address of this host (rdma_cm finds the device behind it;
+/// Soft-RoCE sits on an ordinary interface), else 127.0.0.1.
+[[nodiscard]] std::string default_address();
+
+/// What rdma_cm resolved a connection's local address to (after RDMA_CM_EVENT_ADDR_RESOLVED on
+/// the dialing side, with the CONNECT_REQUEST on the accepting side): the device, the cm_id's
+/// port_num, that port's GID table (ibv_query_port's gid_tbl_len entries read with
+/// ibv_query_gid; an entry that cannot be read is all zero) and the source GID the connection
+/// uses (cm_id->route.addr.addr.ibaddr.sgid).
+struct Resolved {
+  std::string device;        // "rxe0", "mlx5_0"
+  uint32_t port = 0;
+  std::vector<ibv_gid> gids;
+  ibv_gid sgid{};
+  std::string local;         // the local address rdma_cm resolved ("10.0.0.1"), for the message
+};
+/// Whether Options::ib_port and Options::gid_index agree with what rdma_cm resolved: "" when
+/// they do (or are 0 / -1: not checked), else one line for the log, naming what rdma_cm chose:
+/// "rdma link to 10.0.0.2:7471: rdma_cm resolved local 10.0.0.1 to rxe0 port 1 GID index 1,
+/// the config says gid_index = 3: set local to the address whose GID is at index 3 (10.0.0.3)".
+/// `who` opens the line ("rdma link to 10.0.0.2:7471"). The source GID may sit at several
+/// indices (RoCE lists each address once per RoCE version): any of them matches gid_index.
+/// Pure: no verbs call (unit-tested without a device).
+[[nodiscard]] std::string check_resolved(const Options& o, const Resolved& r, const std::string& who);
+/// The range of Options::ib_port (0..255) and gid_index (-1..255), named as the config keys.
+[[nodiscard]] Expected<void> check_port_gid(const Options& o);
 
 class IbvConnection final : public Verbs {
  public:
@@ -67,6 +94,9 @@ class IbvConnection final : public Verbs {
   /// in the connect request or the accept.
   [[nodiscard]] std::array<std::byte, kWindowBytes> own_window() const;
   void down(std::string why);
+  /// After address resolution: "" or why the resolved port / GID is not what o_ asks
+  /// (check_resolved; the port's GID table read here).
+  [[nodiscard]] std::string verify_resolved(const std::string& who) const;
   void handle_event(int event, int status, const void* pdata, size_t plen);
 
   Options o_;

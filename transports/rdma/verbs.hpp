@@ -29,6 +29,11 @@ struct Options {
   uint32_t signal_every = 16;      // every Nth send WR is signaled (at most send_depth / 2)
   uint32_t inline_bytes = 128;     // inline data asked for (the device may give more or less)
   uint32_t batch_wrs = 32;         // send WRs per doorbell (per ibv_post_send), at most
+  // rdma_cm picks the device, port and source GID by resolving the addresses; these two check
+  // what it picked (after address resolution: a mismatch takes the connection down, saying what
+  // rdma_cm chose; see check_resolved() in ibv_verbs.hpp):
+  uint32_t ib_port = 0;            // 0 = any; else the port (1..255) it must resolve to
+  int32_t gid_index = -1;          // -1 = any; else the index (0..255) of the source GID in the port's GID table
 };
 
 /// What the queue pair and completion queue were created with (real: what the device granted).

@@ -8,7 +8,7 @@
 #include "config/config.hpp"
 
 #if BUS_HAVE_RDMA
-#include "rdma/verbs.hpp"
+#include "rdma/ibv_verbs.hpp"  // check_port_gid; rdma/verbs.hpp: check
 #endif
 
 using namespace bus::config;
@@ -41,6 +41,8 @@ recv_depth = 128
 signal_every = 8
 inline_bytes = 0
 batch_wrs = 64
+ib_port = 1
+gid_index = 3
 
 [[links]]
 peer = "10.0.0.3:7400"
@@ -68,6 +70,8 @@ TEST_CASE("kind = \"rdma\" links: accepted forms", "[config][rdma]") {
   CHECK(a.signal_every == 8);
   CHECK(a.inline_bytes == 0);
   CHECK(a.batch_wrs == 64);
+  CHECK(a.ib_port == 1);
+  CHECK(a.gid_index == 3);
   CHECK(c.links[1].kind == "tcp");
   const LinkConfig& b = c.links[2];
   CHECK(b.kind == "rdma");
@@ -80,6 +84,8 @@ TEST_CASE("kind = \"rdma\" links: accepted forms", "[config][rdma]") {
   CHECK(b.signal_every == 16);
   CHECK(b.inline_bytes == 128);
   CHECK(b.batch_wrs == 32);
+  CHECK(b.ib_port == 0);      // any port
+  CHECK(b.gid_index == -1);   // any GID index
   CHECK(b.ring_bytes == 8u << 20);
 
   SECTION("the derived ring follows max_message_size, at least 1 MiB; 0 derives too") {
@@ -101,6 +107,18 @@ TEST_CASE("kind = \"rdma\" links: accepted forms", "[config][rdma]") {
     CHECK(e.links[0].send_depth == 4);
     CHECK(e.links[1].signal_every == 16384);
     CHECK(e.links[1].batch_wrs == 32768);
+  }
+  SECTION("ib_port and gid_index: their bounds, and 0 / -1 written out") {
+    const Config e = parsed(
+        "[[links]]\nkind = \"rdma\"\npeer = \"h:1\"\nib_port = 255\ngid_index = 255\n"
+        "[[links]]\nkind = \"rdma\"\npeer = \"h:2\"\nib_port = 0\ngid_index = -1\n"
+        "[[links]]\nkind = \"rdma\"\npeer = \"h:3\"\ngid_index = 0\n");
+    CHECK(e.links[0].ib_port == 255);
+    CHECK(e.links[0].gid_index == 255);
+    CHECK(e.links[1].ib_port == 0);
+    CHECK(e.links[1].gid_index == -1);
+    CHECK(e.links[2].ib_port == 0);
+    CHECK(e.links[2].gid_index == 0);
   }
   SECTION("rdma_listen forms") {
     CHECK(parsed("[cluster]\nrdma_listen = \"[::]:7471\"").cluster.rdma_listen == "[::]:7471");
@@ -124,6 +142,16 @@ TEST_CASE("kind = \"rdma\" links: each error is one exact line", "[config][rdma]
           "busd.toml:4: links[0].signal_every: must be an integer in [1, 32768], got 0");
     CHECK(error_of(head + "batch_wrs = \"8\"") ==
           "busd.toml:4: links[0].batch_wrs: must be an integer in [1, 32768], got \"8\"");
+    CHECK(error_of(head + "ib_port = 256") ==
+          "busd.toml:4: links[0].ib_port: must be an integer in [0, 255], got 256");
+    CHECK(error_of(head + "ib_port = -1") ==
+          "busd.toml:4: links[0].ib_port: must be an integer in [0, 255], got -1");
+    CHECK(error_of(head + "gid_index = -2") ==
+          "busd.toml:4: links[0].gid_index: must be an integer in [-1, 255], got -2");
+    CHECK(error_of(head + "gid_index = 256") ==
+          "busd.toml:4: links[0].gid_index: must be an integer in [-1, 255], got 256");
+    CHECK(error_of(head + "gid_index = \"3\"") ==
+          "busd.toml:4: links[0].gid_index: must be an integer in [-1, 255], got \"3\"");
   }
   SECTION("numbers against each other") {
     CHECK(error_of(head + "send_depth = 64\nsignal_every = 33") ==
@@ -179,6 +207,10 @@ TEST_CASE("kind = \"rdma\" links: each error is one exact line", "[config][rdma]
           "busd.toml:3: links[0].send_depth: only for kind = \"rdma\" (this link has no kind: \"tcp\")");
     CHECK(error_of("[[links]]\nkind = \"tcp\"\npeer = \"h:1\"\ndevice = \"rxe0\"") ==
           "busd.toml:4: links[0].device: only for kind = \"rdma\" (this link is kind = \"tcp\")");
+    CHECK(error_of("[[links]]\npeer = \"h:1\"\ngid_index = 1") ==
+          "busd.toml:3: links[0].gid_index: only for kind = \"rdma\" (this link has no kind: \"tcp\")");
+    CHECK(error_of("[[links]]\nkind = \"tcp\"\npeer = \"h:1\"\nib_port = 1") ==
+          "busd.toml:4: links[0].ib_port: only for kind = \"rdma\" (this link is kind = \"tcp\")");
     CHECK(error_of("[[links]]\nkind = \"dpdk\"\nring_bytes = 65536\nport = \"p0\"\nlocal = \"1.2.3.4:1\"\n"
                    "peer = \"1.2.3.5:1\"\n[dpdk]\neal = [\"-l\", \"0\"]\n[[dpdk.ports]]\nname = \"p0\"") ==
           "busd.toml:3: links[0].ring_bytes: only for kind = \"rdma\" (this link is kind = \"dpdk\")");
@@ -200,9 +232,13 @@ TEST_CASE("kind = \"rdma\" links: render round trip", "[config][rdma]") {
   REQUIRE(back);
   CHECK(*back == c);
   CHECK(doc.find("rdma_listen = \"10.0.0.1:7471\"") != std::string::npos);
+  CHECK(doc.find("\nib_port = 1") != std::string::npos);
+  CHECK(doc.find("\ngid_index = 3") != std::string::npos);
+  CHECK(doc.find("\ngid_index = -1") != std::string::npos);  // links[2]: written out, parsed back
   // The default document explains kind = "rdma" and still parses to the defaults.
   const std::string_view text = default_config_text();
   CHECK(text.find("# kind = \"rdma\": RDMA WRITE") != std::string_view::npos);
+  CHECK(text.find("ib_port 0, gid_index -1") != std::string_view::npos);
   CHECK(text.find("\nrdma_listen = \"\"") != std::string_view::npos);
   auto d = parse(text, "<default>");
   REQUIRE(d);
@@ -214,6 +250,11 @@ TEST_CASE("kind = \"rdma\" links: render round trip", "[config][rdma]") {
   changed.cluster.rdma_listen = "10.0.0.1:7472";
   CHECK(reloadable_diff(c, changed, &restart).empty());
   CHECK(restart == std::vector<std::string>{"cluster.rdma_listen", "links"});
+  restart.clear();
+  changed = c;
+  changed.links[0].gid_index = 2;
+  CHECK(reloadable_diff(c, changed, &restart).empty());
+  CHECK(restart == std::vector<std::string>{"links"});
 }
 
 #if BUS_HAVE_RDMA
@@ -224,7 +265,9 @@ TEST_CASE("kind = \"rdma\" links: what the config accepts, rdma::check() accepts
       "inline_bytes = 1024\nring_bytes = 20496\n"
       "[[links]]\nkind = \"rdma\"\npeer = \"h:2\"\nsend_depth = 32768\nrecv_depth = 32768\nsignal_every = 16384\n"
       "batch_wrs = 32768\nring_bytes = 1_073_741_824\n"
-      "[[links]]\nkind = \"rdma\"\npeer = \"h:3\"");
+      "[[links]]\nkind = \"rdma\"\npeer = \"h:3\"\n"
+      "[[links]]\nkind = \"rdma\"\npeer = \"h:4\"\nib_port = 255\ngid_index = 255\n"
+      "[[links]]\nkind = \"rdma\"\npeer = \"h:5\"\nib_port = 1\ngid_index = 0");
   for (const LinkConfig& l : c.links) {
     bus::rdma::Options o;
     o.ring_bytes = l.ring_bytes;
@@ -234,8 +277,11 @@ TEST_CASE("kind = \"rdma\" links: what the config accepts, rdma::check() accepts
     o.signal_every = l.signal_every;
     o.inline_bytes = l.inline_bytes;
     o.batch_wrs = l.batch_wrs;
+    o.ib_port = l.ib_port;
+    o.gid_index = l.gid_index;
     INFO(l.peer);
     CHECK(bus::rdma::check(o));
+    CHECK(bus::rdma::check_port_gid(o));
   }
   // ... and one byte less of ring is refused by both.
   bus::rdma::Options o;
