@@ -224,3 +224,30 @@ def test_zero_copy_discovery_counters_state(bus) -> None:
         assert a.state == "connected"
         a.drain(1.0)
         assert a.state == "closed" and states[-1] == "closed"
+
+
+def test_messages_of_every_length_read_back_exactly(bus) -> None:
+    """Received messages are copied through ctypes array types cached by length (at most 512
+    lengths, then ctypes.string_at): 700 lengths, so both paths, and subjects of many lengths."""
+    from busd import client as client_mod
+    with busd_client(bus, "py-len-sub") as sub, busd_client(bus, "py-len-pub") as pub:
+        got = []
+
+        @sub.subscribe("len.>")
+        def on(msg: busd.Message) -> None:
+            got.append((msg.subject, bytes(msg.payload), msg.is_request, msg.reply_to))
+
+        # The subscription reaches busd before the first publish (acknowledged at subscribe).
+        sent = []
+        for n in range(700):
+            subject = "len." + "s" * (n % 90 + 1)
+            payload = bytes((n + i) % 251 for i in range(n))
+            pub.publish(subject, payload)
+            sent.append((subject, payload, False, ""))
+            if n % 50 == 49:
+                while len(got) < n + 1:
+                    sub.poll(0.5)
+        while len(got) < len(sent):
+            sub.poll(0.5)
+        assert got == sent
+        assert len(client_mod._ARRAYS) <= client_mod._ARRAYS_MAX
