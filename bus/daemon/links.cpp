@@ -228,14 +228,19 @@ void Daemon::sync_link_counters() {
   counters_.set(counters::Global::link_datagrams_dropped, t.datagrams_dropped);
 }
 
+// Greeters' links too: a link may hold input its descriptor does not announce (TLS records
+// OpenSSL decrypted already, completions an RDMA link reaped before it armed), and poll_links()
+// looks at those as at a peer's.
 bool Daemon::arm_links() noexcept {
   bool ready = false;
   for (auto& p : peers_) ready |= !p->peer->arm();
+  for (auto& [id, g] : greeters_) ready |= !g.link->arm();
   return !ready;
 }
 
 void Daemon::disarm_links() noexcept {
   for (auto& p : peers_) p->peer->disarm();
+  for (auto& [id, g] : greeters_) g.link->disarm();
 }
 
 // ---------------------------------------------------------------- connections
@@ -310,19 +315,9 @@ void Daemon::on_greeter(uint32_t id) {
     }
   }
   std::vector<link::Frame> frames;
-  // A completion-queue link (RDMA) wakes its descriptor only when armed, and arm() says false
-  // when input came before it: read again until it is armed (a TCP link's arm() is always
-  // true). Each round reaps what completed; a peer's credits bound what it can write unread, so
-  // this ends, and a connection still busy after kGreeterRounds without a Hello is refused
-  // (leaving it unarmed would leave it unheard until the handshake deadline).
-  constexpr int kGreeterRounds = 64;
-  for (int round = 0;; ++round) {
-    auto got = g.link->receive(frames, 64);
-    if (!got) return refuse(g.link->error());
-    if (!frames.empty() || g.link->arm()) break;
-    if (round == kGreeterRounds) return refuse("the connection kept its completion queue busy without a Hello");
-  }
-  if (frames.empty()) return;  // armed: its descriptor wakes busd when the Hello comes
+  auto got = g.link->receive(frames, 64);
+  if (!got) return refuse(g.link->error());
+  if (frames.empty()) return;  // its descriptor, or has_input() (poll_links), says when more came
   if (frames.front().type != link::FrameType::Hello) return refuse("the first frame is not a Hello");
   auto hello = link::parse_hello(frames.front());
   if (!hello) return refuse(hello.error().message());
@@ -704,6 +699,12 @@ void Daemon::answer_remote(PeerSlot& p, const EnvelopeView& request, Errc code, 
 
 size_t Daemon::poll_links() {
   size_t moved = 0;
+  for (auto it = greeters_.begin(); it != greeters_.end();) {
+    const uint32_t id = it->first;
+    const bool input = it->second.link->has_input();
+    ++it;  // on_greeter() may erase its own entry (never another)
+    if (input) on_greeter(id);
+  }
   for (size_t i = 0; i < peers_.size(); ++i) {
     PeerSlot& p = *peers_[i];
     if (!p.owed.empty()) {

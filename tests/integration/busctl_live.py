@@ -3,15 +3,14 @@
 sent 25 messages, an idle one) are listed with their names, pids and exact message counts; the
 global counters agree; an agent that exits disappears from `busctl agents`.
 Usage: busctl_live.py BUSCTL BUSD TEST_AGENT FAULT_AGENT"""
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from bustest import accepts, eventually  # noqa: E402  (this directory)
+import bustest  # noqa: E402  (this directory)
+from bustest import accepts, env_for, eventually  # noqa: E402
 
 busctl, busd, test_agent, fault_agent = sys.argv[1:5]
 N = 25
@@ -23,8 +22,7 @@ N = 25
 
 with tempfile.TemporaryDirectory(prefix="busctl-live-") as d:
     sock = os.path.join(d, "busd.sock")
-    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
-    env["BUS_SOCKET"] = sock
+    env = env_for(sock)
     log = open(os.path.join(d, "busd.log"), "w")
     # Through busd (no lanes): this test reads busd's own per-agent message counts.
     conf = os.path.join(d, "busd.toml")
@@ -34,9 +32,7 @@ with tempfile.TemporaryDirectory(prefix="busctl-live-") as d:
     agents = {}
 
     def busctl_json(cmd):
-        r = subprocess.run([busctl, cmd, "--json"], env=env, capture_output=True, text=True, timeout=10)
-        assert r.returncode == 0, f"busctl {cmd}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
-        return json.loads(r.stdout)
+        return bustest.busctl_json(busctl, env, cmd)
 
     def rows():
         return {a["name"]: a for a in busctl_json("agents")["agents"]}

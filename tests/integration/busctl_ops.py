@@ -18,37 +18,19 @@ import select
 import struct
 import termios
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from bustest import accepts, eventually, free_port  # noqa: E402  (this directory)
+from bustest import PrivateBusd, eventually, free_port  # noqa: E402  (this directory)
 
 busctl, busd, test_agent, fault_agent, order_fbs = sys.argv[1:6]
 ORDER = ["--json", "--schema", order_fbs, "--type", "busctl_test.Order"]
 
 
-
-
-
-
-
-
-class Busd:
+class Busd(PrivateBusd):
     def __init__(self, d, name, conf=""):
-        self.dir = os.path.join(d, name)
-        os.makedirs(self.dir)
-        self.sock = os.path.join(self.dir, "busd.sock")
-        self.env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
-        self.env["BUS_SOCKET"] = self.sock
-        path = os.path.join(self.dir, "busd.toml")
-        with open(path, "w") as f:
-            f.write(conf)
-        self.log = open(os.path.join(self.dir, "busd.log"), "w")
-        self.proc = subprocess.Popen([busd, "--config", path], env=self.env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        assert eventually(lambda: accepts(self.sock), 5), f"busd {name} did not start"
+        super().__init__(busd, d, name, conf)
 
     def run(self, args, rc=0, input=None, timeout=15):
         r = subprocess.run([busctl] + args, env=self.env, capture_output=True, text=True,

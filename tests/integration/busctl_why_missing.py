@@ -9,46 +9,25 @@ counter (README "Operating busd"):
      on host B, `busctl stat`: published_no_subscribers grows, link_messages_out does not.
 Each case asserts exact counts where busd can know them. About 10 s.
 Usage: busctl_why_missing.py BUSCTL BUSD TEST_AGENT FAULT_AGENT"""
-import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from bustest import accepts, eventually, free_port  # noqa: E402  (this directory)
+from bustest import PrivateBusd, busctl_json, eventually, free_port  # noqa: E402  (this directory)
 
 busctl, busd, test_agent, fault_agent = sys.argv[1:5]
 
 
-
-
-
-
-
-
-class Host:
+class Host(PrivateBusd):
     """One busd with its own socket, config and log; agents started against it."""
 
     def __init__(self, root, name, config):
-        self.dir = os.path.join(root, name)
-        os.makedirs(self.dir)
-        self.sock = os.path.join(self.dir, "busd.sock")
-        self.env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
-        self.env["BUS_SOCKET"] = self.sock
-        conf = os.path.join(self.dir, "busd.toml")
-        with open(conf, "w") as f:
-            f.write(config)
-        self.log = open(os.path.join(self.dir, "busd.log"), "w")
-        self.busd = subprocess.Popen([busd, "--config", conf], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__(busd, root, name, config)
         self.agents = []
-        assert eventually(lambda: accepts(self.sock), 5), f"busd {name} did not start"
 
     def busctl(self, cmd):
-        r = subprocess.run([busctl, cmd, "--json"], env=self.env, capture_output=True, text=True, timeout=10)
-        assert r.returncode == 0, f"busctl {cmd}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
-        return json.loads(r.stdout)
+        return busctl_json(busctl, self.env, cmd)
 
     def counters(self):
         return self.busctl("stat")["counters"]
@@ -72,8 +51,8 @@ class Host:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        self.busd.send_signal(signal.SIGTERM)
-        rc = self.busd.wait(timeout=10)
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=10)
         self.log.close()
         return rc
 

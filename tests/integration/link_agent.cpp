@@ -20,22 +20,17 @@
 
 #include "bus/client.hpp"
 #include "bus/clock.hpp"
+#include "support/mix.hpp"
 
 namespace {
 
 constexpr size_t kPayload = 64;
 
-uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  return x ^ (x >> 33);
-}
+using bus::test::mix64;
 
 void fill(std::byte* p, uint32_t publisher, uint64_t seq) {
   std::memset(p, 0, kPayload);
-  const uint64_t h = mix((uint64_t{publisher} << 40) ^ seq);
+  const uint64_t h = mix64((uint64_t{publisher} << 40) ^ seq);
   std::memcpy(p, &publisher, 4);
   std::memcpy(p + 8, &seq, 8);
   std::memcpy(p + 16, &h, 8);

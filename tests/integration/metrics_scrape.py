@@ -26,7 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from bustest import eventually, free_port  # noqa: E402  (this directory)
+import bustest  # noqa: E402  (this directory)
+from bustest import PrivateBusd, env_for, eventually, free_port  # noqa: E402
 
 try:
     from prometheus_client.parser import text_string_to_metric_families
@@ -245,28 +246,13 @@ with tempfile.TemporaryDirectory(prefix="metrics-scrape-") as d:
         bport = free_port()
     procs = []
 
-    def env_for(sock):
-        env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
-        env["BUS_SOCKET"] = sock
-        return env
-
     def start_busd(name, text):
-        os.makedirs(os.path.join(d, name))
-        conf = os.path.join(d, name, "busd.toml")
-        with open(conf, "w") as f:
-            f.write(text)
-        sock = os.path.join(d, name, "busd.sock")
-        log = open(os.path.join(d, name, "busd.log"), "w")
-        p = subprocess.Popen([busd, "--config", conf], env=env_for(sock), stdout=log, stderr=subprocess.STDOUT)
-        procs.append(p)
-        assert eventually(lambda: os.path.exists(sock) or p.poll() is not None, 10) and p.poll() is None, \
-            open(os.path.join(d, name, "busd.log")).read()
-        return p, sock, conf
+        b = PrivateBusd(busd, d, name, text)
+        procs.append(b.proc)
+        return b.proc, b.sock, b.conf
 
     def busctl_json(sock, cmd):
-        r = subprocess.run([busctl, cmd, "--json"], env=env_for(sock), capture_output=True, text=True, timeout=10)
-        assert r.returncode == 0, f"busctl {cmd}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
-        return json.loads(r.stdout)
+        return bustest.busctl_json(busctl, env_for(sock), cmd)
 
     def agent(sock, argv, wait_for):
         p = subprocess.Popen(argv, env=env_for(sock), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

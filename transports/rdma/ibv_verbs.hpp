@@ -52,8 +52,6 @@ struct Resolved {
 /// indices (RoCE lists each address once per RoCE version): any of them matches gid_index.
 /// Pure: no verbs call (unit-tested without a device).
 [[nodiscard]] std::string check_resolved(const Options& o, const Resolved& r, const std::string& who);
-/// The range of Options::ib_port (0..255) and gid_index (-1..255), named as the config keys.
-[[nodiscard]] Expected<void> check_port_gid(const Options& o);
 
 class IbvConnection final : public Verbs {
  public:

@@ -128,7 +128,6 @@ bool RdmaLink::reap() {
     if (wc_i_ == wc_n_ && !peek()) break;
     if (cq_broken_) {
       ++rc_.wc_errors;
-      ++c_.completion_errors;
       down(cat({"rdma link with ", peer_, ": polling the completion queue failed (overrun?)"}));
       return false;
     }
@@ -147,7 +146,6 @@ bool RdmaLink::handle(const ibv_wc& wc) {
   const bool recv = (wc.wr_id & kRecvTag) != 0;
   if (wc.status != IBV_WC_SUCCESS) {
     ++rc_.wc_errors;
-    ++c_.completion_errors;
     char code[64];
     std::snprintf(code, sizeof code, " (status %d, vendor error 0x%x)", static_cast<int>(wc.status), wc.vendor_err);
     down(cat({"rdma ", recv ? "receive from " : "write to ", peer_, ": ", ibv_wc_status_str(wc.status), code}));
@@ -279,7 +277,6 @@ bool RdmaLink::post(size_t n) {
   msgs_sent_ += n;
   rc_.wrs_posted += n;
   ++rc_.doorbells;
-  ++c_.doorbells;
   ++c_.write_calls;
   return true;
 }
@@ -365,7 +362,6 @@ Result<size_t> RdmaLink::transmit(link::Session& s) {
         const uint64_t skip = pos + rec > n ? n - pos : 0;  // a record never straddles the end
         if (n - (tx_tail_ - peer_head_) < skip + rec) {
           ++rc_.ring_stalls;
-          ++c_.credit_stalls;
           stalled_ = stop = true;
           break;
         }
@@ -381,14 +377,12 @@ Result<size_t> RdmaLink::transmit(link::Session& s) {
           }
           if ((posted_ - retired_) + nwr + 1 > lim_.max_send_wr) {
             ++rc_.sq_stalls;
-            ++c_.queue_stalls;
             stalled_ = stop = true;
             break;
           }
           // The peer's last receive WR is kept for a credit return.
           if ((msgs_sent_ - peer_msgs_done_) + nwr + 1 > pw_.credit_slots - 1) {
             ++rc_.recv_credit_stalls;
-            ++c_.credit_stalls;
             stalled_ = stop = true;
             break;
           }
@@ -478,6 +472,14 @@ Result<size_t> RdmaLink::receive(std::vector<link::Frame>& out, size_t max) {
   if (!parse(out, max)) return tl::unexpected(Errc::BadMessage);
   if (!maybe_credit()) return tl::unexpected(Errc::Closed);
   return out.size() - before;
+}
+
+const link::LinkCounters& RdmaLink::counters() const noexcept {
+  c_.doorbells = rc_.doorbells;
+  c_.credit_stalls = rc_.ring_stalls + rc_.recv_credit_stalls;
+  c_.queue_stalls = rc_.sq_stalls;
+  c_.completion_errors = rc_.wc_errors;
+  return c_;
 }
 
 bool RdmaLink::has_input() const noexcept {

@@ -102,7 +102,9 @@ class RdmaLink final : public link::Link {
   Result<size_t> transmit(link::Session& s) override;
   Result<size_t> receive(std::vector<link::Frame>& out, size_t max) override;
   void close(const std::string& why) override;
-  [[nodiscard]] const link::LinkCounters& counters() const noexcept override { return c_; }
+  /// The link's counts; the queue-pair fields (doorbells, stalls, completion errors) are
+  /// derived here from rdma_counters(), the one place they are counted.
+  [[nodiscard]] const link::LinkCounters& counters() const noexcept override;
   [[nodiscard]] bool has_input() const noexcept override;
   [[nodiscard]] bool arm() noexcept override;
   void disarm() noexcept override;
@@ -177,7 +179,7 @@ class RdmaLink final : public link::Link {
   mutable int wc_n_ = 0, wc_i_ = 0;
   mutable bool cq_broken_ = false;
 
-  link::LinkCounters c_;
+  mutable link::LinkCounters c_;  // counters() fills in its queue-pair fields from rc_
   RdmaCounters rc_;
 };
 

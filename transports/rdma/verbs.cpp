@@ -70,6 +70,16 @@ Expected<void> check(const Options& o) {
   if (o.signal_every < 1 || o.signal_every > o.send_depth / 2) return bad("rdma signal_every must be 1..send_depth/2");
   if (o.batch_wrs < 1 || o.batch_wrs > o.send_depth) return bad("rdma batch_wrs must be 1..send_depth");
   if (o.inline_bytes > 1024) return bad("rdma inline_bytes must be at most 1024");
+  return check_port_gid(o);
+}
+
+Expected<void> check_port_gid(const Options& o) {
+  if (o.ib_port > 255) {
+    return fail(Errc::InvalidArgument, "rdma ib_port must be 0 (any) or 1..255, got " + std::to_string(o.ib_port));
+  }
+  if (o.gid_index < -1 || o.gid_index > 255) {
+    return fail(Errc::InvalidArgument, "rdma gid_index must be -1 (any) or 0..255, got " + std::to_string(o.gid_index));
+  }
   return {};
 }
 

@@ -76,6 +76,9 @@ void encode_window(const Window& w, std::byte* out) noexcept;
 inline constexpr size_t kCreditBytes = 16;
 /// Validates options; the message names the knob.
 [[nodiscard]] Expected<void> check(const Options& o);
+/// The range of Options::ib_port (0..255) and gid_index (-1..255), named as the config keys
+/// (check() includes it).
+[[nodiscard]] Expected<void> check_port_gid(const Options& o);
 
 enum class ConnState : uint8_t { Connecting, Up, Down };
 

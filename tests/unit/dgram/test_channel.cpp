@@ -18,6 +18,7 @@
 #include "dgram/wire.hpp"
 #include "link/session.hpp"
 #include "link/wire.hpp"
+#include "support/mix.hpp"
 #include "support/scale.hpp"
 
 using namespace bus;
@@ -25,22 +26,15 @@ using namespace bus::dgram;
 
 namespace {
 
-uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
-}
+using bus::test::mix64;
 
 // Message sizes: mostly small (many to a packet), some over one packet (fragments), a few
 // large (tens of packets).
 size_t size_of(uint64_t number) {
-  const uint64_t r = mix(number) % 1000;
-  if (r < 900) return 16 + mix(number + 1) % 200;
-  if (r < 995) return 1200 + mix(number + 2) % 4000;
-  return 20000 + mix(number + 3) % 40000;
+  const uint64_t r = mix64(number) % 1000;
+  if (r < 900) return 16 + mix64(number + 1) % 200;
+  if (r < 995) return 1200 + mix64(number + 2) % 4000;
+  return 20000 + mix64(number + 3) % 40000;
 }
 
 // The filler after number and hash: 8-byte words derived from the hash and their position, so
@@ -56,7 +50,7 @@ void fill(std::byte* p, size_t len, uint64_t h) {
 void make_payload(std::vector<std::byte>& out, uint64_t number) {
   const size_t len = size_of(number);
   out.resize(len);
-  const uint64_t h = mix(number * 7 + 1);
+  const uint64_t h = mix64(number * 7 + 1);
   std::memcpy(out.data(), &number, 8);
   std::memcpy(out.data() + 8, &h, 8);
   fill(out.data(), len, h);
@@ -74,7 +68,7 @@ bool payload_ok(std::span<const std::byte> body, uint64_t want, std::string& why
     why = "got message " + std::to_string(number) + ", wanted " + std::to_string(want);
     return false;
   }
-  if (h != mix(number * 7 + 1) || body.size() != size_of(number)) {
+  if (h != mix64(number * 7 + 1) || body.size() != size_of(number)) {
     why = "message " + std::to_string(number) + " damaged";
     return false;
   }
@@ -168,7 +162,7 @@ struct End {
 
 struct Sim {
   Sim(uint64_t seed, const Impair& im, const ChannelOptions& o)
-      : rng(seed), impair(im), a(mix(seed) | 1, o), b(mix(seed + 1) | 1, o) {
+      : rng(seed), impair(im), a(mix64(seed) | 1, o), b(mix64(seed + 1) | 1, o) {
     a.connect(rng);
     b.connect(rng);
   }

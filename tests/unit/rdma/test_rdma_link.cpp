@@ -18,6 +18,7 @@
 #include "link/wire.hpp"
 #include "rdma/fake_verbs.hpp"
 #include "rdma/rdma_link.hpp"
+#include "support/mix.hpp"
 #include "support/scale.hpp"
 
 using namespace bus;
@@ -26,26 +27,19 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
-}
+using bus::test::mix64;
 
 // A message body: [number u64][hash u64][filler]; its size follows from the number: mostly
 // small, one in 16 up to `max_body`.
 size_t body_len(uint64_t number, uint64_t salt, size_t max_body) {
-  const uint64_t h = mix(number ^ salt);
+  const uint64_t h = mix64(number ^ salt);
   if (h % 16 == 0) return 16 + (h >> 8) % (max_body - 16 + 1);
   return 16 + (h >> 8) % 200;
 }
 
 void make_body(std::vector<std::byte>& out, uint64_t number, uint64_t salt, size_t max_body) {
   const size_t len = body_len(number, salt, max_body);
-  const uint64_t h = mix(number * 7 + salt);
+  const uint64_t h = mix64(number * 7 + salt);
   out.assign(len, std::byte{0});
   std::memcpy(out.data(), &number, 8);
   std::memcpy(out.data() + 8, &h, 8);
@@ -58,7 +52,7 @@ void check_body(std::span<const std::byte> body, uint64_t want, uint64_t salt, s
   std::memcpy(&number, body.data(), 8);
   std::memcpy(&h, body.data() + 8, 8);
   REQUIRE(number == want);  // exactly once, in order
-  REQUIRE(h == mix(number * 7 + salt));
+  REQUIRE(h == mix64(number * 7 + salt));
   REQUIRE(body.size() == body_len(number, salt, max_body));
   for (size_t i = 16; i < body.size(); ++i) {
     if (body[i] != static_cast<std::byte>((h >> (i % 8 * 8)) + i)) FAIL("message " << number << " damaged at byte " << i);
@@ -98,8 +92,8 @@ struct Harness {
   Harness(uint64_t seed, Options a, Options b, uint32_t inl_a, uint32_t inl_b, size_t hold = 64u << 10)
       : rng(seed), oa(a), ob(b), la(fitting_limits(a, inl_a)), lb(fitting_limits(b, inl_b)), x(0xA000 + seed, hold),
         y(0xB000 + seed, hold) {
-    x.salt = mix(seed * 2 + 1);
-    y.salt = mix(seed * 2 + 2);
+    x.salt = mix64(seed * 2 + 1);
+    y.salt = mix64(seed * 2 + 2);
     // Bodies fit the smaller max_frame (the link refuses a larger frame).
     max_body = std::min(a.max_frame, b.max_frame) - link::kHeaderBytes;
   }
